@@ -1,0 +1,293 @@
+"""start() and stop(): composing the native primitives of fasttrace._core.
+
+Hook choice per version (research/cpython-hooks.md):
+  3.12+      sys.monitoring, tool id 2 (PROFILER_ID), C callbacks;
+  3.9-3.11   a C profile function on every thread, and threading.setprofile for new ones.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from fasttrace import _core
+from fasttrace._errors import TracingError
+
+CHUNK_SIZE = 64 * 1024
+DEFAULT_BUFFER_SIZE = 8 * 1024 * 1024  # per thread
+MIN_BUFFER_SIZE = 4 * CHUNK_SIZE
+TOOL_ID = 2  # sys.monitoring.PROFILER_ID
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What stop() returns."""
+
+    path: str
+    events: int
+    dropped: int
+    duration_ns: int
+    bytes: int
+    threads: int
+    functions: int
+
+
+class Session:
+    """A running trace.  Also a context manager: leaving the block stops the trace."""
+
+    def __init__(self, path: str, c_calls: bool, buffer_size: int) -> None:
+        self.path = path
+        self.c_calls = c_calls
+        self.buffer_size = buffer_size
+        self.pid = os.getpid()
+        self.summary: Optional[Summary] = None
+        self._prev_threading_profile: Any = None
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if _session is self:
+            try:
+                stop()
+            except TracingError:
+                if exc_type is None:
+                    raise
+                # the block's own exception is the one the user needs to see
+                warnings.warn(f"fasttrace: {sys.exc_info()[1]}", RuntimeWarning, stacklevel=2)
+
+    def __repr__(self) -> str:
+        state = "running" if _session is self else "stopped"
+        return f"<fasttrace.Session {self.path!r} {state}>"
+
+
+_lock = threading.RLock()
+_session: Optional[Session] = None
+_disabled_call_sites = False  # a previous trace returned DISABLE somewhere
+
+
+def is_tracing() -> bool:
+    """True while a trace is running in this process."""
+    return _session is not None
+
+
+def _check_no_other_profiler() -> None:
+    other = sys.getprofile()
+    if other is not None:
+        raise TracingError(
+            f"another profiler is active on this thread (sys.getprofile() is {other!r}); "
+            "stop it before fasttrace.start()"
+        )
+    ident = _core.find_profiled_thread()
+    if ident:
+        raise TracingError(
+            f"another profiler is installed on thread {ident} (a profile function is set); "
+            "stop it before fasttrace.start()"
+        )
+    if _core.USE_MONITORING:
+        holder = sys.monitoring.get_tool(TOOL_ID)
+        if holder is not None:
+            raise TracingError(
+                f"sys.monitoring tool id {TOOL_ID} (PROFILER_ID) is held by {holder!r}; "
+                "stop that profiler before fasttrace.start()"
+            )
+
+
+def _open_output(path: str) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(path, flags, 0o644)
+    except IsADirectoryError:
+        raise TracingError(f"cannot write trace to {path!r}: it is a directory") from None
+    except FileNotFoundError:
+        parent = os.path.dirname(os.path.abspath(path))
+        raise TracingError(
+            f"cannot write trace to {path!r}: directory {parent!r} does not exist"
+        ) from None
+    except PermissionError:
+        raise TracingError(f"cannot write trace to {path!r}: permission denied") from None
+    except OSError as e:
+        raise TracingError(f"cannot write trace to {path!r}: {e.strerror}") from None
+
+
+def _command_line() -> bytes:
+    argv = getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv]
+    return b"".join(os.fsencode(a) + b"\0" for a in argv)
+
+
+def start(
+    path: "str | os.PathLike[str]" = "fasttrace.ftrace",
+    *,
+    c_calls: bool = True,
+    buffer_size: int = DEFAULT_BUFFER_SIZE,
+    rate: Optional[float] = None,
+) -> Session:
+    """Start tracing every call and return on every thread into `path`.
+
+    c_calls: also record calls of C functions (builtins, method descriptors).
+    buffer_size: bytes of ring buffer per thread; a full ring drops events and counts them.
+    rate: reserved for sampling mode.
+    """
+    global _session
+    if rate is not None:
+        raise ValueError("rate= (sampling mode) is not available in this version of fasttrace")
+    if isinstance(buffer_size, bool) or not isinstance(buffer_size, int):
+        raise TypeError(f"buffer_size must be an int, not {type(buffer_size).__name__}")
+    if buffer_size < MIN_BUFFER_SIZE:
+        raise ValueError(f"buffer_size must be at least {MIN_BUFFER_SIZE} bytes, got {buffer_size}")
+    path = os.fspath(path)
+    with _lock:
+        if _session is not None:
+            raise TracingError(
+                f"a trace is already running (writing {_session.path!r}); "
+                "call fasttrace.stop() first"
+            )
+        _check_no_other_profiler()
+        _core.hooks_init()
+        fd = _open_output(path)
+        n_chunks = buffer_size // CHUNK_SIZE
+        try:
+            _core.session_start(
+                fd, c_calls, CHUNK_SIZE, n_chunks, _command_line(), sys.version, sys.hexversion
+            )
+        except OSError as e:
+            os.close(fd)
+            raise TracingError(f"cannot start writing {path!r}: {e.strerror}") from None
+        session = Session(path, c_calls, buffer_size)
+        _install(session)
+        _session = session
+        atexit.register(_stop_at_exit)
+        return session
+
+
+def _install(session: Session) -> None:
+    global _disabled_call_sites
+    disable = sys.monitoring.DISABLE if _core.USE_MONITORING else None
+    _core.hooks_retain(getattr(threading, "_active", None), disable, _HookMarker())
+    if _core.USE_MONITORING:
+        mon = sys.monitoring
+        ev = mon.events
+        mon.use_tool_id(TOOL_ID, "fasttrace")
+        if _disabled_call_sites:
+            mon.restart_events()  # re-arm call sites a previous trace disabled
+        enter, exit_, call, c_exit = _core.monitoring_callbacks()
+        events = 0
+        for e in (ev.PY_START, ev.PY_RESUME, ev.PY_THROW):
+            mon.register_callback(TOOL_ID, e, enter)
+            events |= e
+        for e in (ev.PY_RETURN, ev.PY_YIELD, ev.PY_UNWIND):
+            mon.register_callback(TOOL_ID, e, exit_)
+            events |= e
+        if session.c_calls:
+            mon.register_callback(TOOL_ID, ev.CALL, call)
+            for e in (ev.C_RETURN, ev.C_RAISE):
+                mon.register_callback(TOOL_ID, e, c_exit)
+            events |= ev.CALL | ev.C_RETURN | ev.C_RAISE
+            _disabled_call_sites = True
+        _core.install_monitoring(mon.set_events, TOOL_ID, events)
+    else:
+        session._prev_threading_profile = getattr(threading, "_profile_hook", None)
+        threading.setprofile(_core.legacy_bootstrap())
+        _core.install_legacy()
+
+
+def _uninstall(session: Session) -> None:
+    if _core.USE_MONITORING:
+        mon = sys.monitoring
+        mon.set_events(TOOL_ID, 0)
+        for e in _all_monitoring_events():
+            mon.register_callback(TOOL_ID, e, None)
+        mon.free_tool_id(TOOL_ID)
+    else:
+        _core.remove_legacy()
+        threading.setprofile(session._prev_threading_profile)
+
+
+def _all_monitoring_events() -> list:
+    ev = sys.monitoring.events
+    return [ev.PY_START, ev.PY_RESUME, ev.PY_THROW, ev.PY_RETURN, ev.PY_YIELD, ev.PY_UNWIND,
+            ev.CALL, ev.C_RETURN, ev.C_RAISE]
+
+
+def stop() -> Summary:
+    """Stop the running trace, finish its file and return a Summary."""
+    global _session
+    with _lock:
+        session = _session
+        if session is None:
+            raise TracingError("fasttrace.stop() was called but no trace is running")
+        _core.session_quiesce()
+        _uninstall(session)
+        for t in threading.enumerate():
+            if t.ident is not None:
+                _core.set_thread_name(t.ident, t.name)
+        result = _core.session_finish()
+        _core.hooks_release()
+        _session = None
+        atexit.unregister(_stop_at_exit)
+    summary = Summary(
+        path=session.path,
+        events=result["events"],
+        dropped=result["dropped"],
+        duration_ns=result["duration_ns"],
+        bytes=result["bytes"],
+        threads=result["threads"],
+        functions=result["functions"],
+    )
+    session.summary = summary
+    if result["error"]:
+        raise TracingError(
+            f"writing {session.path!r} failed at byte {result['error_offset']}: "
+            f"{os.strerror(result['error'])}; tracing stopped there and the "
+            f"{result['error_offset']} bytes before it are readable"
+        )
+    return summary
+
+
+def _stop_at_exit() -> None:
+    if _session is None:
+        return
+    path = _session.path
+    try:
+        summary = stop()
+    except TracingError as e:
+        print(f"fasttrace: {e}", file=sys.stderr)
+        return
+    print(
+        f"fasttrace: warning: the trace was still running at exit; it was stopped and saved "
+        f"to {path} ({summary.events} events)",
+        file=sys.stderr,
+    )
+
+
+def _after_fork_in_child() -> None:
+    # The writer thread did not survive the fork and the file belongs to the parent: the child
+    # stops tracing without touching either.
+    global _session, _lock
+    _lock = threading.RLock()
+    if _session is None:
+        return
+    _core.session_abandon()
+    try:
+        _uninstall(_session)
+    except Exception:  # best effort: the child must go on whatever state it inherited
+        pass
+    _core.hooks_release()
+    _session = None
+    atexit.unregister(_stop_at_exit)
+
+
+class _HookMarker:
+    """What sys.getprofile() shows while fasttrace's C hook is installed (3.9-3.11)."""
+
+    def __repr__(self) -> str:
+        return "<fasttrace hook>"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

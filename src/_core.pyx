@@ -1,0 +1,459 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""fasttrace._core: the native boundary.
+
+Two halves, both thin:
+  * session and hook primitives that fasttrace/_tracer.py composes into start()/stop();
+  * TraceFile, which maps a .ftrace file and decodes it with ft_reader.c.
+All policy (errors users see, coexistence checks, atexit, fork) lives in Python.
+"""
+from cpython.long cimport PyLong_FromUnsignedLongLong
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy
+
+from ft_hooks cimport *
+from ft_reader cimport *
+from ft_session cimport *
+
+import mmap as _mmap
+import os as _os
+
+USE_MONITORING = bool(FT_USE_MONITORING)
+FORMAT_VERSION = FT_FORMAT_VERSION
+CHUNK_HEADER_SIZE = FT_CHUNK_HEADER_SIZE
+
+
+# ---- session and hooks (GIL held unless marked) -------------------------------------------
+
+def hooks_init():
+    ft_hooks_init()
+
+
+def session_start(int fd, bint c_calls, uint32_t chunk_size, uint32_t n_chunks,
+                  bytes command_line, str python_version, uint32_t python_version_hex):
+    """Writes the header and starts the writer thread.  Raises OSError; the caller keeps fd."""
+    cdef ft_config cfg
+    cdef bytes py = python_version.encode("utf-8", "replace")
+    cfg.path = NULL
+    cfg.fd = fd
+    cfg.c_calls = c_calls
+    cfg.chunk_size = chunk_size
+    cfg.n_chunks = n_chunks
+    cfg.command_line = command_line
+    cfg.command_line_size = len(command_line)
+    cfg.python_version = py
+    cfg.python_version_hex = python_version_hex
+    ft_intern_reset()
+    cdef int err = ft_session_start(&cfg)
+    if err != 0:
+        raise OSError(err, _os.strerror(err))
+
+
+def hooks_retain(threading_active, disable, marker):
+    ft_hooks_retain(threading_active, disable, marker)
+
+
+def hooks_release():
+    ft_hooks_release()
+
+
+def find_profiled_thread():
+    """threading.get_ident() of a thread that has a profile function set, or 0."""
+    return ft_hooks_find_profiled_thread()
+
+
+def install_monitoring(object set_events, int tool, int events):
+    """Snapshots every thread's stack and enables the events, with no Python code in between
+    (so no other thread can run and move its stack)."""
+    ft_hooks_snapshot_threads()
+    set_events(tool, events)
+
+
+def monitoring_callbacks():
+    """(enter, exit, call, c_exit) C callables for sys.monitoring.register_callback."""
+    return ft_hooks_monitoring_callbacks()
+
+
+def install_legacy():
+    """Snapshots every thread's stack and installs the C profile function on each."""
+    ft_hooks_snapshot_threads()
+    ft_hooks_install_legacy()
+
+
+def remove_legacy():
+    ft_hooks_remove_legacy()
+
+
+def legacy_bootstrap():
+    return ft_hooks_legacy_bootstrap()
+
+
+def set_thread_name(unsigned long long ident, str name):
+    cdef bytes b = name.encode("utf-8", "replace")
+    ft_session_set_thread_name(ident, b)
+
+
+def session_quiesce():
+    ft_session_quiesce()
+
+
+def session_finish():
+    """Flushes and closes the file; returns a dict.  Runs without the GIL."""
+    cdef ft_summary s
+    with nogil:
+        ft_session_finish(&s)
+    return {
+        "events": s.events,
+        "dropped": s.dropped,
+        "bytes": s.bytes,
+        "duration_ns": s.duration_ns,
+        "threads": s.threads,
+        "functions": s.functions,
+        "error": s.error,
+        "error_offset": s.error_offset,
+    }
+
+
+def session_abandon():
+    ft_session_abandon()
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+cdef class Function:
+    """A traced function: Python code (is_c False) or a C function (is_c True)."""
+    cdef readonly int id
+    cdef readonly str name
+    cdef readonly str qualname
+    cdef readonly str filename
+    cdef readonly int lineno
+    cdef readonly str module
+    cdef readonly bint is_c
+
+    def __repr__(self):
+        where = "C" if self.is_c else f"{self.filename}:{self.lineno}"
+        return f"<Function {self.id} {self.qualname} ({where})>"
+
+
+cdef class Thread:
+    """A traced thread.  `id` is the small id events carry; `ident` is threading.get_ident()."""
+    cdef readonly int id
+    cdef readonly object ident
+    cdef readonly object native_id
+    cdef readonly str name
+
+    def __repr__(self):
+        return f"<Thread {self.id} {self.name!r} ident={self.ident}>"
+
+
+cdef str K_CALL = "call"
+cdef str K_RETURN = "return"
+cdef str K_C_CALL = "c_call"
+cdef str K_C_RETURN = "c_return"
+cdef str K_GAP = "gap"
+cdef tuple KINDS = (K_CALL, K_RETURN, K_C_CALL, K_C_RETURN, K_GAP)
+
+
+cdef class Event:
+    """One call or return.  `ts` is ns since the trace started.  `synthetic` marks events the
+    reader made: frames already running at start, and frames closed and reopened around a gap
+    or at the end of the trace."""
+    cdef readonly str kind
+    cdef readonly object ts
+    cdef readonly int thread
+    cdef readonly Function function
+    cdef readonly bint synthetic
+    # gaps only
+    cdef readonly object dropped
+    cdef readonly object start_ts
+
+    def __repr__(self):
+        if self.kind == K_GAP:
+            return f"<Gap thread={self.thread} {self.start_ts}..{self.ts} dropped={self.dropped}>"
+        return f"<Event {self.kind} {self.function.qualname} ts={self.ts} thread={self.thread}>"
+
+
+cdef inline str _text(ft_str s):
+    return (<const char*>s.s)[:s.n].decode("utf-8", "replace")
+
+
+cdef class TraceFile:
+    """A mapped .ftrace file.  Construction validates every chunk's checksum and loads the
+    definitions; events are decoded lazily by events()."""
+    cdef object _file
+    cdef object _map
+    cdef object _view
+    cdef const uint8_t* _data
+    cdef size_t _size
+    cdef ft_header _h
+    cdef readonly str path
+    cdef readonly dict header
+    cdef readonly list functions          # index = function id (0 is None)
+    cdef readonly dict threads            # id -> Thread
+    cdef readonly bint truncated
+    cdef readonly object damage           # str, or None
+    cdef readonly bint complete           # a trailer was found
+    cdef readonly object trailer_events
+    cdef readonly object trailer_dropped
+    cdef readonly uint64_t chunk_events   # sum of the chunk headers' record counts
+    cdef readonly object writer_error
+    cdef bytearray _fid_kind
+    cdef list _chunks                     # (payload offset, size, thread, base_tick)
+    cdef uint32_t _max_thread
+    cdef uint64_t _end_tick
+    cdef double _ns_per_tick
+    cdef uint64_t _clock_tick
+    cdef uint64_t _clock_mono
+    cdef int _iterating                   # live events() generators: close() must wait
+
+    def __cinit__(self, path):
+        self.path = _os.fspath(path)
+        self.functions = [None]
+        self.threads = {}
+        self._fid_kind = bytearray(b"\xff")
+        self._chunks = []
+        self.damage = None
+
+    def __init__(self, path):
+        from fasttrace._errors import FormatError
+        cdef ft_read_error err
+        try:
+            self._file = open(self.path, "rb")
+        except OSError as e:
+            raise FormatError(self.path, 0, f"cannot open: {e.strerror}") from None
+        size = _os.fstat(self._file.fileno()).st_size
+        if size == 0:
+            raise FormatError(self.path, 0, "empty file")
+        self._map = _mmap.mmap(self._file.fileno(), 0, access=_mmap.ACCESS_READ)
+        self._view = memoryview(self._map)  # while exported, the map cannot be closed under us
+        cdef const uint8_t[::1] bytes_view = self._view
+        self._data = &bytes_view[0]
+        self._size = len(self._view)
+        if ft_read_header(self._data, self._size, &self._h, &err) < 0:
+            raise FormatError(self.path, err.offset, err.reason.decode("utf-8", "replace"))
+        self._ns_per_tick = 1e9 / self._h.tick_hz
+        self._clock_tick = self._h.start_tick
+        self._clock_mono = self._h.start_mono_ns
+        self._end_tick = self._h.start_tick
+        self.header = self._header_dict()
+        self._scan(FormatError)
+
+    cdef dict _header_dict(self):
+        argv = (<const char*>self._h.command_line)[:self._h.command_line_size]
+        return {
+            "format_version": self._h.version,
+            "python_version": (<const char*>self._h.python_version)[
+                :self._h.python_version_size].decode("utf-8", "replace"),
+            "python_version_hex": self._h.python_version_hex,
+            "pid": self._h.pid,
+            "mode": {FT_MODE_TRACE: "trace", FT_MODE_SAMPLE: "sample"}.get(self._h.mode, "unknown"),
+            "c_calls": bool(self._h.flags & FT_HEADER_C_CALLS),
+            "clock": "tsc" if self._h.clock_kind == 2 else "monotonic",
+            "tick_hz": self._h.tick_hz,
+            "chunk_size": self._h.chunk_size,
+            "buffer_size": self._h.buffer_size,
+            "start_wall_ns": self._h.start_wall_ns,
+            "start_monotonic_ns": self._h.start_mono_ns,
+            "argv": [a.decode("utf-8", "replace") for a in argv.split(b"\0")[:-1]],
+        }
+
+    cdef _scan(self, FormatError):
+        cdef ft_read_error err
+        cdef ft_chunk_header ch
+        cdef const uint8_t* payload
+        cdef size_t offset = self._h.first_chunk
+        cdef int rc
+        cdef uint64_t tick, mono
+        while True:
+            rc = ft_read_chunk(self._data, self._size, offset, &ch, &payload, &err)
+            if rc == FT_READ_END:
+                break
+            if rc == FT_READ_TRUNCATED:
+                self.truncated = True
+                self.damage = (f"damaged tail at byte {err.offset}: "
+                               f"{err.reason.decode('utf-8', 'replace')}; "
+                               f"the {err.offset} bytes before it were loaded")
+                break
+            if rc == FT_READ_CORRUPT:
+                raise FormatError(self.path, err.offset, err.reason.decode("utf-8", "replace"))
+            if ch.type == FT_CHUNK_EVENTS:
+                if ch.thread == 0:
+                    raise FormatError(self.path, offset, "events chunk without a thread")
+                self._chunks.append((offset + FT_CHUNK_HEADER_SIZE, ch.payload_size,
+                                     ch.thread, ch.base_tick))
+                self.chunk_events += ch.records
+                if ch.thread > self._max_thread:
+                    self._max_thread = ch.thread
+                if ch.thread not in self.threads:
+                    self._add_thread(ch.thread, None, None, f"thread-{ch.thread}")
+            elif ch.type == FT_CHUNK_DEFS:
+                self._read_defs(payload, ch.payload_size, offset + FT_CHUNK_HEADER_SIZE,
+                                FormatError)
+            elif ch.type == FT_CHUNK_CLOCK:
+                if ch.payload_size < 24:
+                    raise FormatError(self.path, offset, "clock chunk too short")
+                memcpy(&tick, payload, 8)
+                memcpy(&mono, payload + 8, 8)
+                self._add_clock(tick, mono)
+            elif ch.type == FT_CHUNK_TRAILER:
+                self._read_trailer(payload, ch.payload_size, offset, FormatError)
+            offset += FT_CHUNK_HEADER_SIZE + ch.payload_size
+        if not self.complete and not self.truncated:
+            self.truncated = True
+            self.damage = (f"no trailer after byte {offset}: the traced process did not stop "
+                           f"the trace (killed or crashed); everything before it was loaded")
+
+    cdef _add_clock(self, uint64_t tick, uint64_t mono):
+        # ns = start_mono + (tick - start_tick) * rate, with the rate taken over the longest
+        # span available; under 1 ms the header's calibrated rate is better.
+        if tick > self._h.start_tick + <uint64_t>(self._h.tick_hz / 1000):
+            self._ns_per_tick = <double>(mono - self._h.start_mono_ns) / <double>(
+                tick - self._h.start_tick)
+        if tick > self._end_tick:
+            self._end_tick = tick
+
+    cdef _read_trailer(self, const uint8_t* payload, uint32_t size, size_t offset, FormatError):
+        cdef ft_trailer tr
+        if size < sizeof(ft_trailer):
+            raise FormatError(self.path, offset, "trailer chunk too short")
+        memcpy(&tr, payload, sizeof(ft_trailer))
+        self.complete = True
+        self.trailer_events = tr.events
+        self.trailer_dropped = tr.dropped
+        self.writer_error = tr.error or None
+        self._add_clock(tr.stop_tick, tr.stop_mono_ns)
+        self._end_tick = tr.stop_tick
+
+    cdef _add_thread(self, uint64_t tid, ident, native_id, str name):
+        cdef Thread t = Thread.__new__(Thread)
+        t.id = <int>tid
+        t.ident = ident
+        t.native_id = native_id
+        t.name = name
+        self.threads[t.id] = t
+        if tid > self._max_thread:
+            self._max_thread = <uint32_t>tid
+
+    cdef _read_defs(self, const uint8_t* payload, uint32_t size, size_t base, FormatError):
+        cdef ft_read_error err
+        cdef ft_def d
+        cdef size_t pos = 0
+        cdef int rc
+        cdef Function f
+        cdef Thread t
+        while True:
+            rc = ft_next_def(payload, size, &pos, base, &d, &err)
+            if rc == 0:
+                break
+            if rc < 0:
+                raise FormatError(self.path, err.offset, err.reason.decode("utf-8", "replace"))
+            if d.tag == FT_DEF_FUNCTION:
+                f = Function.__new__(Function)
+                f.id = <int>d.id
+                f.is_c = bool(d.flags & FT_FUNC_IS_C)
+                f.lineno = <int>d.lineno
+                f.name = _text(d.name)
+                f.qualname = _text(d.qualname)
+                f.filename = _text(d.filename)
+                f.module = _text(d.module)
+                while len(self.functions) <= d.id:
+                    self.functions.append(None)
+                    self._fid_kind.append(0xFF)
+                if self.functions[d.id] is not None:
+                    raise FormatError(self.path, base + pos, f"function id {d.id} defined twice")
+                self.functions[d.id] = f
+                self._fid_kind[d.id] = 1 if f.is_c else 0
+            elif d.tag == FT_DEF_THREAD:
+                self._add_thread(d.id, d.ident, d.native_id, _text(d.name) or f"thread-{d.id}")
+            elif d.tag == FT_DEF_THREAD_NAME:
+                if d.id in self.threads and d.name.n > 0:
+                    t = self.threads[d.id]
+                    t.name = _text(d.name)
+
+    cdef inline object _ns(self, uint64_t tick):
+        cdef int64_t delta = <int64_t>(tick - self._h.start_tick)
+        return <int64_t>(<double>delta * self._ns_per_tick)
+
+    @property
+    def duration_ns(self):
+        return self._ns(self._end_tick)
+
+    def events(self, thread=None, bint gaps=False):
+        """Yields Events chunk by chunk: in order within each thread; threads interleave by
+        chunk.  With gaps=True, a gap (kind "gap") is yielded where events were dropped."""
+        from fasttrace._errors import FormatError
+        cdef ft_read_error err
+        cdef ft_event_buf buf
+        cdef ft_functions_view fv
+        cdef const uint8_t[::1] kinds = self._fid_kind
+        cdef ft_thread_decoder* decs = <ft_thread_decoder*>calloc(
+            self._max_thread + 1, sizeof(ft_thread_decoder))
+        cdef size_t i, off, size
+        cdef uint32_t tid
+        cdef uint64_t base_tick
+        cdef ft_event* ev
+        cdef Event e
+        cdef list functions = self.functions
+        cdef int want = -1 if thread is None else int(thread)
+        if decs == NULL:
+            raise MemoryError()
+        self._iterating += 1
+        fv.fid_kind = &kinds[0]
+        fv.n_fids = <uint32_t>len(self._fid_kind)
+        buf.ev = NULL
+        buf.n = buf.cap = 0
+        try:
+            for off, size, tid, base_tick in self._chunks:
+                if want >= 0 and <int>tid != want:
+                    continue
+                buf.n = 0
+                if ft_decode_events(&decs[tid], &fv, self._data + off, size, off, base_tick,
+                                    &buf, &err) < 0:
+                    raise FormatError(self.path, err.offset, err.reason.decode("utf-8", "replace"))
+                for i in range(buf.n):
+                    ev = &buf.ev[i]
+                    if ev.kind == FT_EV_GAP and not gaps:
+                        continue
+                    e = Event.__new__(Event)
+                    e.kind = <str>KINDS[ev.kind]
+                    e.ts = self._ns(ev.tick)
+                    e.thread = <int>tid
+                    e.synthetic = ev.synthetic
+                    if ev.kind == FT_EV_GAP:
+                        e.dropped = ev.aux
+                        e.start_ts = self._ns(ev.aux2)
+                    else:
+                        e.function = <Function>functions[ev.fid]
+                    yield e
+            # Frames still open when the trace ended close at its end.
+            for tid in range(1, self._max_thread + 1):
+                if want >= 0 and <int>tid != want:
+                    continue
+                buf.n = 0
+                if ft_close_open(&decs[tid], &fv, max(self._end_tick, decs[tid].last_tick),
+                                 &buf) < 0:
+                    raise MemoryError()
+                for i in range(buf.n):
+                    ev = &buf.ev[i]
+                    e = Event.__new__(Event)
+                    e.kind = <str>KINDS[ev.kind]
+                    e.ts = self._ns(ev.tick)
+                    e.thread = <int>tid
+                    e.synthetic = True
+                    e.function = <Function>functions[ev.fid]
+                    yield e
+        finally:
+            self._iterating -= 1
+            for tid in range(self._max_thread + 1):
+                ft_thread_decoder_free(&decs[tid])
+            free(decs)
+            ft_event_buf_free(&buf)
+
+    def close(self):
+        if self._iterating:
+            raise RuntimeError("cannot close a trace while events() is being iterated")
+        if self._view is not None:
+            self._view.release()
+            self._view = None
+            self._map.close()
+            self._file.close()

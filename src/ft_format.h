@@ -1,0 +1,135 @@
+/* ft_format.h: the .ftrace file format.  FORMAT.md beside this file is the byte-level spec;
+ * this header is its source of truth for numbers.  Everything is little-endian.
+ *
+ *   file   := header chunk*
+ *   header := "\x89FTRACE\n" u32 version u32 body_size u32 crc32(body) body
+ *   chunk  := ft_chunk_header payload         (payload_size bytes, crc over header[12:] + payload)
+ */
+#ifndef FT_FORMAT_H
+#define FT_FORMAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define FT_MAGIC "\x89" "FTRACE\n"
+#define FT_MAGIC_SIZE 8
+#define FT_FORMAT_VERSION 1u
+#define FT_PREAMBLE_SIZE 20 /* magic + version + body_size + crc */
+
+#define FT_CHUNK_MAGIC 0x4B435446u /* "FTCK" */
+#define FT_CHUNK_HEADER_SIZE 32
+
+/* Trace modes, header field `mode`. */
+enum ft_mode {
+    FT_MODE_TRACE = 1,
+    FT_MODE_SAMPLE = 2,
+};
+
+/* Header flags. */
+enum ft_header_flags {
+    FT_HEADER_C_CALLS = 1u << 0,
+};
+
+/* Chunk types. */
+enum ft_chunk_type {
+    FT_CHUNK_EVENTS = 1,  /* one thread's event records */
+    FT_CHUNK_DEFS = 2,    /* function and thread definitions */
+    FT_CHUNK_CLOCK = 3,   /* one ft_clock_sync: u64 tick, u64 mono_ns, u64 wall_ns */
+    FT_CHUNK_TRAILER = 4, /* the end of a complete trace; see ft_trailer */
+};
+
+/* Chunk flags. */
+enum ft_chunk_flags {
+    FT_CHUNK_LAST_OF_THREAD = 1u << 0, /* the thread exited or the trace stopped */
+};
+
+/* Fixed 32-byte chunk header.  crc32 (zlib's polynomial) covers bytes 12..31 of the header and
+ * the whole payload, so a flipped bit anywhere but the magic, size and crc fields themselves is
+ * caught; those three are checked by their own consistency. */
+typedef struct {
+    uint32_t magic;
+    uint32_t payload_size;
+    uint32_t crc32;
+    uint8_t type;
+    uint8_t flags;
+    uint16_t reserved;
+    uint32_t thread;    /* events chunks: the thread id; 0 otherwise */
+    uint32_t records;   /* events chunks: number of event records */
+    uint64_t base_tick; /* events chunks: the first record's delta is from this tick */
+} ft_chunk_header;
+
+_Static_assert(sizeof(ft_chunk_header) == FT_CHUNK_HEADER_SIZE, "chunk header is 32 bytes");
+
+/* Record tags inside events chunks.  Every event record is `tag [fid] dt`; dt is the tick delta
+ * from the previous record of the same thread (or from base_tick).  Returns carry no function
+ * id: the reader pops its per-thread stack, which the writer keeps identical. */
+enum ft_event_tag {
+    FT_REC_CALL = 0x01,            /* varint fid, varint dt */
+    FT_REC_RETURN = 0x02,          /* varint dt */
+    FT_REC_C_CALL = 0x03,          /* varint fid, varint dt */
+    FT_REC_C_RETURN = 0x04,        /* varint dt */
+    FT_REC_ORPHAN_RETURN = 0x05,   /* varint fid, varint dt: a return with nothing open */
+    FT_REC_ORPHAN_C_RETURN = 0x06, /* varint fid, varint dt */
+    FT_REC_STACK = 0x07,           /* varint dt, varint depth, depth x varint fid (root first) */
+    FT_REC_DROP = 0x08,            /* varint dropped, varint dt, varint depth, depth x fid */
+};
+
+/* Record tags inside defs chunks.  str = varint length + UTF-8 bytes. */
+enum ft_def_tag {
+    FT_DEF_FUNCTION = 0x10, /* varint fid, u8 flags, varint lineno, str name, str qualname,
+                               str filename, str module */
+    FT_DEF_THREAD = 0x11,   /* varint thread, varint ident, varint native_id, str name */
+    FT_DEF_THREAD_NAME = 0x12, /* varint thread, str name */
+};
+
+enum ft_function_flags {
+    FT_FUNC_IS_C = 1u << 0,
+};
+
+/* Trailer payload: written once by stop(); its absence means the file is truncated. */
+typedef struct {
+    uint64_t events;
+    uint64_t dropped;
+    uint64_t stop_tick;
+    uint64_t stop_mono_ns;
+    uint64_t stop_wall_ns;
+    uint32_t threads;
+    uint32_t functions;
+    uint32_t error; /* errno of a writer failure, 0 if none */
+    uint32_t reserved;
+} ft_trailer;
+
+_Static_assert(sizeof(ft_trailer) == 56, "trailer is 56 bytes");
+
+/* The largest event record the hot path writes: tag + two 10-byte varints. */
+#define FT_MAX_EVENT_SIZE 21
+
+/* ---- varints (LEB128, as in protobuf) ------------------------------------------------------ */
+
+static inline uint8_t*
+ft_put_varint(uint8_t* p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+static inline uint8_t*
+ft_put_u32(uint8_t* p, uint32_t v)
+{
+    memcpy(p, &v, 4); /* the supported platforms are little-endian */
+    return p + 4;
+}
+
+static inline uint8_t*
+ft_put_u64(uint8_t* p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+    return p + 8;
+}
+
+#endif /* FT_FORMAT_H */

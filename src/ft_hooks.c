@@ -1,0 +1,482 @@
+/* ft_hooks.c: what runs on every call and return.
+ *
+ * The hot path of an event: one TLS generation compare, one tick read, a co_extra word read
+ * (or a table probe for C functions), a bounds compare, a few byte stores and a shadow-stack
+ * store.  No locks, no Python allocations, no exceptions.  The slow paths (first event of a
+ * thread, first sight of a function, a full chunk) live in ft_thread.c, ft_intern.c and
+ * ft_session.c.
+ */
+#include "ft_hooks.h"
+
+#include <pthread.h>
+#include <string.h>
+
+#include "ft_intern.h"
+#include "ft_session.h"
+#include "ft_thread.h"
+
+/* initial-exec: the TLS block is reached with one %fs-relative load instead of a call to
+ * __tls_get_addr (memray does the same). */
+#define FT_TLS __thread __attribute__((tls_model("initial-exec")))
+
+static FT_TLS uint32_t tls_gen;
+static FT_TLS ft_thread* tls_thread;
+
+static pthread_key_t g_exit_key;
+static int g_ready;
+static PyObject* g_threading_active; /* strong */
+static PyObject* g_disable;          /* strong */
+static PyObject* g_marker;           /* strong */
+
+/* ---- per-thread state ------------------------------------------------------------------ */
+
+static void
+on_thread_exit(void* value)
+{
+    uintptr_t v = (uintptr_t)value;
+    ft_session_thread_exit((uint32_t)(v >> 32), (uint32_t)v);
+}
+
+static ft_thread*
+attach_slow(void)
+{
+    uint32_t gen = atomic_load_explicit(&ft_active_gen, memory_order_relaxed);
+    if (gen == FT_GEN_NONE) {
+        return NULL;
+    }
+    /* Cache the generation first: if attaching fails the thread stays untraced instead of
+     * retrying on every event. */
+    tls_gen = gen;
+    tls_thread = NULL;
+    ft_py_err_state err;
+    ft_py_err_save(&err);
+    ft_thread* t = ft_session_attach_thread(PyThread_get_thread_ident(),
+                                            PyThread_get_thread_native_id(), NULL);
+    if (t != NULL) {
+        /* The key holds (generation, id) as an integer, never a pointer, so a late exit of a
+         * thread from an earlier session cannot reach freed memory. */
+        pthread_setspecific(g_exit_key, (void*)(((uintptr_t)gen << 32) | t->id));
+        if (ft_thread_try_name(t)) {
+            t->name_pending = 0;
+            t->limit = t->real_limit;
+        }
+    }
+    ft_py_err_restore(&err);
+    tls_thread = t;
+    return t;
+}
+
+static inline ft_thread*
+current_thread(void)
+{
+    if (FT_LIKELY(tls_gen == atomic_load_explicit(&ft_active_gen, memory_order_relaxed))) {
+        return tls_thread;
+    }
+    return attach_slow();
+}
+
+int
+ft_thread_try_name(ft_thread* t)
+{
+    if (g_threading_active == NULL || !PyDict_Check(g_threading_active)) {
+        return 1;
+    }
+    int done = 0;
+    ft_py_err_state err;
+    ft_py_err_save(&err);
+    PyObject* key = PyLong_FromUnsignedLongLong(t->ident);
+    PyObject* thread = key ? PyDict_GetItemWithError(g_threading_active, key) : NULL; /* borrowed */
+    Py_XDECREF(key);
+    if (thread != NULL) {
+        /* Read Thread._name from the instance dict: no property or __getattr__ of the
+         * application can run inside the hook. */
+        PyObject* dict = PyObject_GenericGetDict(thread, NULL); /* new */
+        PyObject* name = dict ? PyDict_GetItemString(dict, "_name") : NULL; /* borrowed */
+        const char* utf8 = (name && PyUnicode_Check(name)) ? PyUnicode_AsUTF8(name) : NULL;
+        if (utf8 != NULL) {
+            ft_session_set_thread_name(t->ident, utf8);
+            done = 1;
+        }
+        Py_XDECREF(dict);
+    }
+    ft_py_err_restore(&err);
+    return done;
+}
+
+/* ---- record emitters ------------------------------------------------------------------- */
+
+static inline uint64_t
+tick_after(ft_thread* t)
+{
+    uint64_t now = ft_ticks();
+    /* A thread that migrates between cores must not see time go back. */
+    return FT_LIKELY(now >= t->last_tick) ? now : t->last_tick;
+}
+
+static inline void
+emit_enter(ft_thread* t, uint8_t tag, uint32_t fid)
+{
+    uint64_t now = tick_after(t);
+    if (FT_UNLIKELY(t->pos > t->limit) && !ft_thread_make_room(t, now)) {
+        t->dropped++;
+    }
+    else {
+        uint8_t* p = t->pos;
+        *p++ = tag;
+        p = ft_put_varint(p, fid);
+        p = ft_put_varint(p, now - t->last_tick);
+        t->pos = p;
+        t->last_tick = now;
+        t->records++;
+    }
+    if (FT_LIKELY(t->depth < FT_MAX_DEPTH)) {
+        t->stack[t->depth++] = fid;
+    }
+    else {
+        t->excess++;
+    }
+}
+
+/* `orphan_fid` is nonzero only when nothing is open (then `tag` is an ORPHAN_* tag). */
+static inline void
+emit_exit(ft_thread* t, uint8_t tag, uint32_t orphan_fid)
+{
+    uint64_t now = tick_after(t);
+    if (FT_UNLIKELY(t->pos > t->limit) && !ft_thread_make_room(t, now)) {
+        t->dropped++;
+    }
+    else {
+        uint8_t* p = t->pos;
+        *p++ = tag;
+        if (FT_UNLIKELY(orphan_fid != 0)) {
+            p = ft_put_varint(p, orphan_fid);
+        }
+        p = ft_put_varint(p, now - t->last_tick);
+        t->pos = p;
+        t->last_tick = now;
+        t->records++;
+    }
+    if (FT_UNLIKELY(t->excess > 0)) {
+        t->excess--;
+    }
+    else if (FT_LIKELY(t->depth > 0)) {
+        t->depth--;
+    }
+}
+
+static inline int
+nothing_open(ft_thread* t)
+{
+    return t->depth == 0 && t->excess == 0;
+}
+
+static inline void
+on_py_exit(ft_thread* t, PyCodeObject* co)
+{
+    if (FT_UNLIKELY(nothing_open(t))) {
+        emit_exit(t, FT_REC_ORPHAN_RETURN, ft_intern_code(co));
+    }
+    else {
+        emit_exit(t, FT_REC_RETURN, 0);
+    }
+}
+
+static inline void
+on_c_exit(ft_thread* t, PyObject* callable)
+{
+    if (FT_UNLIKELY(nothing_open(t))) {
+        uint32_t fid = ft_intern_cfunc(callable);
+        if (fid != 0) {
+            emit_exit(t, FT_REC_ORPHAN_C_RETURN, fid);
+        }
+    }
+    else {
+        emit_exit(t, FT_REC_C_RETURN, 0);
+    }
+}
+
+static inline int
+is_c_function(PyObject* callable)
+{
+    return PyCFunction_Check(callable) || Py_IS_TYPE(callable, &PyMethodDescr_Type);
+}
+
+#if FT_USE_MONITORING
+/* ---- sys.monitoring callbacks (3.12+) --------------------------------------------------- */
+/* Each returns a new reference: None, or DISABLE to stop CALL events at a call site. */
+
+static PyObject*
+mon_enter(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
+{
+    (void)self;
+    ft_thread* t = current_thread();
+    if (FT_LIKELY(t != NULL && nargs >= 1)) {
+        emit_enter(t, FT_REC_CALL, ft_intern_code((PyCodeObject*)args[0]));
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject*
+mon_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
+{
+    (void)self;
+    ft_thread* t = current_thread();
+    if (FT_LIKELY(t != NULL && nargs >= 1)) {
+        on_py_exit(t, (PyCodeObject*)args[0]);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject*
+mon_call(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (FT_UNLIKELY(nargs < 3)) {
+        Py_RETURN_NONE;
+    }
+    PyObject* callable = args[2];
+    if (is_c_function(callable)) {
+        ft_thread* t = current_thread();
+        if (FT_LIKELY(t != NULL)) {
+            emit_enter(t, FT_REC_C_CALL, ft_intern_cfunc(callable));
+        }
+        Py_RETURN_NONE;
+    }
+    /* A site that calls a Python function, a bound method or a class almost always does so
+     * on every call: stop paying for its CALL events.  A site that later calls a C function
+     * misses it (documented in FORMAT.md); restart_events() at the next start re-arms it. */
+    if (PyFunction_Check(callable) || PyMethod_Check(callable) || PyType_Check(callable)) {
+        Py_INCREF(g_disable);
+        return g_disable;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject*
+mon_c_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (FT_LIKELY(nargs >= 3) && is_c_function(args[2])) {
+        ft_thread* t = current_thread();
+        if (FT_LIKELY(t != NULL)) {
+            on_c_exit(t, args[2]);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef g_mon_defs[] = {
+    {"fasttrace_enter", (PyCFunction)(void (*)(void))mon_enter, METH_FASTCALL, NULL},
+    {"fasttrace_exit", (PyCFunction)(void (*)(void))mon_exit, METH_FASTCALL, NULL},
+    {"fasttrace_call", (PyCFunction)(void (*)(void))mon_call, METH_FASTCALL, NULL},
+    {"fasttrace_c_exit", (PyCFunction)(void (*)(void))mon_c_exit, METH_FASTCALL, NULL},
+};
+
+PyObject*
+ft_hooks_monitoring_callbacks(void)
+{
+    PyObject* out = PyTuple_New(4);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < 4; i++) {
+        PyObject* f = PyCFunction_New(&g_mon_defs[i], NULL);
+        if (f == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, i, f); /* steals f */
+    }
+    return out;
+}
+
+#else
+/* ---- legacy profile function (3.9-3.11) ------------------------------------------------- */
+
+static int
+legacy_profile(PyObject* obj, PyFrameObject* frame, int what, PyObject* arg)
+{
+    (void)obj;
+    ft_thread* t = current_thread();
+    if (FT_UNLIKELY(t == NULL)) {
+        return 0;
+    }
+    switch (what) {
+    case PyTrace_CALL:
+        emit_enter(t, FT_REC_CALL, ft_intern_code(ft_py_frame_code(frame)));
+        break;
+    case PyTrace_RETURN:
+        on_py_exit(t, ft_py_frame_code(frame));
+        break;
+    case PyTrace_C_CALL:
+        if (ft_S.c_calls && is_c_function(arg)) {
+            emit_enter(t, FT_REC_C_CALL, ft_intern_cfunc(arg));
+        }
+        break;
+    case PyTrace_C_RETURN:
+    case PyTrace_C_EXCEPTION:
+        if (ft_S.c_calls && is_c_function(arg)) {
+            on_c_exit(t, arg);
+        }
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+void
+ft_hooks_install_legacy(void)
+{
+    PyThreadState* ts = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(
+        PyThreadState_Get()));
+    for (; ts != NULL; ts = PyThreadState_Next(ts)) {
+        if (_PyEval_SetProfile(ts, legacy_profile, g_marker) < 0) {
+            PyErr_Clear(); /* an audit hook said no: that thread stays untraced */
+        }
+    }
+}
+
+void
+ft_hooks_remove_legacy(void)
+{
+    PyThreadState* ts = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(
+        PyThreadState_Get()));
+    for (; ts != NULL; ts = PyThreadState_Next(ts)) {
+        if (ft_py_tstate_profilefunc(ts) == legacy_profile &&
+            _PyEval_SetProfile(ts, NULL, NULL) < 0) {
+            PyErr_Clear();
+        }
+    }
+}
+
+/* threading.setprofile() target: (frame, event, arg).  Installs the C hook on this new
+ * thread and hands it the event that woke us. */
+static PyObject*
+legacy_bootstrap(PyObject* self, PyObject* args)
+{
+    (void)self;
+    PyObject *frame, *arg;
+    const char* event;
+    if (!PyArg_ParseTuple(args, "OsO", &frame, &event, &arg)) {
+        return NULL;
+    }
+    PyEval_SetProfile(legacy_profile, g_marker);
+    int what = -1;
+    if (strcmp(event, "call") == 0) {
+        what = PyTrace_CALL;
+    }
+    else if (strcmp(event, "return") == 0) {
+        what = PyTrace_RETURN;
+    }
+    else if (strcmp(event, "c_call") == 0) {
+        what = PyTrace_C_CALL;
+    }
+    else if (strcmp(event, "c_return") == 0) {
+        what = PyTrace_C_RETURN;
+    }
+    else if (strcmp(event, "c_exception") == 0) {
+        what = PyTrace_C_EXCEPTION;
+    }
+    if (what >= 0 && PyFrame_Check(frame)) {
+        legacy_profile(NULL, (PyFrameObject*)frame, what, arg);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef g_bootstrap_def = {"fasttrace_bootstrap", legacy_bootstrap, METH_VARARGS,
+                                      NULL};
+
+PyObject*
+ft_hooks_legacy_bootstrap(void)
+{
+    return PyCFunction_New(&g_bootstrap_def, NULL);
+}
+#endif
+
+/* ---- set-up ----------------------------------------------------------------------------- */
+
+int
+ft_hooks_init(void)
+{
+    if (g_ready) {
+        return 0;
+    }
+    if (!ft_intern_init()) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "fasttrace: no free co_extra slot (too many tools use code extras)");
+        return -1;
+    }
+    if (pthread_key_create(&g_exit_key, on_thread_exit) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "fasttrace: pthread_key_create failed");
+        return -1;
+    }
+    g_ready = 1;
+    return 0;
+}
+
+void
+ft_hooks_retain(PyObject* threading_active, PyObject* disable, PyObject* marker)
+{
+    Py_XINCREF(threading_active);
+    Py_XINCREF(disable);
+    Py_XINCREF(marker);
+    ft_hooks_release();
+    g_threading_active = threading_active;
+    g_disable = disable;
+    g_marker = marker;
+}
+
+void
+ft_hooks_release(void)
+{
+    Py_CLEAR(g_threading_active);
+    Py_CLEAR(g_disable);
+    Py_CLEAR(g_marker);
+}
+
+unsigned long
+ft_hooks_find_profiled_thread(void)
+{
+    PyThreadState* ts = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(
+        PyThreadState_Get()));
+    for (; ts != NULL; ts = PyThreadState_Next(ts)) {
+        if (ft_py_tstate_has_profile(ts)) {
+            return ft_py_tstate_ident(ts);
+        }
+    }
+    return 0;
+}
+
+void
+ft_hooks_snapshot_threads(void)
+{
+    PyThreadState* ts = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(
+        PyThreadState_Get()));
+    uint32_t cap = 256, depth;
+    uint32_t* fids = PyMem_RawMalloc(cap * sizeof *fids);
+    if (fids == NULL) {
+        return;
+    }
+    for (; ts != NULL; ts = PyThreadState_Next(ts)) {
+        depth = 0;
+        PyFrameObject* frame = ft_py_tstate_frame(ts); /* new reference */
+        while (frame != NULL && depth < FT_MAX_DEPTH) {
+            if (depth == cap) {
+                uint32_t* grown = PyMem_RawRealloc(fids, 2 * cap * sizeof *fids);
+                if (grown == NULL) {
+                    break;
+                }
+                fids = grown;
+                cap *= 2;
+            }
+            fids[depth++] = ft_intern_code(ft_py_frame_code(frame));
+            PyFrameObject* back = PyFrame_GetBack(frame); /* new reference */
+            Py_DECREF(frame);
+            frame = back;
+        }
+        Py_XDECREF(frame);
+        ft_session_add_snapshot(ft_py_tstate_ident(ts), fids, depth);
+    }
+    PyMem_RawFree(fids);
+}

@@ -1,0 +1,44 @@
+/* ft_hooks.h: the interpreter callbacks and their installation.  Everything here runs with
+ * the GIL held. */
+#ifndef FT_HOOKS_H
+#define FT_HOOKS_H
+
+#include "ft_compat.h"
+
+/* Once per process.  Returns 0, or -1 with an exception set. */
+int ft_hooks_init(void);
+
+/* Keeps strong references until ft_hooks_release: threading._active (thread names),
+ * sys.monitoring.DISABLE (3.12+, else None) and the object sys.getprofile() shows. */
+void ft_hooks_retain(PyObject* threading_active, PyObject* disable, PyObject* marker);
+void ft_hooks_release(void);
+
+/* threading.get_ident() of a thread with a profile function set, or 0. */
+unsigned long ft_hooks_find_profiled_thread(void);
+
+/* Records every thread's current Python stack for its first event to open with. */
+void ft_hooks_snapshot_threads(void);
+
+#if FT_USE_MONITORING
+/* New reference: (enter, exit, call, c_exit) callables for sys.monitoring.register_callback:
+ *   enter  <- PY_START, PY_RESUME, PY_THROW
+ *   exit   <- PY_RETURN, PY_YIELD, PY_UNWIND
+ *   call   <- CALL (C functions only; returns DISABLE for Python callees)
+ *   c_exit <- C_RETURN, C_RAISE */
+PyObject* ft_hooks_monitoring_callbacks(void);
+/* The legacy group does not exist here; these keep the Cython layer version-neutral. */
+static inline void ft_hooks_install_legacy(void) {}
+static inline void ft_hooks_remove_legacy(void) {}
+static inline PyObject* ft_hooks_legacy_bootstrap(void) { Py_RETURN_NONE; }
+#else
+/* Installs the C profile function on every existing thread of the interpreter. */
+void ft_hooks_install_legacy(void);
+/* Removes it from every thread where it is still ours. */
+void ft_hooks_remove_legacy(void);
+/* New reference: the callable for threading.setprofile that swaps in the C hook on a new
+ * thread's first event. */
+PyObject* ft_hooks_legacy_bootstrap(void);
+static inline PyObject* ft_hooks_monitoring_callbacks(void) { Py_RETURN_NONE; }
+#endif
+
+#endif /* FT_HOOKS_H */

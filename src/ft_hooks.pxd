@@ -1,0 +1,17 @@
+# Declarations of ft_hooks.h and ft_intern.h for the Cython boundary (no logic here).
+cdef extern from "ft_hooks.h":
+    int FT_USE_MONITORING
+    int ft_hooks_init() except -1
+    void ft_hooks_retain(object threading_active, object disable, object marker)
+    void ft_hooks_release()
+    unsigned long ft_hooks_find_profiled_thread()
+    void ft_hooks_snapshot_threads()
+    # Only one of these two groups does anything in a given build (ft_hooks.h stubs the
+    # other); _core.pyx picks by FT_USE_MONITORING.
+    object ft_hooks_monitoring_callbacks()
+    void ft_hooks_install_legacy()
+    void ft_hooks_remove_legacy()
+    object ft_hooks_legacy_bootstrap()
+
+cdef extern from "ft_intern.h":
+    void ft_intern_reset()

@@ -1,0 +1,230 @@
+/* ft_intern.c: first sight of a function (see ft_intern.h). */
+#include "ft_intern.h"
+
+#include <string.h>
+
+Py_ssize_t ft_code_extra_index = -1;
+
+static uint32_t g_next_fid;
+
+typedef struct {
+    const PyMethodDef* key;
+    uint32_t fid;
+} cfunc_slot;
+
+static cfunc_slot* g_cfuncs;
+static size_t g_cfuncs_cap; /* power of two */
+static size_t g_cfuncs_used;
+
+int
+ft_intern_init(void)
+{
+    if (ft_code_extra_index < 0) {
+        ft_code_extra_index = ft_py_request_extra_index(NULL);
+    }
+    return ft_code_extra_index >= 0;
+}
+
+void
+ft_intern_reset(void)
+{
+    g_next_fid = 1; /* 0 means "no function" in the reader */
+    if (g_cfuncs != NULL) {
+        memset(g_cfuncs, 0, g_cfuncs_cap * sizeof *g_cfuncs);
+    }
+    g_cfuncs_used = 0;
+}
+
+/* UTF-8 of a str (borrowed), or `fallback`.  Never leaves an exception set. */
+static const char*
+utf8_or(PyObject* s, const char* fallback, Py_ssize_t* len)
+{
+    if (s != NULL && PyUnicode_Check(s)) {
+        const char* u = PyUnicode_AsUTF8AndSize(s, len);
+        if (u != NULL) {
+            return u;
+        }
+        PyErr_Clear();
+    }
+    *len = (Py_ssize_t)strlen(fallback);
+    return fallback;
+}
+
+static void
+put_function_def(uint32_t fid, int is_c, int lineno, PyObject* name, PyObject* qualname,
+                 const char* qualname_c, PyObject* filename, PyObject* module)
+{
+    Py_ssize_t n_name, n_qual, n_file, n_mod;
+    const char* s_name = utf8_or(name, "?", &n_name);
+    const char* s_qual = qualname_c ? qualname_c : utf8_or(qualname, s_name, &n_qual);
+    if (qualname_c) {
+        n_qual = (Py_ssize_t)strlen(qualname_c);
+    }
+    const char* s_file = utf8_or(filename, "", &n_file);
+    const char* s_mod = utf8_or(module, "", &n_mod);
+    size_t size = 1 + 5 + 1 + 5 + 4 * 5 + (size_t)(n_name + n_qual + n_file + n_mod);
+    uint8_t* p = ft_defs_begin(size);
+    if (p == NULL) {
+        return; /* the reader shows the id without a name */
+    }
+    *p++ = FT_DEF_FUNCTION;
+    p = ft_put_varint(p, fid);
+    *p++ = is_c ? FT_FUNC_IS_C : 0;
+    p = ft_put_varint(p, lineno > 0 ? (uint64_t)lineno : 0);
+    p = ft_put_varint(p, (uint64_t)n_name);
+    memcpy(p, s_name, (size_t)n_name);
+    p += n_name;
+    p = ft_put_varint(p, (uint64_t)n_qual);
+    memcpy(p, s_qual, (size_t)n_qual);
+    p += n_qual;
+    p = ft_put_varint(p, (uint64_t)n_file);
+    memcpy(p, s_file, (size_t)n_file);
+    p += n_file;
+    p = ft_put_varint(p, (uint64_t)n_mod);
+    memcpy(p, s_mod, (size_t)n_mod);
+    p += n_mod;
+    ft_S.n_functions++;
+    ft_defs_end(p);
+}
+
+uint32_t
+ft_intern_code_slow(PyCodeObject* co)
+{
+    ft_py_err_state err;
+    ft_py_err_save(&err);
+    uint32_t fid = g_next_fid++;
+    uintptr_t v = ((uintptr_t)ft_S.gen << 32) | fid;
+    if (ft_py_code_extra_set((PyObject*)co, ft_code_extra_index, (void*)v) < 0) {
+        PyErr_Clear(); /* defined again on next sight: a bigger file, never a wrong one */
+    }
+    put_function_def(fid, 0, co->co_firstlineno, co->co_name, ft_py_code_qualname(co), NULL,
+                     co->co_filename, NULL);
+    ft_py_err_restore(&err);
+    return fid;
+}
+
+/* ---- C functions ------------------------------------------------------------------------- */
+
+static size_t
+slot_of(const PyMethodDef* key, size_t cap)
+{
+    uintptr_t h = (uintptr_t)key;
+    h ^= h >> 17;
+    h *= 0x9E3779B97F4A7C15u;
+    return (size_t)(h >> 20) & (cap - 1);
+}
+
+static int
+grow_cfuncs(void)
+{
+    size_t cap = g_cfuncs_cap ? g_cfuncs_cap * 2 : 1024;
+    cfunc_slot* table = calloc(cap, sizeof *table);
+    if (table == NULL) {
+        return -1;
+    }
+    for (size_t i = 0; i < g_cfuncs_cap; i++) {
+        if (g_cfuncs[i].key != NULL) {
+            size_t j = slot_of(g_cfuncs[i].key, cap);
+            while (table[j].key != NULL) {
+                j = (j + 1) & (cap - 1);
+            }
+            table[j] = g_cfuncs[i];
+        }
+    }
+    free(g_cfuncs);
+    g_cfuncs = table;
+    g_cfuncs_cap = cap;
+    return 0;
+}
+
+/* Defines a C function seen for the first time.  Names follow what users write:
+ * "time.sleep" for a module function, "list.append" for a method. */
+static uint32_t
+define_cfunc(const PyMethodDef* ml, PyObject* callable)
+{
+    ft_py_err_state err;
+    ft_py_err_save(&err);
+    PyObject* module = NULL; /* borrowed */
+    const char* owner = NULL;
+    PyObject* mod_name_obj = NULL; /* new reference */
+    if (PyCFunction_Check(callable)) {
+        PyObject* self = PyCFunction_GET_SELF(callable);
+        module = ((PyCFunctionObject*)callable)->m_module;
+        if (self != NULL && !PyModule_Check(self)) {
+            owner = Py_TYPE(self)->tp_name;
+        }
+        else if (self != NULL) {
+            mod_name_obj = PyModule_GetNameObject(self);
+            if (mod_name_obj == NULL) {
+                PyErr_Clear();
+            }
+            module = mod_name_obj;
+        }
+    }
+    else {
+        owner = PyDescr_TYPE(callable)->tp_name;
+    }
+    Py_ssize_t n_mod = 0;
+    const char* mod = utf8_or(module, "", &n_mod);
+    const char* prefix = owner ? owner : mod;
+    if (prefix[0] == '\0' || strcmp(prefix, "builtins") == 0) {
+        prefix = NULL;
+    }
+    size_t qual_len = strlen(ml->ml_name) + (prefix ? strlen(prefix) + 1 : 0) + 1;
+    char* qual = PyMem_RawMalloc(qual_len);
+    if (qual != NULL) {
+        if (prefix) {
+            snprintf(qual, qual_len, "%s.%s", prefix, ml->ml_name);
+        }
+        else {
+            snprintf(qual, qual_len, "%s", ml->ml_name);
+        }
+    }
+    PyObject* name = PyUnicode_FromString(ml->ml_name);
+    if (name == NULL) {
+        PyErr_Clear();
+    }
+    uint32_t fid = g_next_fid++;
+    put_function_def(fid, 1, 0, name, NULL, qual ? qual : ml->ml_name, NULL, module);
+    Py_XDECREF(name);
+    Py_XDECREF(mod_name_obj);
+    PyMem_RawFree(qual);
+    ft_py_err_restore(&err);
+    return fid;
+}
+
+uint32_t
+ft_intern_cfunc(PyObject* callable)
+{
+    const PyMethodDef* ml;
+    if (PyCFunction_Check(callable)) {
+        ml = ((PyCFunctionObject*)callable)->m_ml;
+    }
+    else if (Py_IS_TYPE(callable, &PyMethodDescr_Type)) {
+        ml = ((PyMethodDescrObject*)callable)->d_method;
+    }
+    else {
+        return 0;
+    }
+    if (g_cfuncs_cap != 0) {
+        size_t i = slot_of(ml, g_cfuncs_cap);
+        while (g_cfuncs[i].key != NULL) {
+            if (g_cfuncs[i].key == ml) {
+                return g_cfuncs[i].fid;
+            }
+            i = (i + 1) & (g_cfuncs_cap - 1);
+        }
+    }
+    if ((g_cfuncs_used + 1) * 2 > g_cfuncs_cap && grow_cfuncs() < 0) {
+        return define_cfunc(ml, callable); /* uncached: defined again next time */
+    }
+    uint32_t fid = define_cfunc(ml, callable);
+    size_t i = slot_of(ml, g_cfuncs_cap);
+    while (g_cfuncs[i].key != NULL) {
+        i = (i + 1) & (g_cfuncs_cap - 1);
+    }
+    g_cfuncs[i].key = ml;
+    g_cfuncs[i].fid = fid;
+    g_cfuncs_used++;
+    return fid;
+}

@@ -1,0 +1,34 @@
+/* ft_intern.h: Python code objects and C functions -> small function ids.
+ *
+ * A code object keeps its id in a co_extra slot as (generation << 32 | id), so the hot path
+ * reads one word and compares one tag; an id from an earlier session, or a new code object at
+ * a reused address (its slot starts NULL), misses and is defined again.  C functions are keyed
+ * by their PyMethodDef, which lives as long as its module, in an open-addressing table.
+ * First sight of either appends a FUNCTION def to the session's defs stream.  GIL held.
+ */
+#ifndef FT_INTERN_H
+#define FT_INTERN_H
+
+#include "ft_compat.h"
+#include "ft_session.h"
+
+extern Py_ssize_t ft_code_extra_index;
+
+/* Returns 0 if the index cannot be had (too many co_extra users). */
+int ft_intern_init(void);
+void ft_intern_reset(void);
+uint32_t ft_intern_code_slow(PyCodeObject* co);
+/* `callable` is a PyCFunction or a method descriptor (borrowed).  Returns 0 for anything else. */
+uint32_t ft_intern_cfunc(PyObject* callable);
+
+static inline uint32_t
+ft_intern_code(PyCodeObject* co)
+{
+    uintptr_t v = (uintptr_t)ft_py_code_extra_get(co, ft_code_extra_index);
+    if (FT_LIKELY((v >> 32) == ft_S.gen)) {
+        return (uint32_t)v;
+    }
+    return ft_intern_code_slow(co);
+}
+
+#endif /* FT_INTERN_H */

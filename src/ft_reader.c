@@ -1,0 +1,418 @@
+/* ft_reader.c: decoding .ftrace files (see ft_reader.h and FORMAT.md). */
+#include "ft_reader.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+static int
+fail(ft_read_error* e, size_t offset, const char* fmt, ...)
+{
+    e->offset = offset;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->reason, sizeof e->reason, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static uint32_t
+get_u32(const uint8_t* p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static uint64_t
+get_u64(const uint8_t* p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static inline int
+get_varint(const uint8_t** p, const uint8_t* end, uint64_t* out)
+{
+    const uint8_t* q = *p;
+    uint64_t v = 0;
+    for (int shift = 0; q < end && shift < 64; shift += 7) {
+        uint8_t b = *q++;
+        v |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            *p = q;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+get_str(const uint8_t** p, const uint8_t* end, ft_str* s)
+{
+    uint64_t n;
+    if (!get_varint(p, end, &n) || n > (uint64_t)(end - *p)) {
+        return 0;
+    }
+    s->s = *p;
+    s->n = (size_t)n;
+    *p += n;
+    return 1;
+}
+
+/* ---- header ------------------------------------------------------------------------------ */
+
+#define FT_HEADER_FIXED 64
+
+int
+ft_read_header(const uint8_t* data, size_t size, ft_header* h, ft_read_error* e)
+{
+    memset(h, 0, sizeof *h);
+    if (size == 0) {
+        return fail(e, 0, "empty file");
+    }
+    if (size < FT_MAGIC_SIZE || memcmp(data, FT_MAGIC, FT_MAGIC_SIZE) != 0) {
+        return fail(e, 0, "not a fasttrace file (bad magic)");
+    }
+    if (size < FT_PREAMBLE_SIZE) {
+        return fail(e, size, "file ends inside the header preamble");
+    }
+    h->version = get_u32(data + 8);
+    if (h->version != FT_FORMAT_VERSION) {
+        return fail(e, 8, "format version %u is not supported (this reader reads version %u)%s",
+                    h->version, FT_FORMAT_VERSION,
+                    h->version > FT_FORMAT_VERSION ? "; upgrade fasttrace" : "");
+    }
+    uint32_t body_size = get_u32(data + 12);
+    if (body_size > size - FT_PREAMBLE_SIZE) {
+        return fail(e, size, "file ends inside the header (%u header bytes declared)", body_size);
+    }
+    const uint8_t* body = data + FT_PREAMBLE_SIZE;
+    if ((uint32_t)crc32(0, body, body_size) != get_u32(data + 16)) {
+        return fail(e, FT_PREAMBLE_SIZE, "header checksum mismatch");
+    }
+    if (body_size < FT_HEADER_FIXED) {
+        return fail(e, FT_PREAMBLE_SIZE, "header too short (%u bytes)", body_size);
+    }
+    const uint8_t* p = body;
+    h->python_version_hex = get_u32(p);
+    h->pid = get_u32(p + 4);
+    h->mode = get_u32(p + 8);
+    h->flags = get_u32(p + 12);
+    h->clock_kind = get_u32(p + 16);
+    h->chunk_size = get_u32(p + 20);
+    h->buffer_size = get_u64(p + 24);
+    h->start_tick = get_u64(p + 32);
+    h->start_mono_ns = get_u64(p + 40);
+    h->start_wall_ns = get_u64(p + 48);
+    memcpy(&h->tick_hz, p + 56, 8);
+    p += 64;
+    const uint8_t* end = body + body_size;
+    ft_str cmd, py;
+    if (!get_str(&p, end, &cmd) || !get_str(&p, end, &py)) {
+        return fail(e, (size_t)(p - data), "header strings are malformed");
+    }
+    h->command_line = cmd.s;
+    h->command_line_size = cmd.n;
+    h->python_version = py.s;
+    h->python_version_size = py.n;
+    if (h->clock_kind != 1 && h->clock_kind != 2) {
+        return fail(e, FT_PREAMBLE_SIZE + 16, "unknown clock kind %u", h->clock_kind);
+    }
+    if (!(h->tick_hz > 0.0)) {
+        return fail(e, FT_PREAMBLE_SIZE + 56, "invalid tick rate");
+    }
+    h->first_chunk = FT_PREAMBLE_SIZE + body_size;
+    return 0;
+}
+
+/* ---- chunks ------------------------------------------------------------------------------ */
+
+int
+ft_read_chunk(const uint8_t* data, size_t size, size_t offset, ft_chunk_header* h,
+              const uint8_t** payload, ft_read_error* e)
+{
+    if (offset >= size) {
+        return FT_READ_END;
+    }
+    size_t left = size - offset;
+    if (left < FT_CHUNK_HEADER_SIZE) {
+        for (size_t i = 0; i < left; i++) {
+            if (data[offset + i] != 0) {
+                fail(e, offset, "file ends inside a chunk header (%zu of 32 bytes)", left);
+                return FT_READ_TRUNCATED;
+            }
+        }
+        return FT_READ_END;
+    }
+    memcpy(h, data + offset, FT_CHUNK_HEADER_SIZE);
+    if (h->magic != FT_CHUNK_MAGIC) {
+        int zeros = 1;
+        for (size_t i = 0; i < left && zeros; i++) {
+            zeros = data[offset + i] == 0;
+        }
+        if (zeros) {
+            return FT_READ_END; /* zero padding after the last chunk */
+        }
+        fail(e, offset, "bad chunk magic 0x%08x", h->magic);
+        return FT_READ_CORRUPT;
+    }
+    if (h->payload_size > left - FT_CHUNK_HEADER_SIZE) {
+        fail(e, offset, "file ends inside a chunk (%u payload bytes declared, %zu present)",
+             h->payload_size, left - FT_CHUNK_HEADER_SIZE);
+        return FT_READ_TRUNCATED;
+    }
+    const uint8_t* p = data + offset + FT_CHUNK_HEADER_SIZE;
+    uLong crc = crc32(0, data + offset + 12, FT_CHUNK_HEADER_SIZE - 12);
+    crc = crc32(crc, p, h->payload_size);
+    if ((uint32_t)crc != h->crc32) {
+        fail(e, offset, "chunk checksum mismatch (%u-byte chunk of type %u)", h->payload_size,
+             h->type);
+        return FT_READ_CORRUPT;
+    }
+    if (h->type < FT_CHUNK_EVENTS || h->type > FT_CHUNK_TRAILER) {
+        fail(e, offset, "unknown chunk type %u", h->type);
+        return FT_READ_CORRUPT;
+    }
+    *payload = p;
+    return FT_READ_OK;
+}
+
+/* ---- definitions ------------------------------------------------------------------------- */
+
+int
+ft_next_def(const uint8_t* payload, size_t size, size_t* pos, size_t base, ft_def* d,
+            ft_read_error* e)
+{
+    if (*pos >= size) {
+        return 0;
+    }
+    const uint8_t* p = payload + *pos;
+    const uint8_t* end = payload + size;
+    memset(d, 0, sizeof *d);
+    d->tag = *p++;
+    int ok;
+    switch (d->tag) {
+    case FT_DEF_FUNCTION:
+        ok = get_varint(&p, end, &d->id) && p < end;
+        if (ok) {
+            d->flags = *p++;
+            ok = get_varint(&p, end, &d->lineno) && get_str(&p, end, &d->name) &&
+                 get_str(&p, end, &d->qualname) && get_str(&p, end, &d->filename) &&
+                 get_str(&p, end, &d->module);
+        }
+        break;
+    case FT_DEF_THREAD:
+        ok = get_varint(&p, end, &d->id) && get_varint(&p, end, &d->ident) &&
+             get_varint(&p, end, &d->native_id) && get_str(&p, end, &d->name);
+        break;
+    case FT_DEF_THREAD_NAME:
+        ok = get_varint(&p, end, &d->id) && get_str(&p, end, &d->name);
+        break;
+    default:
+        return fail(e, base + *pos, "unknown definition record 0x%02x", d->tag);
+    }
+    if (!ok) {
+        return fail(e, base + *pos, "truncated definition record 0x%02x", d->tag);
+    }
+    if (d->id == 0 || d->id > 0xFFFFFFFFu) {
+        return fail(e, base + *pos, "definition record with invalid id %llu",
+                    (unsigned long long)d->id);
+    }
+    *pos = (size_t)(p - payload);
+    return 1;
+}
+
+/* ---- events ------------------------------------------------------------------------------ */
+
+static int
+push_event(ft_event_buf* out, uint8_t kind, uint32_t fid, uint64_t tick, uint8_t synthetic)
+{
+    if (out->n == out->cap) {
+        size_t cap = out->cap ? out->cap * 2 : 4096;
+        ft_event* grown = realloc(out->ev, cap * sizeof *grown);
+        if (grown == NULL) {
+            return -1;
+        }
+        out->ev = grown;
+        out->cap = cap;
+    }
+    ft_event* ev = &out->ev[out->n++];
+    ev->tick = tick;
+    ev->aux = ev->aux2 = 0;
+    ev->fid = fid;
+    ev->kind = kind;
+    ev->synthetic = synthetic;
+    return 0;
+}
+
+static int
+stack_push(ft_thread_decoder* d, uint32_t fid)
+{
+    if (d->depth == d->cap) {
+        uint32_t cap = d->cap ? d->cap * 2 : 256;
+        uint32_t* grown = realloc(d->stack, cap * sizeof *grown);
+        if (grown == NULL) {
+            return -1;
+        }
+        d->stack = grown;
+        d->cap = cap;
+    }
+    d->stack[d->depth++] = fid;
+    return 0;
+}
+
+static inline uint8_t
+enter_kind(const ft_functions_view* fv, uint32_t fid)
+{
+    return fv->fid_kind[fid] == 1 ? FT_EV_C_CALL : FT_EV_CALL;
+}
+
+int
+ft_close_open(ft_thread_decoder* d, const ft_functions_view* fv, uint64_t tick,
+              ft_event_buf* out)
+{
+    while (d->depth > 0) {
+        uint32_t fid = d->stack[--d->depth];
+        if (push_event(out, enter_kind(fv, fid) + 1, fid, tick, 1) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+check_fid(const ft_functions_view* fv, uint64_t fid, size_t offset, ft_read_error* e)
+{
+    if (fid == 0 || fid >= fv->n_fids || fv->fid_kind[fid] == 0xFF) {
+        return fail(e, offset, "function id %llu is used before its definition",
+                    (unsigned long long)fid);
+    }
+    return 0;
+}
+
+/* Reads `depth` function ids and makes them the open stack, emitting synthetic calls. */
+static int
+read_stack(ft_thread_decoder* d, const ft_functions_view* fv, const uint8_t** p,
+           const uint8_t* end, size_t offset, uint64_t tick, ft_event_buf* out, ft_read_error* e)
+{
+    uint64_t depth, fid;
+    if (!get_varint(p, end, &depth) || depth > (uint64_t)(end - *p)) {
+        return fail(e, offset, "malformed stack record");
+    }
+    for (uint64_t i = 0; i < depth; i++) {
+        if (!get_varint(p, end, &fid)) {
+            return fail(e, offset, "malformed stack record");
+        }
+        if (check_fid(fv, fid, offset, e) < 0) {
+            return -1;
+        }
+        if (stack_push(d, (uint32_t)fid) < 0 ||
+            push_event(out, enter_kind(fv, (uint32_t)fid), (uint32_t)fid, tick, 1) < 0) {
+            return fail(e, offset, "out of memory");
+        }
+    }
+    return 0;
+}
+
+int
+ft_decode_events(ft_thread_decoder* d, const ft_functions_view* fv, const uint8_t* payload,
+                 size_t size, size_t base, uint64_t base_tick, ft_event_buf* out,
+                 ft_read_error* e)
+{
+    const uint8_t* p = payload;
+    const uint8_t* end = payload + size;
+    uint64_t tick = base_tick;
+    while (p < end) {
+        const uint8_t* rec = p;
+        size_t offset = base + (size_t)(rec - payload);
+        uint8_t tag = *p++;
+        uint64_t fid = 0, dt, dropped = 0;
+        int has_fid = tag == FT_REC_CALL || tag == FT_REC_C_CALL ||
+                      tag == FT_REC_ORPHAN_RETURN || tag == FT_REC_ORPHAN_C_RETURN;
+        if (tag == 0 || tag > FT_REC_DROP) {
+            return fail(e, offset, "unknown event record 0x%02x", tag);
+        }
+        if (tag == FT_REC_DROP && !get_varint(&p, end, &dropped)) {
+            return fail(e, offset, "truncated drop record");
+        }
+        if ((has_fid && !get_varint(&p, end, &fid)) || !get_varint(&p, end, &dt)) {
+            return fail(e, offset, "truncated event record 0x%02x", tag);
+        }
+        if (has_fid && check_fid(fv, fid, offset, e) < 0) {
+            return -1;
+        }
+        uint64_t prev = tick;
+        tick += dt;
+        int err = 0;
+        switch (tag) {
+        case FT_REC_CALL:
+        case FT_REC_C_CALL:
+            err = stack_push(d, (uint32_t)fid) ||
+                  push_event(out, tag == FT_REC_CALL ? FT_EV_CALL : FT_EV_C_CALL, (uint32_t)fid,
+                             tick, 0);
+            break;
+        case FT_REC_RETURN:
+        case FT_REC_C_RETURN:
+            if (d->depth == 0) {
+                d->unmatched++; /* its frame was cut from an over-deep stack record */
+                break;
+            }
+            fid = d->stack[--d->depth];
+            err = push_event(out, tag == FT_REC_RETURN ? FT_EV_RETURN : FT_EV_C_RETURN,
+                             (uint32_t)fid, tick, 0);
+            break;
+        case FT_REC_ORPHAN_RETURN:
+        case FT_REC_ORPHAN_C_RETURN:
+            err = push_event(out, tag == FT_REC_ORPHAN_RETURN ? FT_EV_RETURN : FT_EV_C_RETURN,
+                             (uint32_t)fid, tick, 0);
+            break;
+        case FT_REC_STACK:
+            if (d->depth != 0) {
+                return fail(e, offset, "stack record while frames are open");
+            }
+            if (read_stack(d, fv, &p, end, offset, tick, out, e) < 0) {
+                return -1;
+            }
+            break;
+        case FT_REC_DROP:
+            /* Close what was open when the gap began, mark the gap, reopen what is open at
+             * the resume point: nesting stays balanced on both sides. */
+            if (ft_close_open(d, fv, prev, out) < 0 ||
+                push_event(out, FT_EV_GAP, 0, tick, 1) < 0) {
+                return fail(e, offset, "out of memory");
+            }
+            out->ev[out->n - 1].aux = dropped;
+            out->ev[out->n - 1].aux2 = prev;
+            if (read_stack(d, fv, &p, end, offset, tick, out, e) < 0) {
+                return -1;
+            }
+            break;
+        default:
+            break;
+        }
+        if (err) {
+            return fail(e, offset, "out of memory");
+        }
+    }
+    d->last_tick = tick;
+    return 0;
+}
+
+void
+ft_thread_decoder_free(ft_thread_decoder* d)
+{
+    free(d->stack);
+    memset(d, 0, sizeof *d);
+}
+
+void
+ft_event_buf_free(ft_event_buf* b)
+{
+    free(b->ev);
+    memset(b, 0, sizeof *b);
+}

@@ -1,0 +1,123 @@
+/* ft_reader.h: decoding .ftrace files.  Every read is bounds-checked: any input, however
+ * damaged, gives an error with an offset and a reason, never a crash.  No Python calls. */
+#ifndef FT_READER_H
+#define FT_READER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ft_format.h"
+
+typedef struct {
+    size_t offset;     /* byte offset of the problem in the file */
+    char reason[240];
+} ft_read_error;
+
+typedef struct {
+    uint32_t version;
+    uint32_t python_version_hex;
+    uint32_t pid;
+    uint32_t mode;
+    uint32_t flags;
+    uint32_t clock_kind;
+    uint32_t chunk_size;
+    uint64_t buffer_size;
+    uint64_t start_tick;
+    uint64_t start_mono_ns;
+    uint64_t start_wall_ns;
+    double tick_hz;
+    const uint8_t* command_line; /* argv, NUL-separated */
+    size_t command_line_size;
+    const uint8_t* python_version;
+    size_t python_version_size;
+    size_t first_chunk; /* offset of the first chunk */
+} ft_header;
+
+/* Returns 0, or -1 with `e` filled. */
+int ft_read_header(const uint8_t* data, size_t size, ft_header* h, ft_read_error* e);
+
+enum ft_chunk_status {
+    FT_READ_OK = 1,         /* a valid chunk at offset */
+    FT_READ_END = 0,        /* clean end of file (or only zero padding left) */
+    FT_READ_TRUNCATED = -1, /* the file ends inside this chunk: a damaged tail */
+    FT_READ_CORRUPT = -2,   /* bad magic, size or checksum */
+};
+
+/* Reads the chunk header at `offset` and checks its checksum.  On FT_READ_OK, *payload points
+ * into `data` and the next chunk starts at offset + 32 + h->payload_size. */
+int ft_read_chunk(const uint8_t* data, size_t size, size_t offset, ft_chunk_header* h,
+                  const uint8_t** payload, ft_read_error* e);
+
+/* ---- definitions ---- */
+
+typedef struct {
+    const uint8_t* s;
+    size_t n;
+} ft_str;
+
+typedef struct {
+    uint8_t tag; /* FT_DEF_* */
+    uint64_t id; /* function or thread id */
+    uint8_t flags;
+    uint64_t lineno;
+    uint64_t ident;
+    uint64_t native_id;
+    ft_str name, qualname, filename, module;
+} ft_def;
+
+/* Decodes the def at *pos (advancing it).  Returns 1, 0 at the end of the payload, -1 on
+ * error.  `base` is the payload's file offset, for messages. */
+int ft_next_def(const uint8_t* payload, size_t size, size_t* pos, size_t base, ft_def* d,
+                ft_read_error* e);
+
+/* ---- events ---- */
+
+enum ft_event_kind {
+    FT_EV_CALL = 0,
+    FT_EV_RETURN = 1,
+    FT_EV_C_CALL = 2,
+    FT_EV_C_RETURN = 3,
+    FT_EV_GAP = 4, /* events were dropped: tick = resume, aux = dropped, aux2 = gap start */
+};
+
+typedef struct {
+    uint64_t tick;
+    uint64_t aux;
+    uint64_t aux2;
+    uint32_t fid;
+    uint8_t kind;
+    uint8_t synthetic; /* made by the reader: frames open at start, or closed/reopened at a gap */
+} ft_event;
+
+typedef struct {
+    ft_event* ev;
+    size_t n;
+    size_t cap;
+} ft_event_buf;
+
+/* One thread's decoding state, carried from chunk to chunk. */
+typedef struct {
+    uint32_t* stack;
+    uint32_t depth;
+    uint32_t cap;
+    uint64_t last_tick;
+    uint64_t unmatched; /* returns with nothing open and no function id */
+} ft_thread_decoder;
+
+/* `fid_kind[fid]` is 0 for a Python function, 1 for a C function, 0xFF if undefined. */
+typedef struct {
+    const uint8_t* fid_kind;
+    uint32_t n_fids;
+} ft_functions_view;
+
+/* Appends the chunk's events to `out`.  Returns 0, or -1 with `e` filled (also on ENOMEM). */
+int ft_decode_events(ft_thread_decoder* d, const ft_functions_view* fv, const uint8_t* payload,
+                     size_t size, size_t base, uint64_t base_tick, ft_event_buf* out,
+                     ft_read_error* e);
+/* Appends synthetic returns for every open frame, at `tick`. */
+int ft_close_open(ft_thread_decoder* d, const ft_functions_view* fv, uint64_t tick,
+                  ft_event_buf* out);
+void ft_thread_decoder_free(ft_thread_decoder* d);
+void ft_event_buf_free(ft_event_buf* b);
+
+#endif /* FT_READER_H */

@@ -1,0 +1,130 @@
+# Declarations of ft_reader.h and ft_format.h for the Cython boundary (no logic here).
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+cdef extern from "ft_format.h" nogil:
+    ctypedef struct ft_chunk_header:
+        uint32_t magic
+        uint32_t payload_size
+        uint32_t crc32
+        uint8_t type
+        uint8_t flags
+        uint32_t thread
+        uint32_t records
+        uint64_t base_tick
+
+    ctypedef struct ft_trailer:
+        uint64_t events
+        uint64_t dropped
+        uint64_t stop_tick
+        uint64_t stop_mono_ns
+        uint64_t stop_wall_ns
+        uint32_t threads
+        uint32_t functions
+        uint32_t error
+
+    enum:
+        FT_CHUNK_EVENTS
+        FT_CHUNK_DEFS
+        FT_CHUNK_CLOCK
+        FT_CHUNK_TRAILER
+        FT_CHUNK_HEADER_SIZE
+        FT_CHUNK_LAST_OF_THREAD
+        FT_DEF_FUNCTION
+        FT_DEF_THREAD
+        FT_DEF_THREAD_NAME
+        FT_FUNC_IS_C
+        FT_MODE_TRACE
+        FT_MODE_SAMPLE
+        FT_HEADER_C_CALLS
+        FT_FORMAT_VERSION
+
+cdef extern from "ft_reader.h" nogil:
+    ctypedef struct ft_read_error:
+        size_t offset
+        char reason[240]
+
+    ctypedef struct ft_header:
+        uint32_t version
+        uint32_t python_version_hex
+        uint32_t pid
+        uint32_t mode
+        uint32_t flags
+        uint32_t clock_kind
+        uint32_t chunk_size
+        uint64_t buffer_size
+        uint64_t start_tick
+        uint64_t start_mono_ns
+        uint64_t start_wall_ns
+        double tick_hz
+        const uint8_t* command_line
+        size_t command_line_size
+        const uint8_t* python_version
+        size_t python_version_size
+        size_t first_chunk
+
+    int ft_read_header(const uint8_t* data, size_t size, ft_header* h, ft_read_error* e)
+
+    enum:
+        FT_READ_OK
+        FT_READ_END
+        FT_READ_TRUNCATED
+        FT_READ_CORRUPT
+
+    int ft_read_chunk(const uint8_t* data, size_t size, size_t offset, ft_chunk_header* h,
+                      const uint8_t** payload, ft_read_error* e)
+
+    ctypedef struct ft_str:
+        const uint8_t* s
+        size_t n
+
+    ctypedef struct ft_def:
+        uint8_t tag
+        uint64_t id
+        uint8_t flags
+        uint64_t lineno
+        uint64_t ident
+        uint64_t native_id
+        ft_str name
+        ft_str qualname
+        ft_str filename
+        ft_str module
+
+    int ft_next_def(const uint8_t* payload, size_t size, size_t* pos, size_t base, ft_def* d,
+                    ft_read_error* e)
+
+    enum:
+        FT_EV_CALL
+        FT_EV_RETURN
+        FT_EV_C_CALL
+        FT_EV_C_RETURN
+        FT_EV_GAP
+
+    ctypedef struct ft_event:
+        uint64_t tick
+        uint64_t aux
+        uint64_t aux2
+        uint32_t fid
+        uint8_t kind
+        uint8_t synthetic
+
+    ctypedef struct ft_event_buf:
+        ft_event* ev
+        size_t n
+        size_t cap
+
+    ctypedef struct ft_thread_decoder:
+        uint32_t depth
+        uint64_t last_tick
+        uint64_t unmatched
+
+    ctypedef struct ft_functions_view:
+        const uint8_t* fid_kind
+        uint32_t n_fids
+
+    int ft_decode_events(ft_thread_decoder* d, const ft_functions_view* fv,
+                         const uint8_t* payload, size_t size, size_t base, uint64_t base_tick,
+                         ft_event_buf* out, ft_read_error* e)
+    int ft_close_open(ft_thread_decoder* d, const ft_functions_view* fv, uint64_t tick,
+                      ft_event_buf* out)
+    void ft_thread_decoder_free(ft_thread_decoder* d)
+    void ft_event_buf_free(ft_event_buf* b)

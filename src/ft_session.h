@@ -1,0 +1,134 @@
+/* ft_session.h: the one trace session of the process, its thread registry, its definitions
+ * stream and its writer thread.
+ *
+ * Concurrency, in one place:
+ *  - hooks (producers) run with the GIL held and touch only their own ft_thread, except on
+ *    slow paths (first event of a thread, first sight of a function), which take `lock` or
+ *    `defs_lock`;
+ *  - the writer thread never holds the GIL; it reads published chunks and the defs buffer;
+ *  - start/stop run with the GIL held (the Cython layer releases it around joins and I/O).
+ */
+#ifndef FT_SESSION_H
+#define FT_SESSION_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ft_clock.h"
+#include "ft_thread.h"
+
+/* ft_active_gen holds the running session's generation, or FT_GEN_NONE.  A thread whose cached
+ * generation differs takes the slow path; that is how hooks notice start, stop and a failed
+ * writer with one compare. */
+#define FT_GEN_NONE 0xFFFFFFFFu
+extern _Atomic uint32_t ft_active_gen;
+
+typedef struct {
+    const char* path;
+    int fd;
+    int c_calls;
+    uint32_t chunk_size;
+    uint32_t n_chunks;
+    /* header strings (UTF-8, NUL-terminated, owned by the caller during start) */
+    const char* command_line; /* argv joined by NUL characters, with a final NUL */
+    size_t command_line_size;
+    const char* python_version;
+    uint32_t python_version_hex;
+} ft_config;
+
+typedef struct {
+    uint64_t events;
+    uint64_t dropped;
+    uint64_t bytes;
+    uint64_t duration_ns;
+    uint32_t threads;
+    uint32_t functions;
+    int error;            /* errno of the first write failure, 0 if none */
+    uint64_t error_offset; /* file offset where it happened */
+} ft_summary;
+
+/* Per-thread stack captured at start(), taken over by the thread's first event. */
+typedef struct ft_snapshot {
+    uint64_t ident;
+    uint32_t depth;
+    uint32_t* fids; /* root first */
+    struct ft_snapshot* next;
+} ft_snapshot;
+
+typedef struct {
+    uint32_t gen; /* this session's generation (never FT_GEN_NONE) */
+    int running;
+    int c_calls;
+    int fd;
+    uint32_t chunk_size;
+    uint32_t n_chunks;
+    ft_clock_sync start_clock;
+
+    /* registry: threads[i] has id i + 1; freed slots are NULL */
+    pthread_mutex_t lock;
+    ft_thread** threads;
+    uint32_t n_threads;
+    uint32_t cap_threads;
+    ft_snapshot* snapshots;
+
+    /* definitions not yet written; appended by hooks, swapped out by the writer */
+    pthread_mutex_t defs_lock;
+    uint8_t* defs;
+    size_t defs_len;
+    size_t defs_cap;
+    uint32_t n_functions;
+
+    /* writer */
+    pthread_t writer;
+    pthread_mutex_t wake_lock;
+    pthread_cond_t wake;
+    _Atomic int writer_stop;
+    _Atomic int writer_error;
+    uint64_t error_offset;
+    uint64_t bytes;  /* file offset; written by the writer only */
+    uint64_t events; /* records written */
+    uint64_t dropped;
+    uint64_t last_clock_ns;
+} ft_session;
+
+extern ft_session ft_S;
+
+/* ---- lifecycle (GIL held) ---- */
+
+/* Writes the header and starts the writer.  Returns 0, or an errno value; on failure nothing
+ * is left running and the caller still owns cfg->fd. */
+int ft_session_start(const ft_config* cfg);
+/* Stops recording: hooks that still fire afterwards do nothing.  GIL held. */
+void ft_session_quiesce(void);
+/* Joins the writer, flushes every thread, writes the trailer and closes the file.  Call
+ * without the GIL after ft_session_quiesce. */
+void ft_session_finish(ft_summary* out);
+/* In a forked child: forget the parent's session without touching its file or threads. */
+void ft_session_abandon(void);
+
+/* ---- used by the hooks' slow paths and by start() ---- */
+
+/* Creates this thread's buffer (and its THREAD def); NULL when not tracing or out of memory. */
+ft_thread* ft_session_attach_thread(uint64_t ident, uint64_t native_id, const char* name);
+void ft_session_add_snapshot(uint64_t ident, const uint32_t* fids_leaf_first, uint32_t depth);
+/* Defs stream.  ft_defs_begin returns room for `size` bytes (lock taken) and ft_defs_end
+ * commits `used` of them (lock released).  NULL from begin means out of memory (no lock). */
+uint8_t* ft_defs_begin(size_t size);
+void ft_defs_end(uint8_t* end);
+void ft_session_set_thread_name(uint64_t ident, const char* name);
+/* Wakes the writer early (a ring is filling up). */
+void ft_session_kick_writer(void);
+/* Called by a thread on exit (pthread key destructor). */
+void ft_session_thread_exit(uint32_t gen, uint32_t id);
+
+/* ---- writer internals shared with ft_session.c ---- */
+int ft_writer_start(void);
+void ft_writer_join(void);
+/* Writes every published chunk (and pending defs) once.  Returns the number of chunks. */
+size_t ft_writer_drain(void);
+void ft_writer_write_clock(void);
+void ft_writer_write_trailer(const ft_clock_sync* stop);
+
+#endif /* FT_SESSION_H */

@@ -1,0 +1,30 @@
+# Declarations of ft_session.h for the Cython boundary (no logic here).
+from libc.stdint cimport uint32_t, uint64_t
+
+cdef extern from "ft_session.h" nogil:
+    ctypedef struct ft_config:
+        const char* path
+        int fd
+        int c_calls
+        uint32_t chunk_size
+        uint32_t n_chunks
+        const char* command_line
+        size_t command_line_size
+        const char* python_version
+        uint32_t python_version_hex
+
+    ctypedef struct ft_summary:
+        uint64_t events
+        uint64_t dropped
+        uint64_t bytes
+        uint64_t duration_ns
+        uint32_t threads
+        uint32_t functions
+        int error
+        uint64_t error_offset
+
+    int ft_session_start(const ft_config* cfg)
+    void ft_session_quiesce()
+    void ft_session_finish(ft_summary* out)
+    void ft_session_abandon()
+    void ft_session_set_thread_name(uint64_t ident, const char* name)

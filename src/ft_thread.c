@@ -1,0 +1,197 @@
+/* ft_thread.c: the slow paths of a thread's chunk ring (see ft_thread.h). */
+#include "ft_thread.h"
+
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#include "ft_session.h"
+
+/* While the name is unknown, the slow path runs every this many bytes so the name is picked up
+ * as soon as threading registers the thread (3.12+ threads emit events before that).  A thread
+ * still unnamed when its first chunk fills (not a threading.Thread) stops being checked. */
+#define FT_NAME_RECHECK_BYTES 48
+
+/* A chunk-less thread points pos and limit here so that every event takes the slow path. */
+static uint8_t g_no_room[FT_MAX_EVENT_SIZE * 2];
+
+static void set_limit(ft_thread* t);
+
+static void*
+map_anon(size_t size)
+{
+    void* p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+ft_thread*
+ft_thread_new(uint32_t id, uint32_t chunk_size, uint32_t n_chunks)
+{
+    ft_thread* t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        return NULL;
+    }
+    t->id = id;
+    t->chunk_size = chunk_size;
+    t->n_chunks = n_chunks;
+    /* Anonymous mappings: pages are only committed as the ring and the stack are touched. */
+    t->chunks = map_anon((size_t)chunk_size * n_chunks);
+    t->stack = map_anon((size_t)FT_MAX_DEPTH * sizeof(uint32_t));
+    t->meta = calloc(n_chunks, sizeof *t->meta);
+    if (t->chunks == NULL || t->stack == NULL || t->meta == NULL) {
+        ft_thread_free(t);
+        return NULL;
+    }
+    atomic_init(&t->head, 0);
+    atomic_init(&t->tail, 0);
+    t->pos = ft_chunk_payload(t, 0);
+    t->real_limit = t->pos + (chunk_size - FT_CHUNK_HEADER_SIZE) - FT_MAX_EVENT_SIZE;
+    t->name_pending = 1;
+    set_limit(t);
+    return t;
+}
+
+void
+ft_thread_free(ft_thread* t)
+{
+    if (t == NULL) {
+        return;
+    }
+    if (t->chunks != NULL) {
+        munmap(t->chunks, (size_t)t->chunk_size * t->n_chunks);
+    }
+    if (t->stack != NULL) {
+        munmap(t->stack, (size_t)FT_MAX_DEPTH * sizeof(uint32_t));
+    }
+    free(t->meta);
+    free(t);
+}
+
+static void
+set_limit(ft_thread* t)
+{
+    t->limit = t->real_limit;
+    if (t->name_pending && t->pos + FT_NAME_RECHECK_BYTES < t->real_limit) {
+        t->limit = t->pos + FT_NAME_RECHECK_BYTES;
+    }
+}
+
+static uint8_t*
+chunk_start(ft_thread* t)
+{
+    return ft_chunk_payload(t, atomic_load_explicit(&t->head, memory_order_relaxed));
+}
+
+static void
+publish(ft_thread* t, uint32_t flags)
+{
+    uint64_t head = atomic_load_explicit(&t->head, memory_order_relaxed);
+    ft_chunk_meta* m = &t->meta[head % t->n_chunks];
+    m->used = (uint32_t)(t->pos - chunk_start(t));
+    m->records = t->records;
+    m->base_tick = t->chunk_base_tick;
+    m->flags = flags;
+    atomic_store_explicit(&t->head, head + 1, memory_order_release);
+    uint64_t tail = atomic_load_explicit(&t->tail, memory_order_relaxed);
+    if (head + 1 - tail >= t->n_chunks / 2) {
+        ft_session_kick_writer();
+    }
+}
+
+/* Takes the chunk at head if the writer has given it back. */
+static int
+take_chunk(ft_thread* t)
+{
+    uint64_t head = atomic_load_explicit(&t->head, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&t->tail, memory_order_acquire);
+    if (head - tail >= t->n_chunks) {
+        t->pos = t->limit = t->real_limit = g_no_room + FT_MAX_EVENT_SIZE;
+        t->pos = g_no_room + FT_MAX_EVENT_SIZE + 1;
+        return 0;
+    }
+    uint8_t* start = ft_chunk_payload(t, head);
+    t->pos = start;
+    t->real_limit = start + (t->chunk_size - FT_CHUNK_HEADER_SIZE) - FT_MAX_EVENT_SIZE;
+    t->records = 0;
+    t->chunk_base_tick = t->last_tick;
+    set_limit(t);
+    return 1;
+}
+
+int
+ft_thread_make_room(ft_thread* t, uint64_t now)
+{
+    if (t->dropping) {
+        if (!take_chunk(t)) {
+            return 0;
+        }
+        t->dropping = 0;
+        ft_thread_put_stack(t, FT_REC_DROP, t->dropped, now);
+        t->dropped_total += t->dropped;
+        t->dropped = 0;
+        return 1;
+    }
+    if (t->pos <= t->real_limit) {
+        /* Not full: this visit is the periodic name check. */
+        if (t->name_pending && ft_thread_try_name(t)) {
+            t->name_pending = 0;
+        }
+        set_limit(t);
+        return 1;
+    }
+    publish(t, 0);
+    t->name_pending = 0;
+    if (!take_chunk(t)) {
+        t->dropping = 1;
+        return 0;
+    }
+    return 1;
+}
+
+void
+ft_thread_put_stack(ft_thread* t, uint8_t tag, uint64_t dropped, uint64_t now)
+{
+    /* The record must fit in what is left of the chunk; a stack too deep for that keeps its
+     * innermost frames, since those are the ones the following returns pop. */
+    size_t room = (size_t)(t->real_limit + FT_MAX_EVENT_SIZE - t->pos);
+    size_t fixed = 1 + 10 + 10 + 10;
+    uint32_t depth = t->depth;
+    uint32_t first = 0;
+    if (fixed + (size_t)depth * 5 > room) {
+        uint32_t fit = (uint32_t)((room - fixed) / 5);
+        first = depth - fit;
+        depth = fit;
+    }
+    uint8_t* p = t->pos;
+    *p++ = tag;
+    if (tag == FT_REC_DROP) {
+        p = ft_put_varint(p, dropped);
+    }
+    p = ft_put_varint(p, now - t->last_tick);
+    p = ft_put_varint(p, depth);
+    for (uint32_t i = first; i < first + depth; i++) {
+        p = ft_put_varint(p, t->stack[i]);
+    }
+    t->pos = p;
+    t->last_tick = now;
+    t->records++;
+    set_limit(t);
+}
+
+void
+ft_thread_finish(ft_thread* t, uint64_t now)
+{
+    if (t->dropping && take_chunk(t)) {
+        t->dropping = 0;
+        ft_thread_put_stack(t, FT_REC_DROP, t->dropped, now);
+        t->dropped_total += t->dropped;
+        t->dropped = 0;
+    }
+    if (!t->dropping) {
+        publish(t, FT_CHUNK_LAST_OF_THREAD);
+    }
+    t->dropped_total += t->dropped;
+    t->dropped = 0;
+    t->dropping = 1;
+    t->pos = g_no_room + FT_MAX_EVENT_SIZE + 1;
+    t->limit = t->real_limit = g_no_room + FT_MAX_EVENT_SIZE;
+}

@@ -1,0 +1,93 @@
+/* ft_thread.h: one traced thread's buffer, written by that thread alone.
+ *
+ * Each thread owns a ring of fixed-size chunks.  The thread (the producer) appends records to
+ * the chunk at `head`; when it is full it publishes it with a release store of `head` and moves
+ * on.  The writer thread (the only consumer) writes chunks [tail, head) to the file and hands
+ * them back with a release store of `tail`.  No locks and no Python objects on this path: a
+ * full ring makes the producer drop events and count them (see ft_thread_make_room).
+ */
+#ifndef FT_THREAD_H
+#define FT_THREAD_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "ft_format.h"
+
+#define FT_LIKELY(x) __builtin_expect(!!(x), 1)
+#define FT_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* The shadow stack is reserved at this depth (virtual memory, touched only as deep as the
+ * thread goes); deeper frames are counted in `excess` so that pushes and pops stay paired. */
+#define FT_MAX_DEPTH (1u << 20)
+
+typedef struct {
+    uint32_t used;      /* payload bytes */
+    uint32_t records;
+    uint64_t base_tick;
+    uint32_t flags;     /* ft_chunk_flags */
+} ft_chunk_meta;
+
+typedef struct ft_thread {
+    /* ---- producer-only, hot ---- */
+    uint8_t* pos;       /* next free payload byte of the chunk being filled */
+    uint8_t* limit;     /* a record may start at pos only if pos <= limit */
+    uint64_t last_tick; /* tick of the last record written */
+    uint32_t records;   /* records in the chunk being filled */
+    uint32_t depth;     /* shadow stack depth */
+    uint32_t excess;    /* frames past FT_MAX_DEPTH */
+    uint32_t* stack;    /* shadow stack of function ids, root first */
+    uint64_t dropped;   /* events lost in the current gap */
+
+    /* ---- producer-only, cold ---- */
+    uint8_t* real_limit; /* `limit` is lowered below this while the thread name is unknown */
+    int dropping;
+    int name_pending;
+    uint64_t dropped_total;
+    uint64_t chunk_base_tick;
+
+    /* ---- the ring ---- */
+    uint8_t* chunks;        /* n_chunks * chunk_size bytes */
+    ft_chunk_meta* meta;    /* n_chunks entries */
+    uint32_t n_chunks;
+    uint32_t chunk_size;
+    _Atomic uint64_t head;  /* chunks published (producer stores, writer loads) */
+    _Atomic uint64_t tail;  /* chunks written back (writer stores, producer loads) */
+
+    /* ---- identity; guarded by the session's registry lock after creation ---- */
+    uint32_t id;            /* 1-based thread id in the file */
+    uint64_t ident;         /* threading.get_ident() */
+    uint64_t native_id;     /* the kernel's tid */
+    int finished;           /* its last chunk is published; nothing more will be written */
+} ft_thread;
+
+/* Payload area of chunk number `seq` (any sequence number; the ring wraps). */
+static inline uint8_t*
+ft_chunk_payload(ft_thread* t, uint64_t seq)
+{
+    return t->chunks + (size_t)(seq % t->n_chunks) * t->chunk_size + FT_CHUNK_HEADER_SIZE;
+}
+
+/* Allocates a thread buffer; NULL on failure.  No Python calls. */
+ft_thread* ft_thread_new(uint32_t id, uint32_t chunk_size, uint32_t n_chunks);
+void ft_thread_free(ft_thread* t);
+
+/* Slow path of every record write, called when pos > limit.  Publishes the full chunk, takes
+ * the next one, resumes from a gap (writing a DROP record) or re-checks the thread name.
+ * Returns 1 if a record of FT_MAX_EVENT_SIZE bytes may now be written at pos, 0 if the event
+ * must be dropped.  Needs the GIL only for the name check (hook context). */
+int ft_thread_make_room(ft_thread* t, uint64_t now);
+
+/* Writes a STACK or DROP record of the current shadow stack into the current chunk (which the
+ * caller made room in).  `tag` is FT_REC_STACK or FT_REC_DROP. */
+void ft_thread_put_stack(ft_thread* t, uint8_t tag, uint64_t dropped, uint64_t now);
+
+/* Publishes the partially filled chunk, marks it as the thread's last, and stops the producer.
+ * Called with the producer quiescent: at stop() or from the exiting thread itself. */
+void ft_thread_finish(ft_thread* t, uint64_t now);
+
+/* Looks the thread's name up in threading._active and records it.  Returns 1 once the name is
+ * known (or cannot ever be).  GIL held.  Implemented in ft_hooks.c. */
+int ft_thread_try_name(ft_thread* t);
+
+#endif /* FT_THREAD_H */

@@ -1,0 +1,250 @@
+/* ft_writer.c: the writer thread.  It drains every thread's published chunks into the file,
+ * never holds the GIL and never calls Python. */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "ft_format.h"
+#include "ft_session.h"
+
+#define FT_WRITER_PERIOD_NS 2000000u   /* idle poll; a filling ring wakes it sooner */
+#define FT_CLOCK_PERIOD_NS 250000000u  /* a clock record this often refines tick -> ns */
+#define FT_MAX_IOV 256
+
+static void
+fail(int err)
+{
+    /* Keep the first error.  Recording stops (hooks see no active session) while the
+     * application goes on; stop() reports the error. */
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&ft_S.writer_error, &expected, err)) {
+        ft_S.error_offset = ft_S.bytes;
+        atomic_store(&ft_active_gen, FT_GEN_NONE);
+    }
+}
+
+static void
+writev_all(struct iovec* iov, int n)
+{
+    if (atomic_load_explicit(&ft_S.writer_error, memory_order_relaxed) != 0) {
+        return;
+    }
+    while (n > 0) {
+        ssize_t w = writev(ft_S.fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            fail(errno);
+            return;
+        }
+        ft_S.bytes += (uint64_t)w;
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (uint8_t*)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+}
+
+static void
+fill_header(ft_chunk_header* h, uint8_t type, uint8_t flags, uint32_t thread, uint32_t records,
+            uint64_t base_tick, const uint8_t* payload, uint32_t size)
+{
+    h->magic = FT_CHUNK_MAGIC;
+    h->payload_size = size;
+    h->type = type;
+    h->flags = flags;
+    h->reserved = 0;
+    h->thread = thread;
+    h->records = records;
+    h->base_tick = base_tick;
+    uLong crc = crc32(0, (const Bytef*)h + 12, FT_CHUNK_HEADER_SIZE - 12);
+    h->crc32 = (uint32_t)crc32(crc, payload, size);
+}
+
+static void
+write_small_chunk(uint8_t type, const void* payload, uint32_t size)
+{
+    ft_chunk_header h;
+    fill_header(&h, type, 0, 0, 0, 0, payload, size);
+    struct iovec iov[2] = {{&h, sizeof h}, {(void*)payload, size}};
+    writev_all(iov, 2);
+}
+
+static void
+write_defs(void)
+{
+    pthread_mutex_lock(&ft_S.defs_lock);
+    uint8_t* defs = ft_S.defs;
+    size_t len = ft_S.defs_len;
+    ft_S.defs = NULL;
+    ft_S.defs_len = ft_S.defs_cap = 0;
+    pthread_mutex_unlock(&ft_S.defs_lock);
+    if (len > 0) {
+        write_small_chunk(FT_CHUNK_DEFS, defs, (uint32_t)len);
+    }
+    free(defs);
+}
+
+size_t
+ft_writer_drain(void)
+{
+    /* Order matters: read the heads first, then take the defs.  A chunk published before its
+     * head was read was filled after its functions were defined, so their defs are in the
+     * buffer taken next and reach the file first. */
+    pthread_mutex_lock(&ft_S.lock);
+    uint32_t n = ft_S.n_threads;
+    ft_thread** threads = malloc((n ? n : 1) * sizeof *threads);
+    uint64_t* heads = malloc((n ? n : 1) * sizeof *heads);
+    if (threads == NULL || heads == NULL) {
+        pthread_mutex_unlock(&ft_S.lock);
+        free(threads);
+        free(heads);
+        return 0;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        threads[i] = ft_S.threads[i];
+        heads[i] = threads[i] ? atomic_load_explicit(&threads[i]->head, memory_order_acquire) : 0;
+    }
+    pthread_mutex_unlock(&ft_S.lock);
+
+    write_defs();
+
+    size_t chunks = 0;
+    struct iovec iov[FT_MAX_IOV];
+    int niov = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        ft_thread* t = threads[i];
+        if (t == NULL) {
+            continue;
+        }
+        uint64_t tail = atomic_load_explicit(&t->tail, memory_order_relaxed);
+        for (; tail < heads[i]; tail++) {
+            ft_chunk_meta* m = &t->meta[tail % t->n_chunks];
+            uint8_t* payload = ft_chunk_payload(t, tail);
+            ft_chunk_header* h = (ft_chunk_header*)(payload - FT_CHUNK_HEADER_SIZE);
+            fill_header(h, FT_CHUNK_EVENTS, (uint8_t)m->flags, t->id, m->records, m->base_tick,
+                        payload, m->used);
+            ft_S.events += m->records;
+            iov[niov].iov_base = h;
+            iov[niov].iov_len = FT_CHUNK_HEADER_SIZE + m->used;
+            niov++;
+            chunks++;
+            if (niov == FT_MAX_IOV) {
+                writev_all(iov, niov);
+                niov = 0;
+                atomic_store_explicit(&t->tail, tail + 1, memory_order_release);
+            }
+        }
+        if (niov > 0) {
+            writev_all(iov, niov);
+            niov = 0;
+        }
+        atomic_store_explicit(&t->tail, tail, memory_order_release);
+    }
+
+    /* Free the buffers of threads that have exited and been written out. */
+    pthread_mutex_lock(&ft_S.lock);
+    for (uint32_t i = 0; i < n; i++) {
+        ft_thread* t = threads[i];
+        if (t != NULL && t->finished && atomic_load(&t->head) == atomic_load(&t->tail)) {
+            ft_S.dropped += t->dropped_total;
+            ft_S.threads[i] = NULL;
+            ft_thread_free(t);
+        }
+    }
+    pthread_mutex_unlock(&ft_S.lock);
+    free(threads);
+    free(heads);
+    return chunks;
+}
+
+void
+ft_writer_write_clock(void)
+{
+    ft_clock_sync c;
+    ft_clock_sample(&c);
+    uint8_t buf[24];
+    ft_put_u64(ft_put_u64(ft_put_u64(buf, c.tick), c.mono_ns), c.wall_ns);
+    write_small_chunk(FT_CHUNK_CLOCK, buf, sizeof buf);
+    ft_S.last_clock_ns = c.mono_ns;
+}
+
+void
+ft_writer_write_trailer(const ft_clock_sync* stop)
+{
+    write_defs();
+    ft_trailer tr;
+    memset(&tr, 0, sizeof tr);
+    tr.events = ft_S.events;
+    tr.dropped = ft_S.dropped;
+    tr.stop_tick = stop->tick;
+    tr.stop_mono_ns = stop->mono_ns;
+    tr.stop_wall_ns = stop->wall_ns;
+    tr.threads = ft_S.n_threads;
+    tr.functions = ft_S.n_functions;
+    tr.error = (uint32_t)atomic_load(&ft_S.writer_error);
+    write_small_chunk(FT_CHUNK_TRAILER, &tr, sizeof tr);
+}
+
+static void*
+writer_main(void* arg)
+{
+    (void)arg;
+    while (!atomic_load(&ft_S.writer_stop)) {
+        size_t n = ft_writer_drain();
+        if (ft_clock_mono_ns() - ft_S.last_clock_ns >= FT_CLOCK_PERIOD_NS) {
+            ft_writer_write_clock();
+        }
+        if (n == 0) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += FT_WRITER_PERIOD_NS;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+            pthread_mutex_lock(&ft_S.wake_lock);
+            if (!atomic_load(&ft_S.writer_stop)) {
+                pthread_cond_timedwait(&ft_S.wake, &ft_S.wake_lock, &until);
+            }
+            pthread_mutex_unlock(&ft_S.wake_lock);
+        }
+    }
+    return NULL;
+}
+
+int
+ft_writer_start(void)
+{
+    atomic_store(&ft_S.writer_stop, 0);
+    ft_S.last_clock_ns = ft_S.start_clock.mono_ns;
+    /* Signals belong to the application's threads; the writer must never take one. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = pthread_create(&ft_S.writer, NULL, writer_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return err;
+}
+
+void
+ft_writer_join(void)
+{
+    pthread_mutex_lock(&ft_S.wake_lock);
+    atomic_store(&ft_S.writer_stop, 1);
+    pthread_cond_signal(&ft_S.wake);
+    pthread_mutex_unlock(&ft_S.wake_lock);
+    pthread_join(ft_S.writer, NULL);
+}
