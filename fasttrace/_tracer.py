@@ -106,9 +106,11 @@ def _open_output(path: str) -> int:
         raise TracingError(f"cannot write trace to {path!r}: it is a directory") from None
     except FileNotFoundError:
         parent = os.path.dirname(os.path.abspath(path))
-        raise TracingError(
-            f"cannot write trace to {path!r}: directory {parent!r} does not exist"
-        ) from None
+        if not os.path.isdir(parent):
+            raise TracingError(
+                f"cannot write trace to {path!r}: directory {parent!r} does not exist"
+            ) from None
+        raise TracingError(f"cannot write trace to {path!r}: cannot create the file") from None
     except PermissionError:
         raise TracingError(f"cannot write trace to {path!r}: permission denied") from None
     except OSError as e:

@@ -94,7 +94,7 @@ ft_thread_try_name(ft_thread* t)
         PyObject* name = dict ? PyDict_GetItemString(dict, "_name") : NULL; /* borrowed */
         const char* utf8 = (name && PyUnicode_Check(name)) ? PyUnicode_AsUTF8(name) : NULL;
         if (utf8 != NULL) {
-            ft_session_set_thread_name(t->ident, utf8);
+            ft_session_name_thread(t, utf8);
             done = 1;
         }
         Py_XDECREF(dict);

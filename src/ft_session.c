@@ -302,22 +302,36 @@ ft_session_thread_exit(uint32_t gen, uint32_t id)
     pthread_mutex_unlock(&ft_S.lock);
 }
 
+static void
+put_thread_name(ft_thread* t, const char* name)
+{
+    size_t n = strlen(name);
+    uint8_t* p = ft_defs_begin(1 + 10 + 10 + n);
+    if (p != NULL) {
+        *p++ = FT_DEF_THREAD_NAME;
+        p = ft_put_varint(p, t->id);
+        p = put_str(p, name, n);
+        ft_defs_end(p);
+    }
+}
+
+void
+ft_session_name_thread(ft_thread* t, const char* name)
+{
+    pthread_mutex_lock(&ft_S.lock);
+    put_thread_name(t, name);
+    pthread_mutex_unlock(&ft_S.lock);
+}
+
 void
 ft_session_set_thread_name(uint64_t ident, const char* name)
 {
-    size_t n = strlen(name);
+    /* Idents are reused once a thread ends: only a live thread can carry this one. */
     pthread_mutex_lock(&ft_S.lock);
     for (uint32_t i = 0; i < ft_S.n_threads; i++) {
         ft_thread* t = ft_S.threads[i];
-        if (t == NULL || t->ident != ident) {
-            continue;
-        }
-        uint8_t* p = ft_defs_begin(1 + 10 + 10 + n);
-        if (p != NULL) {
-            *p++ = FT_DEF_THREAD_NAME;
-            p = ft_put_varint(p, t->id);
-            p = put_str(p, name, n);
-            ft_defs_end(p);
+        if (t != NULL && !t->finished && t->ident == ident) {
+            put_thread_name(t, name);
         }
     }
     pthread_mutex_unlock(&ft_S.lock);

@@ -117,7 +117,9 @@ void ft_session_add_snapshot(uint64_t ident, const uint32_t* fids_leaf_first, ui
  * commits `used` of them (lock released).  NULL from begin means out of memory (no lock). */
 uint8_t* ft_defs_begin(size_t size);
 void ft_defs_end(uint8_t* end);
+/* Names the live thread with this ident (stop() names every live thread this way). */
 void ft_session_set_thread_name(uint64_t ident, const char* name);
+void ft_session_name_thread(ft_thread* t, const char* name);
 /* Wakes the writer early (a ring is filling up). */
 void ft_session_kick_writer(void);
 /* Called by a thread on exit (pthread key destructor). */

@@ -1,0 +1,42 @@
+"""Helpers shared by the tests (imported as `helpers`, tests/ is on pythonpath)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+
+def span(trace, qualname, thread=None):
+    """(kind, qualname) from the first call of `qualname` to its matching return, inclusive."""
+    out = []
+    depth = 0
+    for e in trace.events(thread):
+        if not out:
+            if e.kind == "call" and e.function.qualname == qualname and not e.synthetic:
+                out.append((e.kind, qualname))
+                depth = 1
+            continue
+        out.append((e.kind, e.function.qualname))
+        depth += 1 if e.kind in ("call", "c_call") else -1
+        if depth == 0:
+            return out
+    raise AssertionError(f"no complete span of {qualname!r}; got {out}")
+
+
+def run_script(tmp_path: Path, source: str, *args: str, timeout: float = 60, env=None):
+    """Runs `source` as a script in a fresh interpreter; returns the CompletedProcess."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(source))
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+        env=full_env,
+    )

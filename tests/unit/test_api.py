@@ -1,0 +1,175 @@
+"""The public API and every error case it promises."""
+
+from __future__ import annotations
+
+import cProfile
+import os
+import sys
+import threading
+
+import pytest
+
+import fasttrace
+from fasttrace import TracingError
+
+
+def test_start_returns_session_and_stop_returns_summary(trace_path):
+    session = fasttrace.start(trace_path)
+    assert fasttrace.is_tracing()
+    assert session.path == str(trace_path)
+    summary = fasttrace.stop()
+    assert not fasttrace.is_tracing()
+    assert summary.path == str(trace_path)
+    assert summary.events > 0 and summary.dropped == 0
+    assert summary.duration_ns > 0
+    assert summary.bytes == os.path.getsize(trace_path)
+
+
+def test_context_manager(trace_path):
+    with fasttrace.start(trace_path) as s:
+        assert fasttrace.is_tracing()
+    assert not fasttrace.is_tracing()
+    assert s.summary is not None and s.summary.events > 0
+    assert fasttrace.load(trace_path).stats.truncated is False
+
+
+def test_context_manager_keeps_the_blocks_exception(trace_path):
+    with pytest.raises(ZeroDivisionError):
+        with fasttrace.start(trace_path):
+            1 / 0
+    assert not fasttrace.is_tracing()
+    assert fasttrace.load(trace_path).stats.truncated is False
+
+
+def test_second_start_names_the_active_file(trace_path, tmp_path):
+    with fasttrace.start(trace_path):
+        with pytest.raises(TracingError, match="already running.*out.ftrace"):
+            fasttrace.start(tmp_path / "other.ftrace")
+    assert not (tmp_path / "other.ftrace").exists()
+
+
+def test_stop_without_start():
+    with pytest.raises(TracingError, match="no trace is running"):
+        fasttrace.stop()
+
+
+def test_missing_directory(tmp_path):
+    path = tmp_path / "nope" / "out.ftrace"
+    with pytest.raises(TracingError, match=r"nope.*does not exist"):
+        fasttrace.start(path)
+    assert not fasttrace.is_tracing()
+
+
+def test_path_is_a_directory(tmp_path):
+    with pytest.raises(TracingError, match="is a directory"):
+        fasttrace.start(tmp_path)
+
+
+def test_permission_denied(tmp_path):
+    # /sys refuses new files even to root, so this holds wherever the tests run
+    with pytest.raises(TracingError, match=r"'/sys/fasttrace-test.ftrace'.*permission denied"):
+        fasttrace.start("/sys/fasttrace-test.ftrace")
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1000])
+def test_buffer_size_too_small(trace_path, bad):
+    with pytest.raises(ValueError, match="buffer_size"):
+        fasttrace.start(trace_path, buffer_size=bad)
+
+
+def test_rate_is_reserved(trace_path):
+    with pytest.raises(ValueError, match="rate"):
+        fasttrace.start(trace_path, rate=100)
+
+
+def test_refuses_when_cprofile_runs(trace_path):
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        with pytest.raises(TracingError, match="profile|PROFILER_ID"):
+            fasttrace.start(trace_path)
+    finally:
+        prof.disable()
+    # cProfile kept working: it saw the calls made while it was enabled
+    assert prof.getstats()
+
+
+def test_refuses_when_setprofile_is_set(trace_path):
+    sys.setprofile(lambda *a: None)
+    try:
+        with pytest.raises(TracingError, match="another profiler"):
+            fasttrace.start(trace_path)
+        assert sys.getprofile() is not None
+    finally:
+        sys.setprofile(None)
+
+
+def test_refuses_when_other_thread_is_profiled(trace_path):
+    ready, done = threading.Event(), threading.Event()
+
+    def profiled():
+        sys.setprofile(lambda *a: None)
+        ready.set()
+        done.wait()
+        sys.setprofile(None)
+
+    t = threading.Thread(target=profiled)
+    t.start()
+    ready.wait()
+    try:
+        with pytest.raises(TracingError, match=f"thread {t.ident}"):
+            fasttrace.start(trace_path)
+    finally:
+        done.set()
+        t.join()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
+def test_refuses_when_monitoring_tool_is_taken(trace_path):
+    sys.monitoring.use_tool_id(2, "someone-else")
+    try:
+        with pytest.raises(TracingError, match="someone-else"):
+            fasttrace.start(trace_path)
+        assert sys.monitoring.get_tool(2) == "someone-else"
+    finally:
+        sys.monitoring.free_tool_id(2)
+
+
+def test_stop_from_another_thread(trace_path):
+    fasttrace.start(trace_path)
+    result = []
+    t = threading.Thread(target=lambda: result.append(fasttrace.stop()))
+    t.start()
+    t.join()
+    assert not fasttrace.is_tracing()
+    assert result[0].events > 0
+    assert fasttrace.load(trace_path).stats.truncated is False
+
+
+def test_restart_many_times_without_leaks(tmp_path):
+    def fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    def rss_kib():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+    def tasks():
+        return len(os.listdir("/proc/self/task"))
+
+    path = tmp_path / "x.ftrace"
+    for _ in range(50):  # warm up allocator pools and interned tables
+        fasttrace.start(path)
+        fasttrace.stop()
+    before = (fds(), tasks(), rss_kib(), threading.active_count())
+    for i in range(1000):
+        fasttrace.start(path)
+        sum(range(10))
+        fasttrace.stop()
+    after = (fds(), tasks(), rss_kib(), threading.active_count())
+    assert after[0] == before[0], "file descriptors leaked"
+    assert after[1] == before[1], "native threads leaked"
+    assert after[3] == before[3], "Python threads leaked"
+    # 1000 sessions each map an 8 MiB ring: any per-session leak would be far above this
+    assert after[2] - before[2] < 8 * 1024, f"RSS grew {after[2] - before[2]} KiB"
+    assert fasttrace.load(path).stats.truncated is False
