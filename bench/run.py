@@ -1,0 +1,434 @@
+"""Overhead of fasttrace and its peers, as a ratio of whole-process wall time to a bare run.
+
+    python bench/run.py --python 3.13 [--python 3.12 ...] [--workloads fib,go]
+                        [--tools fasttrace,cProfile] [--pairs 5] [--targets]
+    python bench/run.py --from-json bench/out/results-A.json --from-json ... --targets
+
+For each Python version and workload, every tool is measured against the bare run in
+alternating pairs (tool, bare, tool, bare, ...): 1 warm-up pair, then --pairs counted pairs.
+Each run is timed from outside the process (perf_counter around subprocess.run), so start-up
+and writing the output are included. Ratio = median of the pairwise tool/bare ratios.
+Venvs come from `bash bench/setup.sh`; tools that cannot run are listed as skipped.
+Stdlib only, Python 3.9+.
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+WORKLOADS = ["fib", "richards", "deltablue", "go", "raytrace", "nbody"]
+CALL_DENSE = ["fib", "richards", "deltablue", "go", "raytrace"]
+DEFAULT_TOOLS = ["fasttrace", "cProfile", "viztracer", "trace0"]
+ALL_TOOLS = [*DEFAULT_TOOLS, "fasttrace-noc"]  # fasttrace-noc: fasttrace with c_calls=False
+VIZ_DEFAULT_ENTRIES = 1_000_000  # viztracer's own default --tracer_entries
+
+
+def rel(path):
+    """A path as printed or stored: relative to the repo when inside it."""
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(BENCH.parent))
+    except ValueError:
+        return str(path)
+
+
+def fmt_rate(per_s):
+    return f"{per_s / 1e6:.2f}M" if per_s >= 1e6 else f"{per_s / 1e3:.1f}k"
+
+
+class PythonEnv:
+    """One interpreter: bench/.venvs/<ver> when set up, else the plain pyenv Python."""
+
+    def __init__(self, ver):
+        self.ver = ver
+        self.venv = BENCH / ".venvs" / ver
+        self.out = BENCH / "out" / ver
+        self.problem = self.label = None
+        if (self.venv / "bin" / "python").exists():
+            self.python = str(self.venv / "bin" / "python")
+            self.label = rel(self.python)
+        else:
+            prefix = self._pyenv_prefix()
+            if prefix is None:
+                self.python = None
+                self.problem = f"no bench/.venvs/{ver} and 'pyenv prefix {ver}' failed"
+                return
+            self.python = str(Path(prefix) / "bin" / "python")
+            self.label = f"pyenv {ver}, no bench/.venvs/{ver}"
+        self.out.mkdir(parents=True, exist_ok=True)
+        probe = self.probe(
+            "import sys, platform; print('%d.%d' % sys.version_info[:2], platform.python_version())"
+        )
+        if probe.returncode != 0:
+            self.problem = f"cannot run {self.label}"
+            return
+        self.minor, self.full_version = probe.stdout.split()
+
+    def _pyenv_prefix(self):
+        try:
+            res = subprocess.run(
+                ["pyenv", "prefix", self.ver], check=False, capture_output=True, text=True
+            )
+        except OSError:
+            return None
+        lines = res.stdout.strip().splitlines()
+        return lines[0] if res.returncode == 0 and lines else None
+
+    def probe(self, code):
+        # cwd = out dir, so that `-c` cannot import the repo's source tree instead of the install.
+        return subprocess.run(
+            [self.python, "-c", code], check=False, capture_output=True, text=True, cwd=self.out
+        )
+
+    def setup_hint(self):
+        log = self.venv / "fasttrace-install.log"
+        if log.exists():
+            return f"see {rel(log)}"
+        return f"run: bash bench/setup.sh {self.ver}"
+
+    def script(self, name):
+        path = self.venv / "bin" / name
+        return str(path) if path.exists() else None
+
+    def package_version(self, name):
+        res = self.probe(f"import importlib.metadata as m; print(m.version({name!r}))")
+        return res.stdout.strip() if res.returncode == 0 else None
+
+
+def tool_command(tool, env, workload, out_base, args):
+    """(argv, output path) for one run; raises LookupError(reason) if the tool cannot run here."""
+    wl = str(BENCH / "workloads" / f"{workload}.py")
+    not_installed = f"not installed in bench/.venvs/{env.ver} ({env.setup_hint()})"
+    if tool == "bare":
+        return [env.python, wl], None
+    if tool == "cProfile":
+        out = out_base + ".prof"
+        return [env.python, "-m", "cProfile", "-o", out, wl], out
+    if tool == "viztracer":
+        viztracer = env.script("viztracer")
+        if viztracer is None:
+            raise LookupError("viztracer " + not_installed)
+        out = out_base + ".json"
+        return [viztracer, "--tracer_entries", str(args.viz_entries), "-o", out, wl], out
+    if tool == "trace0":
+        if tuple(map(int, env.minor.split("."))) < (3, 13):
+            raise LookupError(f"trace0 needs Python >= 3.13, this is {env.minor}")
+        trace0 = env.script("trace0")
+        if trace0 is None:
+            raise LookupError("trace0 " + not_installed)
+        out = out_base + ".pb"
+        return [trace0, "run", "--output", out, wl], out
+    if tool in ("fasttrace", "fasttrace-noc"):
+        check = env.probe("import fasttrace; fasttrace.start; fasttrace.stop")
+        if check.returncode != 0:
+            error = (check.stderr.strip().splitlines() or ["?"])[-1]
+            hint = env.setup_hint()
+            raise LookupError(f"import fasttrace failed in {env.label}: {error} ({hint})")
+        out = out_base + ".ftrace"
+        argv = [env.python, str(BENCH / "runners" / "fasttrace_run.py"), wl, out]
+        return argv + (["--no-c-calls"] if tool == "fasttrace-noc" else []), out
+    raise LookupError(f"unknown tool {tool!r}")
+
+
+def run_once(argv, env, log_path, timeout):
+    """Wall seconds of one process run timed from outside, and an error text or None."""
+    with open(log_path, "wb") as log:
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(
+                argv,
+                check=False,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=env.out,
+                timeout=timeout,
+            )
+            error = None if proc.returncode == 0 else f"exit code {proc.returncode}"
+        except subprocess.TimeoutExpired:
+            error = f"timed out after {timeout} s"
+        wall = time.perf_counter() - t0
+    if error:
+        tail = Path(log_path).read_text(errors="replace").strip().splitlines()[-3:]
+        error += f" ({rel(log_path)}: {' | '.join(tail)})"
+    return wall, error
+
+
+def run_notes(tool, log_path, out):
+    """What a tool run tells besides its time: output size, viztracer buffer, fasttrace summary."""
+    notes = {}
+    if out and Path(out).exists():
+        notes["output_bytes"] = Path(out).stat().st_size
+    if tool == "viztracer":
+        text = Path(log_path).read_text(errors="replace")
+        notes["buffer_full"] = "Circular buffer is full" in text
+        m = re.search(r"Total Entries: (\d+)", text)
+        notes["entries"] = int(m.group(1)) if m else None
+    if tool.startswith("fasttrace"):
+        summary = Path(out + ".summary.json")
+        notes["summary"] = json.loads(summary.read_text()) if summary.exists() else None
+        if notes["summary"] and notes["summary"].get("path"):
+            notes["summary"]["path"] = rel(notes["summary"]["path"])
+    elif out:
+        Path(out).unlink(missing_ok=True)  # peers' outputs are big (100s of MB) and not needed
+    return notes
+
+
+def measure(tool, env, workload, args):
+    out_base = str(env.out / f"{workload}.{tool}")
+    try:
+        tool_argv, out = tool_command(tool, env, workload, out_base, args)
+    except LookupError as e:
+        return {"status": "skipped", "reason": str(e)}
+    bare_argv, _ = tool_command("bare", env, workload, out_base, args)
+    # Stored without this machine's paths: the venv python as "python", the rest repo-relative.
+    shown = ["python" if a == env.python else rel(a) if os.path.isabs(a) else a for a in tool_argv]
+    res = {"status": "ok", "argv": shown, "tool_s": [], "bare_s": [], "ratios": [], "runs": []}
+    for i in range(args.warmup + args.pairs):
+        if out:  # never report a previous run's output or summary
+            for stale in (out, out + ".summary.json"):
+                Path(stale).unlink(missing_ok=True)
+        a, err = run_once(tool_argv, env, out_base + ".log", args.timeout)
+        if err is None:
+            notes = run_notes(tool, out_base + ".log", out)
+            b, err = run_once(bare_argv, env, out_base + ".bare.log", args.timeout)
+            err = err and "bare run: " + err
+        if err:
+            return {"status": "failed", "reason": err, "argv": shown}
+        counted = i >= args.warmup
+        label = f"pair {i - args.warmup + 1}/{args.pairs}" if counted else "warm-up"
+        print(
+            f"  [{env.ver}] {workload:<9} {tool:<13} {label}: {a:.3f} s / {b:.3f} s = {a / b:.2f}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if counted:
+            res["tool_s"].append(a)
+            res["bare_s"].append(b)
+            res["ratios"].append(a / b)
+            res["runs"].append(notes)
+    ratios = res["ratios"]
+    res.update(ratio=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios))
+    if tool.startswith("fasttrace"):
+        res["stats"] = fasttrace_stats(res["runs"])
+    return res
+
+
+def fasttrace_stats(runs):
+    """bytes/event (last run), events/s over the traced duration (median), drops (max)."""
+    sums = [r["summary"] for r in runs if r.get("summary") and r["summary"].get("events")]
+    if not sums:
+        return None
+    last = sums[-1]
+    rates = [s["events"] / (s["duration_ns"] / 1e9) for s in sums if s.get("duration_ns")]
+    return {
+        "events": last["events"],
+        "bytes_per_event": last["bytes"] / last["events"] if last.get("bytes") else None,
+        "events_per_s": statistics.median(rates) if rates else None,
+        "dropped_max": max(s.get("dropped") or 0 for s in sums),
+    }
+
+
+def run_all(args):
+    meta = {"argv": sys.argv[1:], "pairs": args.pairs, "warmup": args.warmup}
+    meta.update(viz_entries=args.viz_entries, started=time.strftime("%Y-%m-%d %H:%M:%S"))
+    results = {"meta": meta, "versions": {}}
+    for ver in args.python:
+        env = PythonEnv(ver)
+        entry = {"python": env.label, "problem": env.problem}
+        results["versions"][ver] = entry
+        if env.problem:
+            print(f"[{ver}] skipped: {env.problem}", file=sys.stderr)
+            continue
+        entry.update(version=env.full_version, minor=env.minor, pairs=args.pairs, workloads={})
+        entry["packages"] = {
+            p: env.package_version(p) for p in ("viztracer", "trace0", "fasttrace")
+        }
+        for wl in args.workloads:
+            row = entry["workloads"][wl] = {}
+            for tool in args.tools:
+                res = row[tool] = measure(tool, env, wl, args)
+                if res["status"] != "ok":
+                    status = res["status"].upper()
+                    print(
+                        f"  [{ver}] {wl:<9} {tool:<13} {status}: {res['reason']}", file=sys.stderr
+                    )
+    results["meta"]["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    return results
+
+
+def fmt_cell(res):
+    if res is None:
+        return "-"
+    if res["status"] != "ok":
+        return res["status"]
+    cell = f"{res['ratio']:.2f} ({res['ratio_min']:.2f}-{res['ratio_max']:.2f})"
+    return cell + (" *" if any(r.get("buffer_full") for r in res["runs"]) else "")
+
+
+def fasttrace_cells(res):
+    st = (res or {}).get("stats")
+    if not st:
+        return ["-", "-", "-"]
+    bpe, rate = st["bytes_per_event"], st["events_per_s"]
+    return [f"{bpe:.1f}" if bpe else "-", fmt_rate(rate) if rate else "-", str(st["dropped_max"])]
+
+
+def print_tables(results, out=sys.stdout):
+    for ver, entry in results["versions"].items():
+        print(
+            f"\n### Python {entry.get('version', ver)} ({entry.get('python') or '-'})\n", file=out
+        )
+        if entry.get("problem"):
+            print(f"skipped: {entry['problem']}", file=out)
+            continue
+        tools = []
+        for row in entry["workloads"].values():
+            tools += [t for t in row if t not in tools]
+        ft_tools = [t for t in tools if t.startswith("fasttrace")]
+        head = ["workload", "bare s", *tools]
+        for t in ft_tools:
+            head += [f"{t} bytes/event", f"{t} events/s", f"{t} drops"]
+        print("| " + " | ".join(head) + " |", file=out)
+        print("|" + "---|" * len(head), file=out)
+        problems, viz_full = [], False
+        for wl, row in entry["workloads"].items():
+            bare = [b for r in row.values() if r["status"] == "ok" for b in r["bare_s"]]
+            cells = [wl, f"{statistics.median(bare):.3f}" if bare else "-"]
+            cells += [fmt_cell(row.get(t)) for t in tools]
+            for t in ft_tools:
+                cells += fasttrace_cells(row.get(t))
+            print("| " + " | ".join(cells) + " |", file=out)
+            viz_full |= fmt_cell(row.get("viztracer")).endswith("*")
+            for t, r in row.items():
+                if r["status"] == "skipped":
+                    problems.append(f"{t} skipped: {r['reason']}")
+                elif r["status"] != "ok":
+                    problems.append(f"{t} {r['status']} on {wl}: {r['reason']}")
+        pairs = entry.get("pairs", results["meta"].get("pairs"))
+        print(f"\nCells: median tool/bare wall ratio over {pairs} pairs (min-max).", file=out)
+        if viz_full:
+            print("`*` VizTracer reported its circular buffer full (early events lost).", file=out)
+        packages = ", ".join(f"{p} {v}" for p, v in entry.get("packages", {}).items() if v)
+        print(f"Packages: {packages or '-'}", file=out)
+        for p in dict.fromkeys(problems):  # a skip repeats per workload: print each once
+            print("- " + p, file=out)
+
+
+def check_targets(results, out=sys.stdout):
+    """The issue's targets: PASS / FAIL / INCOMPLETE / N/A each. Never fails the run."""
+    by_minor = {e["minor"]: e for e in results["versions"].values() if e.get("minor")}
+
+    def ratio(entry, wl, tool):
+        r = entry["workloads"].get(wl, {}).get(tool)
+        return r["ratio"] if r and r["status"] == "ok" else None
+
+    def why_missing(entry, wl, tools):
+        row = entry["workloads"].get(wl)
+        if row is None:
+            return f"{wl} (not run)"
+        bad = [t + " " + (row[t]["status"] if t in row else "not run") for t in tools]
+        bad = [b for b in bad if not b.endswith(" ok")]
+        return f"{wl} ({', '.join(bad)})"
+
+    def compare(entry, wl, peer):
+        ft, other = ratio(entry, wl, "fasttrace"), ratio(entry, wl, peer)
+        if ft is None or other is None:
+            return None
+        if peer == "trace0":
+            return ft <= other, f"{ft:.2f} vs {other:.2f}"
+        return ft - 1 <= 0.5 * (other - 1), f"{ft - 1:.2f} vs {0.5 * (other - 1):.2f}"
+
+    def verdict(name, minor, workloads, peer, explain):
+        entry = by_minor.get(minor)
+        if entry is None:
+            print(f"{'N/A':<10} {name}: Python {minor} not in these results", file=out)
+            return
+        details, failed, missing = [], False, []
+        for wl in workloads:
+            got = compare(entry, wl, peer)
+            if got is None:
+                missing.append(why_missing(entry, wl, ["fasttrace", peer]))
+                continue
+            ok, text = got
+            details.append(f"{wl} {text}" + ("" if ok else " FAIL"))
+            failed |= not ok
+        status = "FAIL" if failed else "INCOMPLETE" if missing else "PASS"
+        print(f"{status:<10} {name} [{explain}]: {'; '.join(details) or '-'}", file=out)
+        if missing:
+            print(f"{'':<10} no data for: {'; '.join(missing)}", file=out)
+
+    print("\n### Targets\n", file=out)
+    verdict("3.13: fasttrace ratio <= trace0's", "3.13", WORKLOADS, "trace0", "ratio ft vs trace0")
+    half_viz = "overhead ft vs 0.5 x viztracer's"
+    for minor in ("3.12", "3.13"):
+        title = f"{minor}: fasttrace overhead <= 0.5 x viztracer overhead"
+        verdict(title, minor, WORKLOADS, "viztracer", half_viz)
+    title = "3.11: the same, call-dense workloads only"
+    verdict(title, "3.11", CALL_DENSE, "viztracer", half_viz)
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--python", action="append", help="pyenv version, e.g. 3.13 (repeatable)")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list (default: all)")
+    ap.add_argument(
+        "--tools",
+        default=",".join(DEFAULT_TOOLS),
+        help=f"comma list from {','.join(ALL_TOOLS)} (default: {','.join(DEFAULT_TOOLS)})",
+    )
+    ap.add_argument("--pairs", type=int, default=5, help="counted (tool, bare) pairs (default 5)")
+    ap.add_argument("--warmup", type=int, default=1, help="uncounted warm-up pairs (default 1)")
+    ap.add_argument("--timeout", type=int, default=600, help="seconds per process run")
+    ap.add_argument(
+        "--viz-entries",
+        type=int,
+        default=VIZ_DEFAULT_ENTRIES,
+        help="viztracer --tracer_entries (default: its own default, 1000000)",
+    )
+    ap.add_argument("--targets", action="store_true", help="evaluate the issue's targets")
+    ap.add_argument(
+        "--from-json",
+        action="append",
+        help="print tables/targets from earlier results file(s), no runs (repeatable)",
+    )
+    args = ap.parse_args()
+    args.python = args.python or ["3.13"]
+    args.workloads = [w for w in args.workloads.split(",") if w]
+    args.tools = [t for t in args.tools.split(",") if t]
+    unknown = [w for w in args.workloads if w not in WORKLOADS]
+    unknown += [t for t in args.tools if t not in ALL_TOOLS]
+    if unknown:
+        ap.error(f"unknown workload/tool: {', '.join(unknown)}")
+    if args.pairs < 1:
+        ap.error("--pairs must be >= 1")
+    return args
+
+
+def main():
+    args = parse_args()
+    if args.from_json:  # merge: a later file's entry for the same version wins
+        results = {"meta": {}, "versions": {}}
+        for path in args.from_json:
+            loaded = json.loads(Path(path).read_text())
+            results["meta"].update(loaded["meta"])
+            results["versions"].update(loaded["versions"])
+    else:
+        results = run_all(args)
+        path = BENCH / "out" / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"\nresults: {rel(path)}")
+    print_tables(results)
+    if args.targets:
+        check_targets(results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Run a workload under fasttrace's trace mode (used by bench/run.py and bench/decode_speed.py).
+
+    python bench/runners/fasttrace_run.py WORKLOAD OUT [--no-c-calls]
+
+Writes the trace to OUT and the stop() summary as one JSON line to OUT.summary.json
+(a side file, so the workload's own stdout/stderr cannot get in the way).
+"""
+
+import json
+import runpy
+import sys
+
+SUMMARY_FIELDS = ("path", "events", "dropped", "duration_ns", "bytes")
+
+
+def main(argv):
+    c_calls = "--no-c-calls" not in argv
+    args = [a for a in argv if a != "--no-c-calls"]
+    if len(args) != 2:
+        sys.exit("usage: fasttrace_run.py WORKLOAD OUT [--no-c-calls]")
+    workload, out = args
+
+    import fasttrace
+
+    fasttrace.start(out, c_calls=c_calls)
+    try:
+        sys.argv = [workload]
+        runpy.run_path(workload, run_name="__main__")
+    finally:
+        summary = fasttrace.stop()
+    fields = {name: getattr(summary, name, None) for name in SUMMARY_FIELDS}
+    fields["path"] = str(fields["path"]) if fields["path"] is not None else None
+    fields["c_calls"] = c_calls
+    with open(out + ".summary.json", "w") as f:
+        f.write(json.dumps(fields) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
