@@ -15,4 +15,4 @@ export LD_PRELOAD="$(gcc -print-file-name=libasan.so)"
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # Fuzzing examples are cut down: under ASan each is ~3x slower.
-PATH="$venv/bin:$PATH" FASTTRACE_FUZZ_EXAMPLES=${FASTTRACE_FUZZ_EXAMPLES:-100} pytest "$@"
+PATH="$venv/bin:$PATH" FASTTRACE_SANITIZE=1 FASTTRACE_FUZZ_EXAMPLES=${FASTTRACE_FUZZ_EXAMPLES:-100} pytest "$@"

@@ -6,7 +6,7 @@ Two halves, both thin:
   * TraceFile, which maps a .ftrace file and decodes it with ft_reader.c.
 All policy (errors users see, coexistence checks, atexit, fork) lives in Python.
 """
-from cpython.long cimport PyLong_FromUnsignedLongLong
+cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
@@ -154,23 +154,30 @@ cdef str K_GAP = "gap"
 cdef tuple KINDS = (K_CALL, K_RETURN, K_C_CALL, K_C_RETURN, K_GAP)
 
 
+@cython.freelist(256)
 cdef class Event:
     """One call or return.  `ts` is ns since the trace started.  `synthetic` marks events the
     reader made: frames already running at start, and frames closed and reopened around a gap
     or at the end of the trace."""
     cdef readonly str kind
-    cdef readonly object ts
+    cdef readonly int64_t ts
     cdef readonly int thread
     cdef readonly Function function
     cdef readonly bint synthetic
     # gaps only
-    cdef readonly object dropped
-    cdef readonly object start_ts
+    cdef readonly uint64_t dropped
+    cdef readonly int64_t start_ts
 
     def __repr__(self):
         if self.kind == K_GAP:
             return f"<Gap thread={self.thread} {self.start_ts}..{self.ts} dropped={self.dropped}>"
         return f"<Event {self.kind} {self.function.qualname} ts={self.ts} thread={self.thread}>"
+
+
+# Ids are handed out one by one from 1 and defined in that order (only a failed allocation in the
+# writer can skip one), so an id far beyond the definitions seen is damage and must not size an
+# allocation.
+cdef uint32_t MAX_ID_JUMP = 64
 
 
 cdef inline str _text(ft_str s):
@@ -254,7 +261,9 @@ cdef class TraceFile:
             "buffer_size": self._h.buffer_size,
             "start_wall_ns": self._h.start_wall_ns,
             "start_monotonic_ns": self._h.start_mono_ns,
-            "argv": [a.decode("utf-8", "replace") for a in argv.split(b"\0")[:-1]],
+            # argv entries each end with a NUL
+            "argv": [a.decode("utf-8", "replace") for a in argv[0:len(argv) - 1].split(b"\0")]
+                    if argv else [],
         }
 
     cdef _scan(self, FormatError):
@@ -277,8 +286,9 @@ cdef class TraceFile:
             if rc == FT_READ_CORRUPT:
                 raise FormatError(self.path, err.offset, err.reason.decode("utf-8", "replace"))
             if ch.type == FT_CHUNK_EVENTS:
-                if ch.thread == 0:
-                    raise FormatError(self.path, offset, "events chunk without a thread")
+                if ch.thread == 0 or ch.thread > len(self.threads) + MAX_ID_JUMP:
+                    raise FormatError(self.path, offset, f"events chunk with invalid thread id "
+                                                         f"{ch.thread}")
                 self._chunks.append((offset + FT_CHUNK_HEADER_SIZE, ch.payload_size,
                                      ch.thread, ch.base_tick))
                 self.chunk_events += ch.records
@@ -356,6 +366,9 @@ cdef class TraceFile:
                 f.qualname = _text(d.qualname)
                 f.filename = _text(d.filename)
                 f.module = _text(d.module)
+                if d.id > len(self.functions) + MAX_ID_JUMP:
+                    raise FormatError(self.path, base + pos,
+                                      f"function id {d.id} out of sequence")
                 while len(self.functions) <= d.id:
                     self.functions.append(None)
                     self._fid_kind.append(0xFF)
@@ -364,13 +377,15 @@ cdef class TraceFile:
                 self.functions[d.id] = f
                 self._fid_kind[d.id] = 1 if f.is_c else 0
             elif d.tag == FT_DEF_THREAD:
+                if d.id > len(self.threads) + MAX_ID_JUMP:
+                    raise FormatError(self.path, base + pos, f"thread id {d.id} out of sequence")
                 self._add_thread(d.id, d.ident, d.native_id, _text(d.name) or f"thread-{d.id}")
             elif d.tag == FT_DEF_THREAD_NAME:
                 if d.id in self.threads and d.name.n > 0:
                     t = self.threads[d.id]
                     t.name = _text(d.name)
 
-    cdef inline object _ns(self, uint64_t tick):
+    cdef inline int64_t _ns(self, uint64_t tick):
         cdef int64_t delta = <int64_t>(tick - self._h.start_tick)
         return <int64_t>(<double>delta * self._ns_per_tick)
 
@@ -379,75 +394,9 @@ cdef class TraceFile:
         return self._ns(self._end_tick)
 
     def events(self, thread=None, bint gaps=False):
-        """Yields Events chunk by chunk: in order within each thread; threads interleave by
-        chunk.  With gaps=True, a gap (kind "gap") is yielded where events were dropped."""
-        from fasttrace._errors import FormatError
-        cdef ft_read_error err
-        cdef ft_event_buf buf
-        cdef ft_functions_view fv
-        cdef const uint8_t[::1] kinds = self._fid_kind
-        cdef ft_thread_decoder* decs = <ft_thread_decoder*>calloc(
-            self._max_thread + 1, sizeof(ft_thread_decoder))
-        cdef size_t i, off, size
-        cdef uint32_t tid
-        cdef uint64_t base_tick
-        cdef ft_event* ev
-        cdef Event e
-        cdef list functions = self.functions
-        cdef int want = -1 if thread is None else int(thread)
-        if decs == NULL:
-            raise MemoryError()
-        self._iterating += 1
-        fv.fid_kind = &kinds[0]
-        fv.n_fids = <uint32_t>len(self._fid_kind)
-        buf.ev = NULL
-        buf.n = buf.cap = 0
-        try:
-            for off, size, tid, base_tick in self._chunks:
-                if want >= 0 and <int>tid != want:
-                    continue
-                buf.n = 0
-                if ft_decode_events(&decs[tid], &fv, self._data + off, size, off, base_tick,
-                                    &buf, &err) < 0:
-                    raise FormatError(self.path, err.offset, err.reason.decode("utf-8", "replace"))
-                for i in range(buf.n):
-                    ev = &buf.ev[i]
-                    if ev.kind == FT_EV_GAP and not gaps:
-                        continue
-                    e = Event.__new__(Event)
-                    e.kind = <str>KINDS[ev.kind]
-                    e.ts = self._ns(ev.tick)
-                    e.thread = <int>tid
-                    e.synthetic = ev.synthetic
-                    if ev.kind == FT_EV_GAP:
-                        e.dropped = ev.aux
-                        e.start_ts = self._ns(ev.aux2)
-                    else:
-                        e.function = <Function>functions[ev.fid]
-                    yield e
-            # Frames still open when the trace ended close at its end.
-            for tid in range(1, self._max_thread + 1):
-                if want >= 0 and <int>tid != want:
-                    continue
-                buf.n = 0
-                if ft_close_open(&decs[tid], &fv, max(self._end_tick, decs[tid].last_tick),
-                                 &buf) < 0:
-                    raise MemoryError()
-                for i in range(buf.n):
-                    ev = &buf.ev[i]
-                    e = Event.__new__(Event)
-                    e.kind = <str>KINDS[ev.kind]
-                    e.ts = self._ns(ev.tick)
-                    e.thread = <int>tid
-                    e.synthetic = True
-                    e.function = <Function>functions[ev.fid]
-                    yield e
-        finally:
-            self._iterating -= 1
-            for tid in range(self._max_thread + 1):
-                ft_thread_decoder_free(&decs[tid])
-            free(decs)
-            ft_event_buf_free(&buf)
+        """Events chunk by chunk: in order within each thread; threads interleave by chunk.
+        With gaps=True, a gap (kind "gap") is yielded where events were dropped."""
+        return _EventIter(self, -1 if thread is None else int(thread), gaps)
 
     def close(self):
         if self._iterating:
@@ -457,3 +406,107 @@ cdef class TraceFile:
             self._view = None
             self._map.close()
             self._file.close()
+
+
+cdef class _EventIter:
+    """The iterator behind TraceFile.events(): decodes one chunk at a time into a C buffer
+    and hands out Events from it (an iterator type, cheaper per event than a generator)."""
+    cdef TraceFile f
+    cdef int want
+    cdef bint gaps
+    cdef ft_thread_decoder* decs
+    cdef size_t n_decs
+    cdef ft_event_buf buf
+    cdef ft_functions_view fv
+    cdef const uint8_t[::1] kinds
+    cdef list functions
+    cdef size_t i             # next event in buf
+    cdef size_t chunk         # next chunk to decode
+    cdef size_t closing       # next thread whose open frames to close, after the chunks
+    cdef uint32_t tid         # thread of the events in buf
+
+    def __cinit__(self, TraceFile f, int want, bint gaps):
+        self.f = f
+        self.want = want
+        self.gaps = gaps
+        self.n_decs = <size_t>f._max_thread + 1
+        self.decs = <ft_thread_decoder*>calloc(self.n_decs, sizeof(ft_thread_decoder))
+        if self.decs == NULL:
+            raise MemoryError()
+        self.kinds = f._fid_kind
+        self.fv.fid_kind = &self.kinds[0]
+        self.fv.n_fids = <uint32_t>len(f._fid_kind)
+        self.functions = f.functions
+        self.closing = 1
+        f._iterating += 1
+
+    def __dealloc__(self):
+        cdef size_t k
+        if self.decs != NULL:
+            for k in range(self.n_decs):
+                ft_thread_decoder_free(&self.decs[k])
+            free(self.decs)
+            self.f._iterating -= 1
+        ft_event_buf_free(&self.buf)
+
+    def __iter__(self):
+        return self
+
+    cdef bint _refill(self) except -1:
+        """Decodes the next wanted chunk (or, after the last, the end-of-trace closes of the
+        next thread) into buf.  Returns False when there is nothing left."""
+        cdef ft_read_error err
+        cdef size_t off, size
+        cdef uint32_t tid
+        cdef uint64_t base_tick, end_tick
+        cdef TraceFile f = self.f
+        self.buf.n = 0
+        self.i = 0
+        while self.chunk < len(f._chunks):
+            off, size, tid, base_tick = f._chunks[self.chunk]
+            self.chunk += 1
+            if self.want >= 0 and <int>tid != self.want:
+                continue
+            if ft_decode_events(&self.decs[tid], &self.fv, f._data + off, size, off, base_tick,
+                                &self.buf, &err) < 0:
+                from fasttrace._errors import FormatError
+                raise FormatError(f.path, err.offset, err.reason.decode("utf-8", "replace"))
+            self.tid = tid
+            return True
+        # Frames still open when the trace ended close at its end.
+        while self.closing < self.n_decs:
+            tid = <uint32_t>self.closing
+            self.closing += 1
+            if self.want >= 0 and <int>tid != self.want:
+                continue
+            end_tick = max(f._end_tick, self.decs[tid].last_tick)
+            if ft_close_open(&self.decs[tid], &self.fv, end_tick, &self.buf) < 0:
+                raise MemoryError()
+            if self.buf.n:
+                self.tid = tid
+                return True
+        return False
+
+    def __next__(self):
+        cdef ft_event* ev
+        cdef Event e
+        while True:
+            if self.i >= self.buf.n and not self._refill():
+                raise StopIteration
+            if self.i >= self.buf.n:
+                continue
+            ev = &self.buf.ev[self.i]
+            self.i += 1
+            if ev.kind == FT_EV_GAP and not self.gaps:
+                continue
+            e = Event.__new__(Event)
+            e.kind = <str>KINDS[ev.kind]
+            e.ts = self.f._ns(ev.tick)
+            e.thread = <int>self.tid
+            e.synthetic = ev.synthetic
+            if ev.kind == FT_EV_GAP:
+                e.dropped = ev.aux
+                e.start_ts = self.f._ns(ev.aux2)
+            else:
+                e.function = <Function>self.functions[ev.fid]
+            return e

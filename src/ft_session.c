@@ -140,6 +140,10 @@ ft_session_finish(ft_summary* out)
     ft_writer_join();
     ft_clock_sync stop;
     ft_clock_sample(&stop);
+    /* Empty the rings first, so that a thread still dropping can write the DROP record that
+     * closes its gap. */
+    while (ft_writer_drain() > 0) {
+    }
     pthread_mutex_lock(&ft_S.lock);
     for (uint32_t i = 0; i < ft_S.n_threads; i++) {
         ft_thread* t = ft_S.threads[i];

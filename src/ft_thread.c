@@ -16,6 +16,14 @@ static uint8_t g_no_room[FT_MAX_EVENT_SIZE * 2];
 
 static void set_limit(ft_thread* t);
 
+/* Points pos past limit, so that every record takes the slow path. */
+static void
+no_room(ft_thread* t)
+{
+    t->limit = t->real_limit = g_no_room + FT_MAX_EVENT_SIZE;
+    t->pos = g_no_room + FT_MAX_EVENT_SIZE + 1;
+}
+
 static void*
 map_anon(size_t size)
 {
@@ -104,8 +112,7 @@ take_chunk(ft_thread* t)
     uint64_t head = atomic_load_explicit(&t->head, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&t->tail, memory_order_acquire);
     if (head - tail >= t->n_chunks) {
-        t->pos = t->limit = t->real_limit = g_no_room + FT_MAX_EVENT_SIZE;
-        t->pos = g_no_room + FT_MAX_EVENT_SIZE + 1;
+        no_room(t);
         return 0;
     }
     uint8_t* start = ft_chunk_payload(t, head);
@@ -192,6 +199,5 @@ ft_thread_finish(ft_thread* t, uint64_t now)
     t->dropped_total += t->dropped;
     t->dropped = 0;
     t->dropping = 1;
-    t->pos = g_no_room + FT_MAX_EVENT_SIZE + 1;
-    t->limit = t->real_limit = g_no_room + FT_MAX_EVENT_SIZE;
+    no_room(t);
 }

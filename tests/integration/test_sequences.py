@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 import time
@@ -263,3 +264,29 @@ def test_calls_balance(trace_path, c_calls):
     # orphan returns (frames entered before start) may take a thread below zero; every
     # frame the trace saw open is closed by the end
     assert all(d <= 0 for d in depth.values())
+
+
+async def inner_coro():
+    await asyncio.sleep(0)
+    return 1
+
+
+async def outer_coro():
+    return await inner_coro()
+
+
+def test_coroutines_suspend_and_resume_balanced(trace_path):
+    t = trace_of(trace_path, lambda: asyncio.run(outer_coro()), c_calls=False)
+    names = {"outer_coro", "inner_coro"}
+    seq = [(e.kind, e.function.qualname) for e in t.events() if e.function.qualname in names]
+    # the await chain suspends as a whole (each frame returns) and resumes as a whole
+    assert seq == [
+        ("call", "outer_coro"),
+        ("call", "inner_coro"),
+        ("return", "inner_coro"),
+        ("return", "outer_coro"),
+        ("call", "outer_coro"),
+        ("call", "inner_coro"),
+        ("return", "inner_coro"),
+        ("return", "outer_coro"),
+    ]

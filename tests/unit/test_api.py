@@ -170,6 +170,8 @@ def test_restart_many_times_without_leaks(tmp_path):
     assert after[0] == before[0], "file descriptors leaked"
     assert after[1] == before[1], "native threads leaked"
     assert after[3] == before[3], "Python threads leaked"
-    # 1000 sessions each map an 8 MiB ring: any per-session leak would be far above this
-    assert after[2] - before[2] < 8 * 1024, f"RSS grew {after[2] - before[2]} KiB"
+    # 1000 sessions each map an 8 MiB ring: any per-session leak would be far above this.
+    # (Under AddressSanitizer freed memory sits in quarantine, so RSS says nothing there.)
+    if not os.environ.get("FASTTRACE_SANITIZE"):
+        assert after[2] - before[2] < 8 * 1024, f"RSS grew {after[2] - before[2]} KiB"
     assert fasttrace.load(path).stats.truncated is False

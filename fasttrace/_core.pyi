@@ -1,0 +1,71 @@
+"""Type stub for the compiled module fasttrace._core (src/_core.pyx)."""
+
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+USE_MONITORING: bool
+FORMAT_VERSION: int
+CHUNK_HEADER_SIZE: int
+
+def hooks_init() -> None: ...
+def session_start(
+    fd: int,
+    c_calls: bool,
+    chunk_size: int,
+    n_chunks: int,
+    command_line: bytes,
+    python_version: str,
+    python_version_hex: int,
+) -> None: ...
+def hooks_retain(threading_active: Any, disable: Any, marker: Any) -> None: ...
+def hooks_release() -> None: ...
+def find_profiled_thread() -> int: ...
+def install_monitoring(set_events: Callable[[int, int], None], tool: int, events: int) -> None: ...
+def monitoring_callbacks() -> Tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any], Callable[..., Any]]: ...
+def install_legacy() -> None: ...
+def remove_legacy() -> None: ...
+def legacy_bootstrap() -> Callable[..., Any]: ...
+def set_thread_name(ident: int, name: str) -> None: ...
+def session_quiesce() -> None: ...
+def session_finish() -> Dict[str, int]: ...
+def session_abandon() -> None: ...
+
+class Function:
+    id: int
+    name: str
+    qualname: str
+    filename: str
+    lineno: int
+    module: str
+    is_c: bool
+
+class Thread:
+    id: int
+    ident: Optional[int]
+    native_id: Optional[int]
+    name: str
+
+class Event:
+    kind: str
+    ts: int
+    thread: int
+    function: Function
+    synthetic: bool
+    dropped: int
+    start_ts: int
+
+class TraceFile:
+    path: str
+    header: Dict[str, Any]
+    functions: List[Optional[Function]]
+    threads: Dict[int, Thread]
+    truncated: bool
+    damage: Optional[str]
+    complete: bool
+    trailer_events: Optional[int]
+    trailer_dropped: Optional[int]
+    chunk_events: int
+    writer_error: Optional[int]
+    duration_ns: int
+    def __init__(self, path: Any) -> None: ...
+    def events(self, thread: Optional[int] = ..., gaps: bool = ...) -> Iterator[Event]: ...
+    def close(self) -> None: ...
