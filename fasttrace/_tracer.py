@@ -1,8 +1,12 @@
 """start() and stop(): composing the native primitives of fasttrace._core.
 
-Hook choice per version (research/cpython-hooks.md):
+Hook choice per version (research/cpython-hooks.md, bench/pep523/README.md):
   3.12+      sys.monitoring, tool id 2 (PROFILER_ID), C callbacks;
+  3.11       c_calls=False: a PEP 523 frame evaluator, which keeps the specializing
+             interpreter on; otherwise a C profile function, as on 3.9 and 3.10;
   3.9-3.11   a C profile function on every thread, and threading.setprofile for new ones.
+FASTTRACE_HOOK=profile forces the profile function where there is a choice (tests use it to
+cover both paths).
 """
 
 from __future__ import annotations
@@ -40,9 +44,11 @@ class Summary:
 class Session:
     """A running trace.  Also a context manager: leaving the block stops the trace."""
 
-    def __init__(self, path: str, c_calls: bool, buffer_size: int) -> None:
+    def __init__(self, path: str, c_calls: bool, buffer_size: int, hook: str) -> None:
         self.path = path
         self.c_calls = c_calls
+        #: "monitoring", "eval_frame" or "profile": the interpreter hook in use
+        self.hook = hook
         self.buffer_size = buffer_size
         self.pid = os.getpid()
         self.summary: Optional[Summary] = None
@@ -76,7 +82,15 @@ def is_tracing() -> bool:
     return _session is not None
 
 
-def _check_no_other_profiler() -> None:
+def _choose_hook(c_calls: bool) -> str:
+    if _core.USE_MONITORING:
+        return "monitoring"
+    if not c_calls and _core.HAS_EVAL_FRAME and os.environ.get("FASTTRACE_HOOK") != "profile":
+        return "eval_frame"
+    return "profile"
+
+
+def _check_no_other_profiler(hook: str) -> None:
     other = sys.getprofile()
     if other is not None:
         raise TracingError(
@@ -88,6 +102,11 @@ def _check_no_other_profiler() -> None:
         raise TracingError(
             f"another profiler is installed on thread {ident} (a profile function is set); "
             "stop it before fasttrace.start()"
+        )
+    if hook == "eval_frame" and _core.eval_frame_taken():
+        raise TracingError(
+            "another tool (a debugger or a JIT) has replaced CPython's frame evaluator "
+            "(PEP 523); stop it before fasttrace.start(), or pass c_calls=True"
         )
     if _core.USE_MONITORING:
         holder = sys.monitoring.get_tool(TOOL_ID)
@@ -149,18 +168,22 @@ def start(
                 f"a trace is already running (writing {_session.path!r}); "
                 "call fasttrace.stop() first"
             )
-        _check_no_other_profiler()
+        hook = _choose_hook(c_calls)
+        _check_no_other_profiler(hook)
         _core.hooks_init()
         fd = _open_output(path)
         n_chunks = buffer_size // CHUNK_SIZE
+        hook_id = {"profile": _core.HOOK_PROFILE, "monitoring": _core.HOOK_MONITORING,
+                   "eval_frame": _core.HOOK_EVAL_FRAME}[hook]
         try:
             _core.session_start(
-                fd, c_calls, CHUNK_SIZE, n_chunks, _command_line(), sys.version, sys.hexversion
+                fd, c_calls, hook_id, CHUNK_SIZE, n_chunks, _command_line(), sys.version,
+                sys.hexversion,
             )
         except OSError as e:
             os.close(fd)
             raise TracingError(f"cannot start writing {path!r}: {e.strerror}") from None
-        session = Session(path, c_calls, buffer_size)
+        session = Session(path, c_calls, buffer_size, hook)
         _install(session)
         _session = session
         atexit.register(_stop_at_exit)
@@ -171,7 +194,7 @@ def _install(session: Session) -> None:
     global _disabled_call_sites
     disable = sys.monitoring.DISABLE if _core.USE_MONITORING else None
     _core.hooks_retain(getattr(threading, "_active", None), disable, _HookMarker())
-    if _core.USE_MONITORING:
+    if session.hook == "monitoring":
         mon = sys.monitoring
         ev = mon.events
         mon.use_tool_id(TOOL_ID, "fasttrace")
@@ -192,6 +215,8 @@ def _install(session: Session) -> None:
             events |= ev.CALL | ev.C_RETURN | ev.C_RAISE
             _disabled_call_sites = True
         _core.install_monitoring(mon.set_events, TOOL_ID, events)
+    elif session.hook == "eval_frame":
+        _core.install_eval_frame()  # checked free under the lock in start()
     else:
         session._prev_threading_profile = getattr(threading, "_profile_hook", None)
         threading.setprofile(_core.legacy_bootstrap())
@@ -199,7 +224,9 @@ def _install(session: Session) -> None:
 
 
 def _uninstall(session: Session) -> None:
-    if _core.USE_MONITORING:
+    if session.hook == "eval_frame":
+        _core.remove_eval_frame()
+    elif session.hook == "monitoring":
         mon = sys.monitoring
         mon.set_events(TOOL_ID, 0)
         for e in _all_monitoring_events():

@@ -19,8 +19,13 @@ import mmap as _mmap
 import os as _os
 
 USE_MONITORING = bool(FT_USE_MONITORING)
+HAS_EVAL_FRAME = bool(FT_USE_EVAL_FRAME)
 FORMAT_VERSION = FT_FORMAT_VERSION
 CHUNK_HEADER_SIZE = FT_CHUNK_HEADER_SIZE
+# The hook that recorded a trace (header flags bits 1-2).
+HOOK_PROFILE, HOOK_MONITORING, HOOK_EVAL_FRAME = FT_HOOK_PROFILE, FT_HOOK_MONITORING, FT_HOOK_EVAL_FRAME
+HOOK_NAMES = {FT_HOOK_PROFILE: "profile", FT_HOOK_MONITORING: "monitoring",
+              FT_HOOK_EVAL_FRAME: "eval_frame"}
 
 
 # ---- session and hooks (GIL held unless marked) -------------------------------------------
@@ -29,7 +34,7 @@ def hooks_init():
     ft_hooks_init()
 
 
-def session_start(int fd, bint c_calls, uint32_t chunk_size, uint32_t n_chunks,
+def session_start(int fd, bint c_calls, int hook, uint32_t chunk_size, uint32_t n_chunks,
                   bytes command_line, str python_version, uint32_t python_version_hex):
     """Writes the header and starts the writer thread.  Raises OSError; the caller keeps fd."""
     cdef ft_config cfg
@@ -37,6 +42,7 @@ def session_start(int fd, bint c_calls, uint32_t chunk_size, uint32_t n_chunks,
     cfg.path = NULL
     cfg.fd = fd
     cfg.c_calls = c_calls
+    cfg.hook = hook
     cfg.chunk_size = chunk_size
     cfg.n_chunks = n_chunks
     cfg.command_line = command_line
@@ -82,6 +88,20 @@ def install_legacy():
 
 def remove_legacy():
     ft_hooks_remove_legacy()
+
+
+def install_eval_frame():
+    """3.11: installs the PEP 523 frame evaluator.  False if another tool already has one."""
+    return ft_hooks_install_eval_frame() == 0
+
+
+def remove_eval_frame():
+    ft_hooks_remove_eval_frame()
+
+
+def eval_frame_taken():
+    """True if another tool (a debugger, a JIT) replaced the frame evaluator (PEP 523)."""
+    return bool(ft_hooks_eval_frame_taken())
 
 
 def legacy_bootstrap():
@@ -255,6 +275,7 @@ cdef class TraceFile:
             "pid": self._h.pid,
             "mode": {FT_MODE_TRACE: "trace", FT_MODE_SAMPLE: "sample"}.get(self._h.mode, "unknown"),
             "c_calls": bool(self._h.flags & FT_HEADER_C_CALLS),
+            "hook": HOOK_NAMES.get((self._h.flags >> FT_HEADER_HOOK_SHIFT) & 3, "unknown"),
             "clock": "tsc" if self._h.clock_kind == 2 else "monotonic",
             "tick_hz": self._h.tick_hz,
             "chunk_size": self._h.chunk_size,

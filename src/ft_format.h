@@ -29,6 +29,13 @@ enum ft_mode {
 /* Header flags. */
 enum ft_header_flags {
     FT_HEADER_C_CALLS = 1u << 0,
+    FT_HEADER_HOOK_SHIFT = 1, /* bits 1-2: the hook that recorded the trace (ft_hook_kind) */
+};
+
+enum ft_hook_kind {
+    FT_HOOK_PROFILE = 0,    /* a C profile function (PyEval_SetProfile), 3.9-3.11 */
+    FT_HOOK_MONITORING = 1, /* sys.monitoring C callbacks, 3.12+ */
+    FT_HOOK_EVAL_FRAME = 2, /* a PEP 523 frame evaluator, 3.11 with c_calls=False */
 };
 
 /* Chunk types. */

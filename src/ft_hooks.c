@@ -394,6 +394,85 @@ ft_hooks_legacy_bootstrap(void)
 }
 #endif
 
+#if FT_USE_EVAL_FRAME
+/* ---- PEP 523 frame evaluation (3.11, c_calls=False) ------------------------------------- */
+
+/* Every Python frame, and every resume of a generator or coroutine, runs through here; an
+ * exit by return, yield or exception comes back through here too.  Frames that were already
+ * running at start() never do, so this mode records no start-up stack. */
+static PyObject*
+eval_frame(PyThreadState* ts, ft_py_iframe* frame, int throwflag)
+{
+    if (FT_UNLIKELY(ft_py_iframe_creates_generator(frame))) {
+        return _PyEval_EvalFrameDefault(ts, frame, throwflag);
+    }
+    ft_thread* t = current_thread();
+    uint32_t fid = 0;
+    if (FT_LIKELY(t != NULL)) {
+        fid = ft_intern_code(ft_py_iframe_code(frame));
+        emit_enter(t, FT_REC_CALL, fid);
+    }
+    PyObject* result = _PyEval_EvalFrameDefault(ts, frame, throwflag);
+    /* Look the thread up again: the trace may have stopped (or a new one started) inside. */
+    t = current_thread();
+    if (FT_LIKELY(t != NULL)) {
+        if (FT_UNLIKELY(nothing_open(t))) {
+            if (fid != 0) {
+                emit_exit(t, FT_REC_ORPHAN_RETURN, fid);
+            }
+        }
+        else {
+            emit_exit(t, FT_REC_RETURN, 0);
+        }
+    }
+    return result;
+}
+
+int
+ft_hooks_eval_frame_taken(void)
+{
+    return _PyInterpreterState_GetEvalFrameFunc(PyInterpreterState_Get()) !=
+           _PyEval_EvalFrameDefault;
+}
+
+int
+ft_hooks_install_eval_frame(void)
+{
+    PyInterpreterState* interp = PyInterpreterState_Get();
+    if (ft_hooks_eval_frame_taken()) {
+        return -1;
+    }
+    _PyInterpreterState_SetEvalFrameFunc(interp, eval_frame);
+    return 0;
+}
+
+void
+ft_hooks_remove_eval_frame(void)
+{
+    PyInterpreterState* interp = PyInterpreterState_Get();
+    if (_PyInterpreterState_GetEvalFrameFunc(interp) == eval_frame) {
+        _PyInterpreterState_SetEvalFrameFunc(interp, _PyEval_EvalFrameDefault);
+    }
+}
+#else
+int
+ft_hooks_eval_frame_taken(void)
+{
+    return 0;
+}
+
+int
+ft_hooks_install_eval_frame(void)
+{
+    return -2;
+}
+
+void
+ft_hooks_remove_eval_frame(void)
+{
+}
+#endif
+
 /* ---- set-up ----------------------------------------------------------------------------- */
 
 int

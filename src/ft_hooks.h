@@ -41,4 +41,12 @@ PyObject* ft_hooks_legacy_bootstrap(void);
 static inline PyObject* ft_hooks_monitoring_callbacks(void) { Py_RETURN_NONE; }
 #endif
 
+/* 3.11: install and remove the PEP 523 frame-evaluation function (see ft_compat.h).  Install
+ * returns 0, or -1 if another tool already replaced the frame evaluator.  Elsewhere they do
+ * nothing and install returns -2. */
+int ft_hooks_install_eval_frame(void);
+/* Nonzero if a tool other than CPython replaced the frame evaluator (3.11; 0 elsewhere). */
+int ft_hooks_eval_frame_taken(void);
+void ft_hooks_remove_eval_frame(void);
+
 #endif /* FT_HOOKS_H */

@@ -12,6 +12,10 @@ cdef extern from "ft_hooks.h":
     void ft_hooks_install_legacy()
     void ft_hooks_remove_legacy()
     object ft_hooks_legacy_bootstrap()
+    int FT_USE_EVAL_FRAME
+    int ft_hooks_install_eval_frame()
+    void ft_hooks_remove_eval_frame()
+    int ft_hooks_eval_frame_taken()
 
 cdef extern from "ft_intern.h":
     void ft_intern_reset()

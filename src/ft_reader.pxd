@@ -36,6 +36,10 @@ cdef extern from "ft_format.h" nogil:
         FT_MODE_TRACE
         FT_MODE_SAMPLE
         FT_HEADER_C_CALLS
+        FT_HEADER_HOOK_SHIFT
+        FT_HOOK_PROFILE
+        FT_HOOK_MONITORING
+        FT_HOOK_EVAL_FRAME
         FT_FORMAT_VERSION
 
 cdef extern from "ft_reader.h" nogil:

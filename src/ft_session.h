@@ -29,6 +29,7 @@ typedef struct {
     const char* path;
     int fd;
     int c_calls;
+    int hook; /* ft_hook_kind */
     uint32_t chunk_size;
     uint32_t n_chunks;
     /* header strings (UTF-8, NUL-terminated, owned by the caller during start) */

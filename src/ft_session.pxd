@@ -6,6 +6,7 @@ cdef extern from "ft_session.h" nogil:
         const char* path
         int fd
         int c_calls
+        int hook
         uint32_t chunk_size
         uint32_t n_chunks
         const char* command_line

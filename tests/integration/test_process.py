@@ -129,7 +129,8 @@ def test_fork_child_stops_tracing_parent_goes_on(tmp_path):
     assert sum(1 for e in trace.events() if e.function.qualname == "f" and e.kind == "call") == 11
 
 
-def test_trace_the_same_calls_as_cprofile(tmp_path):
+@pytest.mark.parametrize("c_calls", [True, False])
+def test_trace_the_same_calls_as_cprofile(tmp_path, c_calls):
     program = """
         import json, re
         def parse(s): return json.loads(s)
@@ -160,7 +161,7 @@ def test_trace_the_same_calls_as_cprofile(tmp_path):
         for (fn, line, name), (cc, nc, tt, ct, callers) in pstats.Stats(prof).stats.items():
             if fn == "program.py":
                 counts[f"{{name}}:{{line}}"] = nc
-        with fasttrace.start("out.ftrace"):
+        with fasttrace.start("out.ftrace", c_calls={c_calls!r}):
             main()
         mine = {{}}
         for e in fasttrace.load("out.ftrace").events():

@@ -175,3 +175,18 @@ def test_restart_many_times_without_leaks(tmp_path):
     if not os.environ.get("FASTTRACE_SANITIZE"):
         assert after[2] - before[2] < 8 * 1024, f"RSS grew {after[2] - before[2]} KiB"
     assert fasttrace.load(path).stats.truncated is False
+
+
+@pytest.mark.parametrize("c_calls", [True, False])
+def test_header_names_the_hook(trace_path, c_calls):
+    with fasttrace.start(trace_path, c_calls=c_calls) as session:
+        pass
+    if sys.version_info >= (3, 12):
+        expected = "monitoring"
+    elif sys.version_info[:2] == (3, 11) and not c_calls and os.environ.get(
+            "FASTTRACE_HOOK") != "profile":
+        expected = "eval_frame"
+    else:
+        expected = "profile"
+    assert session.hook == expected
+    assert fasttrace.load(trace_path).header["hook"] == expected
