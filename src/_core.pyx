@@ -146,7 +146,7 @@ cdef class Function:
     cdef readonly str name
     cdef readonly str qualname
     cdef readonly str filename
-    cdef readonly int lineno
+    cdef readonly uint64_t lineno
     cdef readonly str module
     cdef readonly bint is_c
 
@@ -382,7 +382,7 @@ cdef class TraceFile:
                 f = Function.__new__(Function)
                 f.id = <int>d.id
                 f.is_c = bool(d.flags & FT_FUNC_IS_C)
-                f.lineno = <int>d.lineno
+                f.lineno = d.lineno
                 f.name = _text(d.name)
                 f.qualname = _text(d.qualname)
                 f.filename = _text(d.filename)
@@ -447,6 +447,8 @@ cdef class _EventIter:
     cdef uint32_t tid         # thread of the events in buf
 
     def __cinit__(self, TraceFile f, int want, bint gaps):
+        if f._view is None:
+            raise ValueError(f"{f.path}: the trace is closed")
         self.f = f
         self.want = want
         self.gaps = gaps
@@ -462,13 +464,19 @@ cdef class _EventIter:
         f._iterating += 1
 
     def __dealloc__(self):
+        self._finish()
+
+    cdef void _finish(self):
+        """Frees the decoding state and lets the file be closed; the iterator is done."""
         cdef size_t k
         if self.decs != NULL:
             for k in range(self.n_decs):
                 ft_thread_decoder_free(&self.decs[k])
             free(self.decs)
+            self.decs = NULL
             self.f._iterating -= 1
         ft_event_buf_free(&self.buf)
+        self.i = 0
 
     def __iter__(self):
         return self
@@ -481,6 +489,8 @@ cdef class _EventIter:
         cdef uint32_t tid
         cdef uint64_t base_tick, end_tick
         cdef TraceFile f = self.f
+        if self.decs == NULL:
+            return False
         self.buf.n = 0
         self.i = 0
         while self.chunk < len(f._chunks):
@@ -490,6 +500,7 @@ cdef class _EventIter:
                 continue
             if ft_decode_events(&self.decs[tid], &self.fv, f._data + off, size, off, base_tick,
                                 &self.buf, &err) < 0:
+                self._finish()
                 from fasttrace._errors import FormatError
                 raise FormatError(f.path, err.offset, err.reason.decode("utf-8", "replace"))
             self.tid = tid
@@ -502,10 +513,12 @@ cdef class _EventIter:
                 continue
             end_tick = max(f._end_tick, self.decs[tid].last_tick)
             if ft_close_open(&self.decs[tid], &self.fv, end_tick, &self.buf) < 0:
+                self._finish()
                 raise MemoryError()
             if self.buf.n:
                 self.tid = tid
                 return True
+        self._finish()
         return False
 
     def __next__(self):

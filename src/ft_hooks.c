@@ -406,24 +406,18 @@ eval_frame(PyThreadState* ts, ft_py_iframe* frame, int throwflag)
     if (FT_UNLIKELY(ft_py_iframe_creates_generator(frame))) {
         return _PyEval_EvalFrameDefault(ts, frame, throwflag);
     }
+    PyCodeObject* co = ft_py_iframe_code(frame); /* the frame holds it until its caller pops it */
     ft_thread* t = current_thread();
-    uint32_t fid = 0;
     if (FT_LIKELY(t != NULL)) {
-        fid = ft_intern_code(ft_py_iframe_code(frame));
-        emit_enter(t, FT_REC_CALL, fid);
+        emit_enter(t, FT_REC_CALL, ft_intern_code(co));
     }
     PyObject* result = _PyEval_EvalFrameDefault(ts, frame, throwflag);
-    /* Look the thread up again: the trace may have stopped (or a new one started) inside. */
+    /* Look the thread up again: the trace may have stopped, or stopped and started again,
+     * inside this frame.  In a new session nothing of this frame is open, so its exit is an
+     * orphan return with an id of that session, exactly as the other hooks record it. */
     t = current_thread();
     if (FT_LIKELY(t != NULL)) {
-        if (FT_UNLIKELY(nothing_open(t))) {
-            if (fid != 0) {
-                emit_exit(t, FT_REC_ORPHAN_RETURN, fid);
-            }
-        }
-        else {
-            emit_exit(t, FT_REC_RETURN, 0);
-        }
+        on_py_exit(t, co);
     }
     return result;
 }

@@ -159,7 +159,8 @@ ft_thread_put_stack(ft_thread* t, uint8_t tag, uint64_t dropped, uint64_t now)
 {
     /* The record must fit in what is left of the chunk; a stack too deep for that keeps its
      * innermost frames, since those are the ones the following returns pop. */
-    size_t room = (size_t)(t->real_limit + FT_MAX_EVENT_SIZE - t->pos);
+    /* Leave room for the event record the caller writes next (real_limit keeps that back). */
+    size_t room = (size_t)(t->real_limit - t->pos);
     size_t fixed = 1 + 10 + 10 + 10;
     uint32_t depth = t->depth;
     uint32_t first = 0;

@@ -1,0 +1,329 @@
+"""Fuzzing the trace readers with hypothesis.
+
+Property: loading a file and iterating all its events either succeeds or raises
+fasttrace.FormatError, never another exception and never a crash, in the native reader and in
+the pure-Python reference reader; and both give the same result (the same events, and the
+same error offset and reason).  Every case runs in-process: a crash of the native reader kills
+pytest, which is the failure this file exists to catch.
+
+Inputs: byte mutations of a real trace; the same with every checksum fixed up afterwards (so
+the header and chunk fields get through to the decoders); mutations of one events/defs chunk's
+payload with its crc recomputed; and events chunks made of random records.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fasttrace
+from fasttrace import _pyreader
+
+MAGIC = b"\x89FTRACE\n"
+CHUNK_MAGIC = 0x4B435446
+
+# FASTTRACE_FUZZ_EXAMPLES=20000 for a long run; the default keeps this file around 10 s.
+FUZZ = settings(max_examples=int(os.environ.get("FASTTRACE_FUZZ_EXAMPLES", "600")),
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+# ---- running both readers ---------------------------------------------------------------
+
+def _c_int(x):
+    return (x + (1 << 31)) % (1 << 32) - (1 << 31)
+
+
+def run_native(path):
+    events, fns, threads, header = [], None, None, None
+    try:
+        t = fasttrace.load(path)
+        try:
+            header = dict(t.header)
+            fns = {f.id: (f.name, f.qualname, f.filename, f.lineno, f.module, bool(f.is_c))
+                   for f in t.functions}
+            threads = {th.id: (th.ident, th.native_id, th.name) for th in t.threads}
+            for e in t.events():
+                events.append((e.kind, e.ts, e.thread, e.function.id, bool(e.synthetic)))
+            for _ in t.events(gaps=True):
+                pass
+            err = None
+        finally:
+            t.close()
+    except fasttrace.FormatError as e:
+        err = (e.offset, e.reason)
+    return header, fns, threads, events, err
+
+
+def run_python(data):
+    events, fns, threads, header = [], None, None, None
+    try:
+        t = _pyreader.read(data)
+        header = t.header
+        fns = {i: (f["name"], f["qualname"], f["filename"], _c_int(f["lineno"]), f["module"],
+                   f["is_c"]) for i, f in t.functions.items()}
+        threads = {i: (th["ident"], th["native_id"], th["name"]) for i, th in t.threads.items()}
+        for e in t.events():
+            events.append(e)
+        err = None
+    except fasttrace.FormatError as e:
+        err = (e.offset, e.reason)
+    return header, fns, threads, events, err
+
+
+_counter = itertools.count()
+
+
+def check(data, tmp_dir):
+    data = bytes(data)
+    py = run_python(data)
+    path = tmp_dir / f"fuzz{next(_counter) % 4}.ftrace"
+    path.write_bytes(data)
+    nat = run_native(str(path))
+    if nat[4] is not None:  # the path names the file in native messages only
+        assert isinstance(nat[4][0], int)
+    assert nat[4] == py[4]
+    assert nat[3] == py[3]
+    assert nat[:3] == py[:3]
+
+
+# ---- files ------------------------------------------------------------------------------
+
+def vi(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def chunk(ctype, payload, thread=0, records=0, base_tick=0, flags=0):
+    tail = struct.pack("<BBHIIQ", ctype, flags, 0, thread, records, base_tick)
+    crc = zlib.crc32(payload, zlib.crc32(tail))
+    return struct.pack("<3I", CHUNK_MAGIC, len(payload), crc) + tail + payload
+
+
+def split(data):
+    """(header bytes, [(type, flags, thread, records, base_tick, payload)])"""
+    first = 20 + struct.unpack_from("<I", data, 12)[0]
+    off, chunks = first, []
+    while off + 32 <= len(data):
+        _m, size, _crc, ctype, flags, _r, thread, records, base = struct.unpack_from(
+            "<IIIBBHIIQ", data, off)
+        chunks.append([ctype, flags, thread, records, base, data[off + 32:off + 32 + size]])
+        off += 32 + size
+    return data[:first], chunks
+
+
+def join(header, chunks):
+    return header + b"".join(chunk(c[0], c[5], c[2], c[3], c[4], c[1]) for c in chunks)
+
+
+def fix_crcs(data):
+    """Recomputes the header's and every chunk's crc, framing chunks by their size fields."""
+    d = bytearray(data)
+    if len(d) < 20:
+        return bytes(d)
+    body = struct.unpack_from("<I", d, 12)[0]
+    if 20 + body <= len(d):
+        struct.pack_into("<I", d, 16, zlib.crc32(d[20:20 + body]))
+    off = 20 + body
+    while off + 32 <= len(d):
+        size = struct.unpack_from("<I", d, off + 4)[0]
+        if off + 32 + size > len(d):
+            break
+        struct.pack_into("<I", d, off + 8,
+                         zlib.crc32(d[off + 32:off + 32 + size], zlib.crc32(d[off + 12:off + 32])))
+        off += 32 + size
+    return bytes(d)
+
+
+class Seeds(list):
+    def __repr__(self):  # keeps hypothesis' falsifying examples short
+        return "<seed traces>"
+
+
+def small_program():
+    def fib(n):
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+    def gen():
+        yield len("ab")
+        yield sorted([2, 1])
+
+    import threading
+    th = threading.Thread(target=fib, args=(3,))
+    th.start()
+    th.join()
+    fib(4)
+    list(gen())
+
+
+@pytest.fixture(scope="module")
+def tmp_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("fuzz")
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_dir):
+    p = tmp_dir / "seed.ftrace"
+    with fasttrace.start(str(p)):
+        small_program()
+    real = p.read_bytes()
+    # and a built file with the records real traces rarely have: DROP, orphans, a 2nd clock
+    header, chunks = split(real)
+    tail = [c for c in chunks if c[0] in (3, 4)]
+    defs = [c for c in chunks if c[0] == 2]
+    ev = (b"\x07" + vi(0) + vi(2) + vi(1) + vi(2) + b"\x01" + vi(3) + vi(9) + b"\x08" + vi(5)
+          + vi(40) + vi(1) + vi(1) + b"\x02" + vi(3) + b"\x05" + vi(2) + vi(1) + b"\x02"
+          + vi(1) + b"\x03" + vi(1) + vi(1) + b"\x06" + vi(1) + vi(2))
+    base = struct.unpack_from("<Q", real, 52)[0]
+    built = join(header, defs + [[1, 0, 1, 9, base, ev], [1, 1, 7, 0, base + 10, b""]] + tail)
+    for data in (real, built):
+        assert run_python(data)[4] is None
+    return Seeds([real, built])
+
+
+def test_seeds_agree(seeds, tmp_dir):
+    for data in seeds:
+        check(data, tmp_dir)
+
+
+# ---- strategies -------------------------------------------------------------------------
+
+edit = st.tuples(st.sampled_from(["set", "xor", "insert", "delete", "varint"]),
+                 st.integers(0, 1 << 30), st.integers(0, 255), st.integers(0, (1 << 64) - 1))
+edits = st.lists(edit, min_size=1, max_size=6)
+
+
+def apply(data, ops):
+    d = bytearray(data)
+    for op, pos, byte, big in ops:
+        pos = pos % (len(d) + 1)
+        if op == "set" and pos < len(d):
+            d[pos] = byte
+        elif op == "xor" and pos < len(d):
+            d[pos] ^= 1 << (byte % 8)
+        elif op == "insert":
+            d[pos:pos] = bytes([byte])
+        elif op == "delete":
+            del d[pos:pos + 1 + byte % 4]
+        elif op == "varint":
+            d[pos:pos + byte % 3] = vi(big >> (byte % 64))
+    return bytes(d)
+
+
+@FUZZ
+@given(seed=st.integers(0, 1), ops=edits, cut=st.one_of(st.none(), st.integers(0, 1 << 20)))
+def test_byte_mutations(seeds, tmp_dir, seed, ops, cut):
+    data = apply(seeds[seed], ops)
+    check(data[:cut] if cut is not None else data, tmp_dir)
+
+
+@FUZZ
+@given(seed=st.integers(0, 1), ops=edits, pad=st.integers(0, 40))
+def test_byte_mutations_with_fixed_crcs(seeds, tmp_dir, seed, ops, pad):
+    check(fix_crcs(apply(seeds[seed], ops)) + b"\0" * pad, tmp_dir)
+
+
+@FUZZ
+@given(seed=st.integers(0, 1), which=st.integers(0, 1000), ops=edits,
+       fields=st.lists(st.tuples(st.sampled_from([0, 1, 2, 2, 3, 4, 4]),
+                                 st.integers(0, (1 << 64) - 1)),
+                       max_size=2))
+def test_payload_mutations(seeds, tmp_dir, seed, which, ops, fields):
+    header, chunks = split(seeds[seed])
+    targets = [c for c in chunks if c[0] in (1, 2)]
+    c = targets[which % len(targets)]
+    c[5] = apply(c[5], ops)
+    for index, value in fields:  # type, flags, thread, records, base_tick
+        c[index] = value % (1 << (64 if index == 4 else 32 if index in (2, 3) else 8))
+    check(join(header, chunks), tmp_dir)
+
+
+fid = st.integers(1, 80)  # the seeds define ~90 functions, C ones among them
+enter = st.tuples(st.sampled_from([1, 3, 5, 6]), fid, st.integers(0, 1 << 40)).map(
+    lambda r: bytes([r[0]]) + vi(r[1]) + vi(r[2]))
+leave = st.tuples(st.sampled_from([2, 4]), st.integers(0, 1 << 20)).map(
+    lambda r: bytes([r[0]]) + vi(r[1]))
+stack = st.tuples(st.integers(0, 1 << 20), st.lists(fid, max_size=5)).map(
+    lambda r: b"\x07" + vi(r[0]) + vi(len(r[1])) + b"".join(map(vi, r[1])))
+drop = st.tuples(st.integers(0, 1 << 20), st.integers(0, 1 << 20), st.lists(fid, max_size=5)).map(
+    lambda r: b"\x08" + vi(r[0]) + vi(r[1]) + vi(len(r[2])) + b"".join(map(vi, r[2])))
+record = st.one_of(enter, enter, enter, leave, leave, leave, drop)
+junk = st.one_of(st.binary(min_size=1, max_size=3), st.just(vi(1 << 63)), st.just(b"\x01\x00\x00"),
+                 st.integers(13, 1 << 33).map(lambda f: b"\x01" + vi(f) + b"\x00"))
+
+
+@FUZZ
+@given(seed=st.integers(0, 1),
+       streams=st.lists(st.tuples(st.integers(1, 3), st.integers(0, (1 << 64) - 1),
+                                  st.lists(record, max_size=25)), min_size=1, max_size=4),
+       first=st.one_of(st.none(), stack),
+       bad=st.one_of(st.none(), st.tuples(st.integers(0, 3), st.integers(0, 25), junk)),
+       keep_tail=st.booleans())
+def test_random_records(seeds, tmp_dir, seed, streams, first, bad, keep_tail):
+    header, chunks = split(seeds[seed])
+    defs = [c for c in chunks if c[0] == 2]
+    tail = [c for c in chunks if c[0] in (3, 4)] if keep_tail else []
+    if first is not None:  # a thread's first chunk may open with a STACK record
+        streams[0][2].insert(0, first)
+    if bad is not None:  # one malformed record somewhere
+        recs = streams[bad[0] % len(streams)][2]
+        recs.insert(bad[1] % (len(recs) + 1), bad[2])
+    ev = [[1, 0, tid, len(recs), base, b"".join(recs)] for tid, base, recs in streams]
+    check(join(header, defs + ev + tail), tmp_dir)
+
+
+# ---- regressions: huge ids once crashed the native reader or ate all memory ------------
+# (run in a subprocess under a 1 GiB address-space limit, so a regression fails one test)
+
+def _native_in_subprocess(data, tmp_dir, name):
+    p = tmp_dir / name
+    p.write_bytes(data)
+    code = (
+        "import os, resource, sys, fasttrace\n"
+        "if not os.environ.get('FASTTRACE_SANITIZE'):  # ASan needs its huge shadow mappings\n"
+        "    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "try:\n"
+        "    t = fasttrace.load(sys.argv[1])\n"
+        "    n = sum(1 for _ in t.events())\n"
+        "except fasttrace.FormatError:\n"
+        "    pass\n"
+        "print('done')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True,
+                       timeout=120)
+    return r.returncode, r.stdout + r.stderr
+
+
+def _huge_id(seed, where, ident):
+    header, chunks = split(seed)
+    if where == "chunk":
+        chunks = [c[:2] + [ident] + c[3:] if c[0] == 1 else c for c in chunks]
+    elif where == "thread_def":
+        chunks.insert(0, [2, 0, 0, 0, 0, b"\x11" + vi(ident) + vi(1) + vi(1) + vi(0)])
+    else:
+        chunks.insert(0, [2, 0, 0, 0, 0, b"\x10" + vi(ident) + b"\0" + vi(1) + vi(1) + b"x"
+                          + vi(1) + b"x" + vi(0) + vi(0)])
+    return join(header, chunks)
+
+
+@pytest.mark.parametrize("where, ident", [
+    ("chunk", 0xFFFFFFFF), ("chunk", 0x80000000), ("thread_def", 0xFFFFFFFF),
+    ("thread_def", 1 << 26), ("function_def", 0xFFFFFFFF), ("function_def", 50_000_000),
+])
+def test_huge_ids(seeds, tmp_dir, where, ident):
+    data = _huge_id(seeds[0], where, ident)
+    rc, out = _native_in_subprocess(data, tmp_dir, "huge.ftrace")
+    assert rc == 0 and "done" in out, out
+    check(data, tmp_dir)
