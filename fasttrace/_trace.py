@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+from collections import namedtuple
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~9 ms)
+
+if TYPE_CHECKING:
+    from typing import Any, Iterator, List, Mapping, Optional
 
 from fasttrace import _core
 
 
-@dataclass(frozen=True)
-class Stats:
-    events: int       # records in the file (the trailer's count when the trace ended cleanly)
-    dropped: int      # events lost to full buffers
-    truncated: bool   # the file ends early: the process was killed, or its tail is damaged
-    duration_ns: int
+# events: records in the file (the trailer's count when the trace ended cleanly);
+# dropped: events lost to full buffers; truncated: the file ends early (the process was killed,
+# or its tail is damaged); duration_ns: from start() to stop() (or the last clock record).
+Stats = namedtuple("Stats", ["events", "dropped", "truncated", "duration_ns"])
 
 
 class Trace:

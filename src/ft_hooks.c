@@ -469,6 +469,15 @@ ft_hooks_remove_eval_frame(void)
 
 /* ---- set-up ----------------------------------------------------------------------------- */
 
+/* In a forked child the writer thread is gone and the session's locks may be held by threads
+ * that no longer exist: stop recording before any Python code (after-fork hooks included) can
+ * reach a slow path that would take one.  fasttrace/_tracer.py then abandons the session. */
+static void
+on_fork_child(void)
+{
+    atomic_store(&ft_active_gen, FT_GEN_NONE);
+}
+
 int
 ft_hooks_init(void)
 {
@@ -480,8 +489,9 @@ ft_hooks_init(void)
                         "fasttrace: no free co_extra slot (too many tools use code extras)");
         return -1;
     }
-    if (pthread_key_create(&g_exit_key, on_thread_exit) != 0) {
-        PyErr_SetString(PyExc_RuntimeError, "fasttrace: pthread_key_create failed");
+    if (pthread_key_create(&g_exit_key, on_thread_exit) != 0 ||
+        pthread_atfork(NULL, NULL, on_fork_child) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "fasttrace: pthread_key_create/atfork failed");
         return -1;
     }
     g_ready = 1;

@@ -15,6 +15,7 @@
 
 #define FT_WRITER_PERIOD_NS 2000000u   /* idle poll; a filling ring wakes it sooner */
 #define FT_CLOCK_PERIOD_NS 250000000u  /* a clock record this often refines tick -> ns */
+#define FT_FIRST_CLOCK_NS 10000000u
 #define FT_MAX_IOV 256
 
 static void
@@ -229,7 +230,8 @@ int
 ft_writer_start(void)
 {
     atomic_store(&ft_S.writer_stop, 0);
-    ft_S.last_clock_ns = ft_S.start_clock.mono_ns;
+    /* The first clock record comes 10 ms after start, the next ones every period. */
+    ft_S.last_clock_ns = ft_S.start_clock.mono_ns - FT_CLOCK_PERIOD_NS + FT_FIRST_CLOCK_NS;
     /* Signals belong to the application's threads; the writer must never take one. */
     sigset_t all, old;
     sigfillset(&all);

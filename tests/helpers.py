@@ -3,10 +3,32 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
+
+# Building .ftrace bytes by hand (src/FORMAT.md), for format and fuzz tests.
+MAGIC = b"\x89FTRACE\n"
+CHUNK_MAGIC = 0x4B435446
+
+
+def varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def chunk(ctype, payload, thread=0, records=0, base_tick=0, flags=0):
+    """A chunk with a correct crc32."""
+    tail = struct.pack("<BBHIIQ", ctype, flags, 0, thread, records, base_tick)
+    crc = zlib.crc32(payload, zlib.crc32(tail))
+    return struct.pack("<3I", CHUNK_MAGIC, len(payload), crc) + tail + payload
 
 
 def span(trace, qualname, thread=None):

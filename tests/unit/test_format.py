@@ -14,11 +14,12 @@ import zlib
 
 import pytest
 
+from helpers import CHUNK_MAGIC, MAGIC, chunk
+from helpers import varint as vi
+
 import fasttrace
 from fasttrace import _core, _pyreader
 
-MAGIC = b"\x89FTRACE\n"
-CHUNK_MAGIC = 0x4B435446
 
 
 # ---- both readers as plain data ---------------------------------------------------------
@@ -294,14 +295,6 @@ def test_generator_semantics(tmp_path):
 
 # ---- hand-built files: exact semantics --------------------------------------------------
 
-def vi(n):
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
 
 def st(s):
     b = s.encode() if isinstance(s, str) else s
@@ -313,11 +306,6 @@ def header(version=1, tick_hz=1e9, start_tick=1000, start_mono=5000, clock_kind=
                         start_mono, 7, tick_hz) + st(b"python\0-c\0") + st("3.12"))
     return MAGIC + struct.pack("<3I", version, len(body), zlib.crc32(body)) + body
 
-
-def chunk(ctype, payload, thread=0, records=0, base_tick=0):
-    tail = struct.pack("<BBHIIQ", ctype, 0, 0, thread, records, base_tick)
-    crc = zlib.crc32(payload, zlib.crc32(tail))
-    return struct.pack("<3I", CHUNK_MAGIC, len(payload), crc) + tail + payload
 
 
 def fdef(fid, name, is_c=False, lineno=1):

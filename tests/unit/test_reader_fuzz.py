@@ -24,11 +24,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import CHUNK_MAGIC, MAGIC, chunk
+from helpers import varint as vi
+
 import fasttrace
 from fasttrace import _pyreader
 
-MAGIC = b"\x89FTRACE\n"
-CHUNK_MAGIC = 0x4B435446
 
 # FASTTRACE_FUZZ_EXAMPLES=20000 for a long run; the default keeps this file around 10 s.
 FUZZ = settings(max_examples=int(os.environ.get("FASTTRACE_FUZZ_EXAMPLES", "600")),
@@ -97,19 +98,6 @@ def check(data, tmp_dir):
 
 # ---- files ------------------------------------------------------------------------------
 
-def vi(n):
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def chunk(ctype, payload, thread=0, records=0, base_tick=0, flags=0):
-    tail = struct.pack("<BBHIIQ", ctype, flags, 0, thread, records, base_tick)
-    crc = zlib.crc32(payload, zlib.crc32(tail))
-    return struct.pack("<3I", CHUNK_MAGIC, len(payload), crc) + tail + payload
 
 
 def split(data):
