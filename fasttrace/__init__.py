@@ -5,6 +5,17 @@
     trace = fasttrace.load("out.ftrace")
 """
 
+try:
+    from fasttrace import _core  # noqa: F401  (the compiled module; fail early and clearly)
+except ImportError as e:  # pragma: no cover - depends on how fasttrace was installed
+    import os as _os
+
+    raise ImportError(
+        f"fasttrace's native module is missing from {_os.path.dirname(__file__)}: this looks "
+        "like the source tree shadowing the installed package (run from another directory), or "
+        "an unbuilt checkout (pip install . or an editable install builds it)"
+    ) from e
+
 from fasttrace._errors import FormatError, TracingError
 from fasttrace._trace import Trace, load
 from fasttrace._tracer import Session, Summary, is_tracing, start, stop
