@@ -7,6 +7,7 @@ import asyncio
 import random
 import struct
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -594,8 +595,10 @@ def test_missing_file(tmp_path):
 
 
 def _run(code, *args):
+    # cwd: with `-c` the working directory goes on sys.path, and the repo root would shadow the
+    # installed package
     r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                       timeout=60)
+                       timeout=60, cwd=tempfile.gettempdir())
     return r.returncode, r.stdout + r.stderr
 
 

@@ -289,8 +289,10 @@ def _native_in_subprocess(data, tmp_dir, name):
         "    pass\n"
         "print('done')\n"
     )
+    # cwd: with `-c` the working directory goes on sys.path, and the repo root would shadow the
+    # installed package
     r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True,
-                       timeout=120)
+                       timeout=120, cwd=os.path.dirname(str(p)))
     return r.returncode, r.stdout + r.stderr
 
 
