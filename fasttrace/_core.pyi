@@ -74,6 +74,7 @@ class TraceFile:
     trailer_events: Optional[int]
     trailer_dropped: Optional[int]
     chunk_events: int
+    thread_records: Dict[int, int]
     writer_error: Optional[int]
     duration_ns: int
     def __init__(self, path: Any) -> None: ...

@@ -223,6 +223,7 @@ cdef class TraceFile:
     cdef readonly object trailer_events
     cdef readonly object trailer_dropped
     cdef readonly uint64_t chunk_events   # sum of the chunk headers' record counts
+    cdef readonly dict thread_records     # thread id -> records in its chunks
     cdef readonly object writer_error
     cdef bytearray _fid_kind
     cdef list _chunks                     # (payload offset, size, thread, base_tick)
@@ -239,6 +240,7 @@ cdef class TraceFile:
         self.threads = {}
         self._fid_kind = bytearray(b"\xff")
         self._chunks = []
+        self.thread_records = {}
         self.damage = None
 
     def __init__(self, path):
@@ -313,6 +315,7 @@ cdef class TraceFile:
                 self._chunks.append((offset + FT_CHUNK_HEADER_SIZE, ch.payload_size,
                                      ch.thread, ch.base_tick))
                 self.chunk_events += ch.records
+                self.thread_records[ch.thread] = self.thread_records.get(ch.thread, 0) + ch.records
                 if ch.thread > self._max_thread:
                     self._max_thread = ch.thread
                 if ch.thread not in self.threads:

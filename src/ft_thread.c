@@ -6,10 +6,12 @@
 
 #include "ft_session.h"
 
-/* While the name is unknown, the slow path runs every this many bytes so the name is picked up
- * as soon as threading registers the thread (3.12+ threads emit events before that).  A thread
- * still unnamed when its first chunk fills (not a threading.Thread) stops being checked. */
-#define FT_NAME_RECHECK_BYTES 48
+/* While the name is unknown, every record takes the slow path, which looks the thread up in
+ * threading._active (~100 ns): on 3.12+ a new thread records ~50 events before threading
+ * registers it and may record only a dozen after, so any coarser interval misses short
+ * threads.  A thread still unnamed when its first chunk fills (not a threading.Thread) stops
+ * being checked. */
+#define FT_NAME_RECHECK_BYTES 0
 
 /* A chunk-less thread points pos and limit here so that every event takes the slow path. */
 static uint8_t g_no_room[FT_MAX_EVENT_SIZE * 2];

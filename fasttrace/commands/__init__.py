@@ -1,0 +1,1 @@
+"""Subcommands of the fasttrace command line, one module each."""

@@ -1,0 +1,243 @@
+"""`fasttrace run`: trace a program without changing it.
+
+    fasttrace run [-o OUT] [--no-c-calls] [--buffer-size BYTES] script.py [args...]
+    fasttrace run [options] -m module [args...]
+    fasttrace run [options] -c code [args...]
+
+The program sees what it would see under plain `python`: its sys.argv, `__name__ ==
+"__main__"`, sys.path[0], `__file__`, stdin and stdout.  Its exit status is fasttrace's: the
+code of sys.exit(), 1 after an uncaught exception (traceback printed), death by SIGINT or
+SIGTERM after those signals.  The trace is complete in every one of those cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import runpy
+import signal
+import sys
+import threading
+import traceback
+
+import fasttrace
+from fasttrace._tracer import DEFAULT_BUFFER_SIZE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List, Optional, Tuple
+
+USAGE = "fasttrace run [-o OUT] [--no-c-calls] [--buffer-size BYTES] (script.py | -m module | -c code) [args ...]"
+# Our options that take a value: the program's own arguments start after these.
+VALUE_OPTIONS = {"-o", "--output", "--buffer-size"}
+
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = sub.add_parser("run", help="trace a script, a module (-m) or code (-c)", usage=USAGE,
+                       add_help=False)
+    p.add_argument("args", nargs=argparse.REMAINDER)
+
+
+def _options_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fasttrace run", usage=USAGE, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-o", "--output", metavar="OUT",
+                   help="trace file (default: fasttrace-<program>-<pid>.ftrace)")
+    p.add_argument("--no-c-calls", dest="c_calls", action="store_false",
+                   help="do not record calls of C functions (lower overhead)")
+    p.add_argument("--buffer-size", type=_size, default=DEFAULT_BUFFER_SIZE, metavar="BYTES",
+                   help="ring buffer per thread, e.g. 8M (default 8M)")
+    return p
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().rstrip("b")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 8388608, 8M, 512k)")
+
+
+def split_argv(argv: List[str]) -> Tuple[List[str], List[str]]:
+    """(fasttrace's options, the target and its arguments)."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-m", "-c") or not a.startswith("-") or a == "-":
+            break
+        i += 2 if a in VALUE_OPTIONS else 1
+    return argv[:i], argv[i:]
+
+
+def main(args: argparse.Namespace) -> int:
+    return main_argv(args.args)
+
+
+def main_argv(argv: List[str]) -> int:
+    parser = _options_parser()
+    own, target = split_argv(argv)
+    opts = parser.parse_args(own)
+    if not target:
+        parser.error("say what to trace: script.py, -m module or -c code")
+    if target[0] in ("-m", "-c") and len(target) < 2:
+        parser.error(f"argument {target[0]} needs a value")
+
+    kind, what, prog_args = ("script", target[0], target[1:])
+    if target[0] == "-m":
+        kind, what, prog_args = "module", target[1], target[2:]
+    elif target[0] == "-c":
+        kind, what, prog_args = "code", target[1], target[2:]
+
+    error = _check_target(kind, what)
+    if error:
+        print(f"fasttrace: error: {error}", file=sys.stderr)
+        return 2 if kind == "script" else 1
+    out = opts.output or _default_output(kind, what)
+    return _run(kind, what, prog_args, out, opts.c_calls, opts.buffer_size)
+
+
+def _check_target(kind: str, what: str) -> Optional[str]:
+    if kind == "script":
+        if not os.path.exists(what):
+            return f"cannot run {what!r}: no such file"
+        if os.path.isdir(what) and not os.path.exists(os.path.join(what, "__main__.py")):
+            return f"cannot run {what!r}: a directory without __main__.py"
+        if not os.access(what, os.R_OK):
+            return f"cannot run {what!r}: permission denied"
+    elif kind == "module":
+        try:
+            spec = importlib.util.find_spec(what)
+        except (ImportError, ValueError) as e:
+            return f"cannot run module {what!r}: {e}"
+        if spec is None:
+            return f"cannot run module {what!r}: no module named {what!r}"
+    return None
+
+
+def _default_output(kind: str, what: str) -> str:
+    if kind == "script":
+        name = os.path.splitext(os.path.basename(os.path.abspath(what)))[0] or "script"
+    elif kind == "module":
+        name = what
+    else:
+        name = "c"
+    return f"fasttrace-{name}-{os.getpid()}.ftrace"
+
+
+def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
+         buffer_size: int) -> int:
+    # What the program sees, as under `python script.py`, `python -m mod` or `python -c code`.
+    if kind == "script":
+        sys.argv = [what, *prog_args]
+        sys.path[0] = os.path.dirname(os.path.abspath(what))
+    elif kind == "module":
+        sys.argv = [what, *prog_args]  # runpy replaces argv[0] with the module's path
+        sys.path[0] = os.getcwd()
+    else:
+        sys.argv = ["-c", *prog_args]
+        sys.path[0] = ""
+
+    try:
+        fasttrace.start(out, c_calls=c_calls, buffer_size=buffer_size)
+    except (fasttrace.TracingError, ValueError) as e:
+        print(f"fasttrace: error: {e}", file=sys.stderr)
+        return 2
+    previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
+
+    code, interrupted = 0, False
+    try:
+        _execute(kind, what)
+        _join_threads()
+    except SystemExit as e:
+        code = _exit_code(e)
+    except KeyboardInterrupt:
+        interrupted = True
+        traceback.print_exc()
+    except BaseException as e:  # noqa: B036 - the program's own exception: report it as python does
+        _print_program_traceback(e)
+        code = 1
+    finally:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, previous_term)
+        code = _finish(out, code)
+    if interrupted:
+        # Exit the way python does on an uncaught KeyboardInterrupt: by SIGINT.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    return code
+
+
+def _execute(kind: str, what: str) -> None:
+    if kind == "script":
+        runpy.run_path(what, run_name="__main__")
+    elif kind == "module":
+        runpy.run_module(what, run_name="__main__", alter_sys=True)
+    else:
+        exec(compile(what, "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+
+
+def _join_threads() -> None:
+    # Python waits for non-daemon threads before it exits; so does the trace.
+    for t in threading.enumerate():
+        if t is not threading.current_thread() and not t.daemon:
+            t.join()
+
+
+def _exit_code(e: SystemExit) -> int:
+    if e.code is None:
+        return 0
+    if isinstance(e.code, int):
+        return e.code
+    print(e.code, file=sys.stderr)
+    return 1
+
+
+def _print_program_traceback(e: BaseException) -> None:
+    # Leave out fasttrace's and runpy's own frames, as python leaves out its start-up code.
+    tb = e.__traceback__
+    while tb is not None and _is_ours(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    traceback.print_exception(type(e), e, tb)
+
+
+def _is_ours(filename: str) -> bool:
+    return filename.startswith(os.path.dirname(os.path.dirname(__file__))) or (
+        os.path.basename(filename) == "runpy.py" or filename == "<frozen runpy>"
+    )
+
+
+def _finish(out: str, code: int) -> int:
+    try:
+        sys.stdout.flush()
+    except Exception:
+        pass
+    if not fasttrace.is_tracing():
+        return code
+    try:
+        s = fasttrace.stop()
+    except fasttrace.TracingError as e:
+        print(f"fasttrace: error: {e}", file=sys.stderr)
+        return code or 1
+    dropped = f", {s.dropped:,} dropped" if s.dropped else ""
+    print(f"fasttrace: wrote {s.events:,} events from {s.threads} thread(s) to {out} "
+          f"({s.bytes / 1e6:.1f} MB{dropped}); look at it with: fasttrace info {out}",
+          file=sys.stderr)
+    return code
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # Under plain python SIGTERM kills the process at once; here the trace is finished first,
+    # then the process dies by the same signal.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _finish(_current_output(), 0)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _current_output() -> str:
+    from fasttrace import _tracer
+
+    return _tracer._session.path if _tracer._session is not None else "?"

@@ -1,0 +1,153 @@
+"""`fasttrace run`: the traced program sees plain python, and the trace is always complete."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import fasttrace
+
+PROGRAM = """
+    import json, os, sys, threading
+    def work():
+        return sum(range(100))
+    t = threading.Thread(target=work, name="worker")
+    t.start(); t.join()
+    print(json.dumps({"argv": sys.argv, "name": __name__, "file": __file__,
+                      "path0": sys.path[0], "stdin": sys.stdin.read()}))
+    code = os.environ.get("EXIT")
+    if code == "raise":
+        raise ValueError("boom")
+    if code:
+        sys.exit(int(code))
+"""
+
+
+def fasttrace_cmd(*args):
+    return [sys.executable, "-m", "fasttrace", *args]
+
+
+def run(tmp_path, *args, env=None, stdin=""):
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run(fasttrace_cmd(*args), capture_output=True, text=True, input=stdin,
+                          cwd=tmp_path, env=full_env, timeout=60)
+
+
+@pytest.fixture
+def program(tmp_path):
+    p = tmp_path / "prog.py"
+    p.write_text(textwrap.dedent(PROGRAM))
+    return p
+
+
+def test_script_sees_plain_python(tmp_path, program):
+    import json
+
+    r = run(tmp_path, "run", "-o", "t.ftrace", "prog.py", "a", "--flag", stdin="hello")
+    assert r.returncode == 0, r.stderr
+    seen = json.loads(r.stdout)
+    assert seen == {"argv": ["prog.py", "a", "--flag"], "name": "__main__", "file": "prog.py",
+                    "path0": str(tmp_path), "stdin": "hello"}
+    assert r.stderr.count("\n") == 1 and "fasttrace: wrote" in r.stderr and "t.ftrace" in r.stderr
+    trace = fasttrace.load(tmp_path / "t.ftrace")
+    assert not trace.stats.truncated
+    # a short thread, named only after its first ~50 events on 3.12+
+    assert {t.name for t in trace.threads} == {"MainThread", "worker"}
+    assert any(e.function.qualname == "work" for e in trace.events())
+
+
+@pytest.mark.parametrize("code", ["0", "3", "raise"])
+def test_exit_codes_and_complete_traces(tmp_path, program, code):
+    r = run(tmp_path, "run", "-o", "t.ftrace", "prog.py", env={"EXIT": code})
+    expected = {"0": 0, "3": 3, "raise": 1}[code]
+    assert r.returncode == expected, r.stderr
+    if code == "raise":
+        assert "Traceback" in r.stderr and "ValueError: boom" in r.stderr
+        assert "fasttrace/" not in r.stderr.split("ValueError")[0], "our frames are hidden"
+    assert not fasttrace.load(tmp_path / "t.ftrace").stats.truncated
+
+
+def test_module_and_code(tmp_path):
+    (tmp_path / "mymod.py").write_text("import sys\nprint(__name__, sys.argv[1:])\n")
+    r = run(tmp_path, "run", "-o", "m.ftrace", "-m", "mymod", "x", "-y")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "__main__ ['x', '-y']"
+    r = run(tmp_path, "run", "-o", "c.ftrace", "-c", "import sys; print(sys.argv)", "z")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "['-c', 'z']"
+    for name in ("m.ftrace", "c.ftrace"):
+        assert not fasttrace.load(tmp_path / name).stats.truncated
+
+
+def test_default_output_name_has_program_and_pid(tmp_path, program):
+    r1 = run(tmp_path, "run", "prog.py")
+    r2 = run(tmp_path, "run", "prog.py")
+    assert r1.returncode == r2.returncode == 0
+    outs = sorted(p.name for p in tmp_path.glob("fasttrace-prog-*.ftrace"))
+    assert len(outs) == 2, "a second run does not overwrite the first"
+
+
+def test_no_c_calls_option(tmp_path, program):
+    r = run(tmp_path, "run", "--no-c-calls", "--buffer-size", "1M", "-o", "t.ftrace", "prog.py")
+    assert r.returncode == 0, r.stderr
+    trace = fasttrace.load(tmp_path / "t.ftrace")
+    assert trace.header["c_calls"] is False
+    assert trace.header["buffer_size"] == 1 << 20
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signals_leave_a_complete_trace(tmp_path, sig):
+    (tmp_path / "wait.py").write_text(textwrap.dedent("""
+        import time
+        def tick():
+            time.sleep(0.01)
+        print("ready", flush=True)
+        while True:
+            tick()
+    """))
+    proc = subprocess.Popen(fasttrace_cmd("run", "-o", "s.ftrace", "wait.py"), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.2)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == -sig, err  # dies by the signal, as plain python does
+    assert "fasttrace: wrote" in err
+    trace = fasttrace.load(tmp_path / "s.ftrace")
+    assert not trace.stats.truncated
+    assert sum(1 for e in trace.events() if e.function.qualname == "tick") > 4
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["run", "missing.py"], 2, "cannot run 'missing.py': no such file"),
+    (["run", "-m", "no_such_module_xyz"], 1, "no module named 'no_such_module_xyz'"),
+    (["run", "-o", "/sys/x.ftrace", "-c", "pass"], 2, "permission denied"),
+    (["run", "-o", "nodir/x.ftrace", "-c", "pass"], 2, "does not exist"),
+])
+def test_errors_are_one_line(tmp_path, args, code, message):
+    r = run(tmp_path, *args)
+    assert r.returncode == code
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip().count("\n") == 0
+
+
+def test_console_script(tmp_path, program):
+    exe = os.path.join(os.path.dirname(sys.executable), "fasttrace")
+    if not os.path.exists(exe):
+        pytest.skip("console script not installed next to this python")
+    r = subprocess.run([exe, "run", "-o", "t.ftrace", "prog.py"], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([exe, "info", "t.ftrace"], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=60)
+    assert r.returncode == 0 and "complete   yes" in r.stdout and "MainThread" in r.stdout
