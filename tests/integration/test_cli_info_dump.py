@@ -1,0 +1,87 @@
+"""`fasttrace info` and `fasttrace dump` on good, truncated and broken files."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+import fasttrace
+
+
+def cli(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "fasttrace", *args], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=60)
+
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+@pytest.fixture
+def good(tmp_path):
+    path = tmp_path / "good.ftrace"
+    with fasttrace.start(path):
+        fib(12)
+    return path
+
+
+def test_info(tmp_path, good):
+    r = cli(tmp_path, "info", str(good))
+    assert r.returncode == 0, r.stderr
+    trace = fasttrace.load(good)
+    assert re.search(rf"^events\s+{trace.stats.events:,}$", r.stdout, re.M)
+    assert re.search(r"^complete\s+yes$", r.stdout, re.M)
+    assert "MainThread" in r.stdout and "hook:" in r.stdout
+
+
+def test_info_truncated(tmp_path, good):
+    cut = tmp_path / "cut.ftrace"
+    cut.write_bytes(good.read_bytes()[:-100])
+    r = cli(tmp_path, "info", str(cut))
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"^complete\s+no: truncated$", r.stdout, re.M)
+    assert re.search(r"^damage\s+damaged tail at byte \d+", r.stdout, re.M)
+
+
+def test_info_rejects_garbage_in_one_line(tmp_path):
+    bad = tmp_path / "bad.ftrace"
+    bad.write_bytes(b"hello, not a trace")
+    r = cli(tmp_path, "info", str(bad))
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"fasttrace: error: {bad}: byte 0: not a fasttrace file (bad magic)"
+
+
+def test_dump_shows_every_record(tmp_path, good):
+    r = cli(tmp_path, "dump", str(good))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("@0 ") and "PREAMBLE version=1" in lines[0]
+    # each EVENTS chunk is followed by exactly `records` record lines
+    for i, line in enumerate(lines):
+        m = re.search(r"CHUNK EVENTS .*crc=ok .*records=(\d+)", line)
+        if m:
+            body = lines[i + 1:i + 1 + int(m[1])]
+            assert all(re.match(r"@\d+ +(CALL|RETURN|C_CALL|C_RETURN|ORPHAN_\w+|STACK|DROP) ", b)
+                       for b in body)
+    trace = fasttrace.load(good)
+    assert sum(1 for x in lines if " FUNCTION id=" in x) == len(trace.functions)
+    assert any("CALL fid=" in x and "(fib)" in x for x in lines)
+    assert "TRAILER" in lines[-2]
+
+
+def test_dump_stops_at_damage(tmp_path, good):
+    data = good.read_bytes()
+    cut = tmp_path / "cut.ftrace"
+    cut.write_bytes(data[: len(data) // 2])
+    r = cli(tmp_path, "dump", str(cut))
+    assert r.returncode == 1
+    assert "DAMAGE" in r.stdout.splitlines()[-1]
+
+
+def test_dump_missing_file_is_one_line(tmp_path):
+    r = cli(tmp_path, "dump", "nope.ftrace")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert "cannot read 'nope.ftrace'" in r.stderr
