@@ -1,0 +1,145 @@
+"""`fasttrace report TRACE`: the top functions by self and total time, per thread and overall.
+
+Like `pprof -top` or pstats: self time (the function was the innermost frame), total time (its
+outermost activations; recursion is not counted twice), calls, and both as a share of the
+traced time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import sys
+
+import fasttrace
+from fasttrace._analysis import ThreadStats, function_stats, merged
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
+
+SORT_KEYS = {"self": lambda f: -f.self_ns, "total": lambda f: -f.total_ns,
+             "calls": lambda f: -f.calls}
+
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = sub.add_parser("report", help="top functions by self and total time")
+    p.add_argument("trace", help="a .ftrace file")
+    p.add_argument("--sort", choices=["self", "total", "calls", "name"], default="self")
+    p.add_argument("--limit", type=int, default=20, metavar="N", help="rows per table (0: all)")
+    p.add_argument("--thread", metavar="ID|NAME", help="only this thread (id or name)")
+    p.add_argument("--filter", metavar="PATTERN", action="append", default=[],
+                   help="only functions whose file, module or qualname matches this glob "
+                        "(repeatable)")
+    p.add_argument("--per-thread", action="store_true", help="one table per thread as well")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        trace = fasttrace.load(args.trace)
+    except fasttrace.FormatError as e:
+        print(f"fasttrace: error: {e}", file=sys.stderr)
+        return 1
+    tid = _thread_id(trace, args.thread)
+    if args.thread is not None and tid is None:
+        names = ", ".join(f"{t.id} ({t.name})" for t in trace.threads)
+        print(f"fasttrace: error: no thread {args.thread!r} in {args.trace}; threads: {names}",
+              file=sys.stderr)
+        return 1
+    progress = _progress(trace) if sys.stderr.isatty() else None
+    threads = function_stats(trace, tid, progress)
+    if progress is not None:
+        print(file=sys.stderr)
+    tables = [("all threads", merged(threads))]
+    if args.per_thread or tid is not None:
+        names = {t.id: t.name for t in trace.threads}
+        tables = ([] if tid is not None else tables) + [
+            (f"thread {t.tid} {names.get(t.tid, '?')}", t) for t in threads.values()]
+    if args.json:
+        json.dump(_as_json(trace, tables, args), sys.stdout, indent=1)
+        print()
+        return 0
+    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty()
+                                       and not os.environ.get("NO_COLOR"))
+    if trace.stats.truncated:
+        print(f"note: {trace.damage}")
+    for title, stats in tables:
+        _print_table(trace, title, stats, args, color)
+    return 0
+
+
+def _thread_id(trace: "fasttrace.Trace", which: Optional[str]) -> Optional[int]:
+    if which is None:
+        return None
+    for t in trace.threads:
+        if str(t.id) == which or t.name == which:
+            return t.id
+    return None
+
+
+def _progress(trace: "fasttrace.Trace") -> Any:
+    total = max(trace.stats.events, 1)
+
+    def show(n: int) -> None:
+        print(f"\rfasttrace: reading {n:,} of ~{total:,} events ({100 * n / total:.0f}%)",
+              end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _rows(trace: "fasttrace.Trace", stats: ThreadStats, args: argparse.Namespace) -> List[Any]:
+    rows = []
+    for fs in stats.functions.values():
+        f = trace.function(fs.fid)
+        if args.filter and not any(
+            fnmatch.fnmatch(f.filename, p) or fnmatch.fnmatch(f.module, p)
+            or fnmatch.fnmatch(f.qualname, p) for p in args.filter
+        ):
+            continue
+        rows.append((fs, f))
+    if args.sort == "name":
+        rows.sort(key=lambda r: r[1].qualname)
+    else:
+        key = SORT_KEYS[args.sort]
+        rows.sort(key=lambda r: (key(r[0]), r[1].qualname))
+    return rows[: args.limit] if args.limit > 0 else rows
+
+
+def _where(f: Any) -> str:
+    return f"{f.module or 'C'}" if f.is_c else f"{os.path.basename(f.filename)}:{f.lineno}"
+
+
+def _print_table(trace: "fasttrace.Trace", title: str, stats: ThreadStats,
+                 args: argparse.Namespace, color: bool) -> None:
+    bold, dim, reset = ("\033[1m", "\033[2m", "\033[0m") if color else ("", "", "")
+    span = max(stats.traced_ns, 1)
+    gaps = f", {stats.dropped:,} events dropped" if stats.dropped else ""
+    print(f"{bold}{title}: {stats.traced_ns / 1e9:.6f} s traced{gaps}{reset}")
+    print(f"{'self ms':>11} {'self%':>6} {'total ms':>11} {'total%':>6} {'calls':>10}  function")
+    for fs, f in _rows(trace, stats, args):
+        print(f"{fs.self_ns / 1e6:11.3f} {100 * fs.self_ns / span:5.1f}% "
+              f"{fs.total_ns / 1e6:11.3f} {100 * fs.total_ns / span:5.1f}% {fs.calls:10,}  "
+              f"{f.qualname} {dim}{_where(f)}{reset}")
+    print()
+
+
+def _as_json(trace: "fasttrace.Trace", tables: List[Any], args: argparse.Namespace) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"trace": trace.path, "truncated": trace.stats.truncated,
+                           "dropped": trace.stats.dropped, "tables": []}
+    for title, stats in tables:
+        out["tables"].append({
+            "title": title,
+            "thread": stats.tid or None,
+            "traced_ns": stats.traced_ns,
+            "functions": [
+                {"qualname": f.qualname, "name": f.name, "filename": f.filename,
+                 "lineno": f.lineno, "module": f.module, "is_c": f.is_c, "calls": fs.calls,
+                 "self_ns": fs.self_ns, "total_ns": fs.total_ns}
+                for fs, f in _rows(trace, stats, args)
+            ],
+        })
+    return out
