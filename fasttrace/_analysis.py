@@ -10,7 +10,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Dict, List, Optional
+    from typing import Callable, Dict, List, Optional, Tuple
 
     from fasttrace._trace import Trace
 
@@ -52,7 +52,7 @@ def function_stats(trace: "Trace", thread: Optional[int] = None,
                    progress: Optional[Callable[[int], None]] = None) -> Dict[int, ThreadStats]:
     threads: Dict[int, ThreadStats] = {}
     # per thread: stack of (FunctionStats, entry ts), active activations per fid, last ts
-    stacks: Dict[int, List[tuple]] = {}
+    stacks: Dict[int, List[Tuple[FunctionStats, int]]] = {}
     active: Dict[int, Dict[int, int]] = {}
     n = 0
     for e in trace.events(thread, gaps=True):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from collections import namedtuple
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~9 ms)
-
-if TYPE_CHECKING:
-    from typing import Any, Iterator, List, Mapping, Optional
 
 from fasttrace import _core
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~9 ms)
+if TYPE_CHECKING:
+    from typing import Any, Iterator, List, Mapping, Optional
 
 
 # events: records in the file (the trailer's count when the trace ended cleanly);

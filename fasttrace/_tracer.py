@@ -17,13 +17,15 @@ import sys
 import threading
 import warnings
 from collections import namedtuple
-TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~9 ms)
-
-if TYPE_CHECKING:  # importing fasttrace stays cheap: it runs in every traced process
-    from typing import Any, Optional
 
 from fasttrace import _core
 from fasttrace._errors import TracingError
+
+# As typing.TYPE_CHECKING, without importing typing (~9 ms): importing fasttrace stays cheap,
+# since it runs in every traced process.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 CHUNK_SIZE = 64 * 1024
 DEFAULT_BUFFER_SIZE = 8 * 1024 * 1024  # per thread
@@ -36,7 +38,9 @@ TOOL_ID = 2  # sys.monitoring.PROFILER_ID
 Summary = namedtuple(
     "Summary", ["path", "events", "dropped", "duration_ns", "bytes", "threads", "functions"]
 )
-Summary.__doc__ = "What stop() returns: path, events, dropped, duration_ns, bytes, threads, functions."
+Summary.__doc__ = (
+    "What stop() returns: path, events, dropped, duration_ns, bytes, threads, functions."
+)
 
 
 class Session:
@@ -235,7 +239,7 @@ def _uninstall(session: Session) -> None:
         threading.setprofile(session._prev_threading_profile)
 
 
-def _all_monitoring_events() -> list:
+def _all_monitoring_events() -> "list[int]":
     ev = sys.monitoring.events
     return [ev.PY_START, ev.PY_RESUME, ev.PY_THROW, ev.PY_RETURN, ev.PY_YIELD, ev.PY_UNWIND,
             ev.CALL, ev.C_RETURN, ev.C_RAISE]

@@ -15,7 +15,7 @@ from fasttrace import _pyreader as R
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, Optional
+    from typing import Dict
 
 CHUNK_NAMES = {R.EVENTS: "EVENTS", R.DEFS: "DEFS", R.CLOCK: "CLOCK", R.TRAILER_CHUNK: "TRAILER"}
 RECORD_NAMES = {R.CALL: "CALL", R.RETURN: "RETURN", R.C_CALL: "C_CALL", R.C_RETURN: "C_RETURN",
@@ -72,7 +72,8 @@ class Dumper:
             if len(d) - off < R.CHUNK.size:
                 self.out(off, 0, f"END {len(d) - off} trailing bytes (padding or a cut header)")
                 break
-            magic, size, crc, ctype, cflags, _r, thread, records, base = R.CHUNK.unpack_from(d, off)
+            magic, size, crc, ctype, cflags, _r, thread, records, base = R.CHUNK.unpack_from(
+                d, off)
             if magic != R.CHUNK_MAGIC:
                 self.out(off, 0, f"DAMAGE bad chunk magic 0x{magic:08x}")
                 return 1
@@ -82,7 +83,8 @@ class Dumper:
                 return 1
             ok = zlib.crc32(d[pay:pay + size], zlib.crc32(d[off + 12:pay])) == crc
             name = CHUNK_NAMES.get(ctype, f"TYPE{ctype}")
-            skip = self.args.thread is not None and (ctype != R.EVENTS or thread != self.args.thread)
+            wanted = self.args.thread
+            skip = wanted is not None and (ctype != R.EVENTS or thread != wanted)
             if not skip:
                 self.out(off, 0, f"CHUNK {name} size={size} crc={'ok' if ok else 'BAD'} "
                                  f"flags=0x{cflags:x} thread={thread} records={records} "

@@ -14,14 +14,20 @@ import os
 import sys
 
 import fasttrace
-from fasttrace._analysis import ThreadStats, function_stats, merged
+from fasttrace._analysis import FunctionStats, ThreadStats, function_stats, merged
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional
+    from typing import Any, Callable, Dict, List, Optional
 
-SORT_KEYS = {"self": lambda f: -f.self_ns, "total": lambda f: -f.total_ns,
-             "calls": lambda f: -f.calls}
+
+
+def _sort_key(by: str) -> "Callable[[FunctionStats], int]":
+    if by == "total":
+        return lambda f: -f.total_ns
+    if by == "calls":
+        return lambda f: -f.calls
+    return lambda f: -f.self_ns
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -56,9 +62,9 @@ def main(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     tables = [("all threads", merged(threads))]
     if args.per_thread or tid is not None:
-        names = {t.id: t.name for t in trace.threads}
+        thread_names = {t.id: t.name for t in trace.threads}
         tables = ([] if tid is not None else tables) + [
-            (f"thread {t.tid} {names.get(t.tid, '?')}", t) for t in threads.values()]
+            (f"thread {t.tid} {thread_names.get(t.tid, '?')}", t) for t in threads.values()]
     if args.json:
         json.dump(_as_json(trace, tables, args), sys.stdout, indent=1)
         print()
@@ -81,7 +87,7 @@ def _thread_id(trace: "fasttrace.Trace", which: Optional[str]) -> Optional[int]:
     return None
 
 
-def _progress(trace: "fasttrace.Trace") -> Any:
+def _progress(trace: "fasttrace.Trace") -> Callable[[int], None]:
     total = max(trace.stats.events, 1)
 
     def show(n: int) -> None:
@@ -104,7 +110,7 @@ def _rows(trace: "fasttrace.Trace", stats: ThreadStats, args: argparse.Namespace
     if args.sort == "name":
         rows.sort(key=lambda r: r[1].qualname)
     else:
-        key = SORT_KEYS[args.sort]
+        key = _sort_key(args.sort)
         rows.sort(key=lambda r: (key(r[0]), r[1].qualname))
     return rows[: args.limit] if args.limit > 0 else rows
 
@@ -127,7 +133,8 @@ def _print_table(trace: "fasttrace.Trace", title: str, stats: ThreadStats,
     print()
 
 
-def _as_json(trace: "fasttrace.Trace", tables: List[Any], args: argparse.Namespace) -> Dict[str, Any]:
+def _as_json(trace: "fasttrace.Trace", tables: List[Any],
+             args: argparse.Namespace) -> Dict[str, Any]:
     out: Dict[str, Any] = {"trace": trace.path, "truncated": trace.stats.truncated,
                            "dropped": trace.stats.dropped, "tables": []}
     for title, stats in tables:

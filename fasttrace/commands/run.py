@@ -28,7 +28,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List, Optional, Tuple
 
-USAGE = "fasttrace run [-o OUT] [--no-c-calls] [--buffer-size BYTES] (script.py | -m module | -c code) [args ...]"
+USAGE = ("fasttrace run [-o OUT] [--no-c-calls] [--buffer-size BYTES] "
+         "(script.py | -m module | -c code) [args ...]")
 # Our options that take a value: the program's own arguments start after these.
 VALUE_OPTIONS = {"-o", "--output", "--buffer-size"}
 
@@ -177,7 +178,8 @@ def _execute(kind: str, what: str) -> None:
     elif kind == "module":
         runpy.run_module(what, run_name="__main__", alter_sys=True)
     else:
-        exec(compile(what, "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+        code = compile(what, "<string>", "exec")
+        exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
 
 
 def _join_threads() -> None:

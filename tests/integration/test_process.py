@@ -120,7 +120,8 @@ def test_fork_child_stops_tracing_parent_goes_on(tmp_path):
         for _ in range(10):
             f()
         s = fasttrace.stop()
-        print("child", os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status)
+        print("child", os.waitstatus_to_exitcode(status)
+              if hasattr(os, "waitstatus_to_exitcode") else status)
     """)
     assert r.returncode == 0, r.stderr
     assert "child 0" in r.stdout

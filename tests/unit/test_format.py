@@ -15,7 +15,7 @@ import zlib
 
 import pytest
 
-from helpers import CHUNK_MAGIC, MAGIC, chunk
+from helpers import MAGIC, chunk
 from helpers import varint as vi
 
 import fasttrace

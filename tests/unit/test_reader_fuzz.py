@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import CHUNK_MAGIC, MAGIC, chunk
+from helpers import chunk
 from helpers import varint as vi
 
 import fasttrace

@@ -1,0 +1,203 @@
+"""Self time and call counts per distinct stack of each thread, in one streaming pass.
+
+Shared by the collapsed and pprof exporters (and the output/progress helpers by speedscope).
+Memory grows with the distinct stacks, functions and threads and with the stack depth, never
+with the number of events.
+
+Self time: between two consecutive events of a thread, the time goes to the stack that was open
+(its innermost frame).  Time with no frame open is not attributed to any stack; that includes a
+gap, because the reader closes every open frame where a gap starts and reopens the stack where it
+ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from itertools import chain, islice
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+
+    from fasttrace._core import Event, Function
+    from fasttrace._trace import Trace
+
+    Output = Union[str, "os.PathLike[str]", IO[bytes], IO[str]]
+    ProgressCallback = Callable[[int, int], None]
+
+BATCH = 1 << 16  # events between two progress reports
+
+
+def sanitise(name: str) -> str:
+    """A frame name safe for folded stacks: no `;` (the frame separator), no line breaks."""
+    return name.replace(";", ",").replace("\n", " ").replace("\r", " ")
+
+
+def frame_name(f: Function) -> str:
+    """`qualname (file:line)` for Python functions, `qualname` for C functions."""
+    if f.is_c:
+        return f.qualname or f.name
+    return f"{f.qualname} ({f.filename}:{f.lineno})"
+
+
+def thread_labels(trace: Trace) -> Dict[int, str]:
+    """Thread id -> its name; names shared by several threads get ` #id` to keep them apart."""
+    threads = sorted(trace.threads, key=lambda t: t.id)
+    seen: Dict[str, int] = {}
+    for t in threads:
+        seen[t.name] = seen.get(t.name, 0) + 1
+    return {t.id: t.name if seen[t.name] == 1 else f"{t.name} #{t.id}" for t in threads}
+
+
+@contextlib.contextmanager
+def binary_output(out: Output) -> Iterator[IO[bytes]]:
+    """A binary stream for `out`: a path (created or replaced), a binary file, or a text file
+    with an underlying `.buffer` (such as sys.stdout)."""
+    if isinstance(out, (str, os.PathLike)):
+        with open(out, "wb") as f:
+            yield f
+    elif isinstance(out, io.TextIOBase):
+        buffer = getattr(out, "buffer", None)
+        if buffer is None:
+            raise TypeError(f"{out!r} has no binary buffer: pass a path or a binary file")
+        out.flush()
+        yield buffer
+        buffer.flush()
+    else:
+        yield out  # type: ignore[misc]
+
+
+class Progress:
+    """Calls `callback(done, total)` every BATCH events; `total` is the trace's event records
+    (the reader adds synthetic events, so `done` is capped at it): for a progress bar."""
+
+    def __init__(self, callback: Optional[ProgressCallback], total: int) -> None:
+        self.callback = callback
+        self.total = max(int(total), 1)
+        self.done = 0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.callback is not None:
+            self.callback(min(self.done, self.total), self.total)
+
+    def finish(self) -> None:
+        if self.callback is not None:
+            self.callback(self.total, self.total)
+
+
+def batches(events: Iterator[Event], progress: Progress) -> Iterator[Iterator[Event]]:
+    """`events` in consecutive slices of BATCH; consume each slice before taking the next."""
+    while True:
+        first = next(events, None)
+        if first is None:
+            return
+        yield chain((first,), islice(events, BATCH - 1))
+        progress.add(BATCH)
+
+
+class Stacks:
+    """A trie of the stacks seen.  Node 0.. are stacks; each thread's nodes are one contiguous
+    range that starts with its root (the empty stack, fid 0)."""
+
+    def __init__(self, trace: Trace) -> None:
+        self.width = max((f.id for f in trace.functions), default=0) + 1
+        self.parent: List[int] = []
+        self.fid: List[int] = []
+        self.self_ns: List[int] = []  # time with this stack open; a root's: nothing open
+        self.calls: List[int] = []  # calls that opened this stack (synthetic ones excluded)
+        self.threads: List[Tuple[int, int, int]] = []  # (thread id, root node, end node)
+        self.span: Dict[int, Tuple[int, int]] = {}  # thread id -> first and last event ts
+        self.gaps = 0
+        self.dropped = 0
+        self.gap_ns = 0
+
+    def stack(self, node: int) -> List[int]:
+        """Function ids of `node`'s stack, leaf first."""
+        parent, fid = self.parent, self.fid
+        out = []
+        while fid[node]:
+            out.append(fid[node])
+            node = parent[node]
+        return out
+
+    def nodes(self) -> Iterator[Tuple[int, int]]:
+        """(thread id, node) for every non-root node, threads in id order."""
+        for tid, root, end in self.threads:
+            for node in range(root + 1, end):
+                yield tid, node
+
+    def add_thread(self, tid: int, events: Iterator[Event], progress: Progress) -> None:
+        first_event = next(events, None)
+        if first_event is None:
+            return
+        parent, fids, self_ns, calls = self.parent, self.fid, self.self_ns, self.calls
+        width = self.width
+        root = top = len(parent)
+        parent.append(-1)
+        fids.append(0)
+        self_ns.append(0)
+        calls.append(0)
+        trie: Dict[int, int] = {}  # top * width + fid -> node: no tuple per event
+        stack = [root]
+        first = last = first_event.ts
+        gaps = dropped = gap_ns = 0
+        for batch in batches(chain((first_event,), events), progress):
+            for e in batch:
+                ts = e.ts
+                self_ns[top] += ts - last
+                last = ts
+                k = e.kind
+                if k == "return" or k == "c_return":
+                    if top != root:  # else an orphan return: nothing is open
+                        stack.pop()
+                        top = stack[-1]
+                elif k == "gap":
+                    gaps += 1
+                    dropped += e.dropped
+                    gap_ns += ts - e.start_ts
+                else:
+                    fid = e.function.id
+                    key = top * width + fid
+                    node = trie.get(key)
+                    if node is None:
+                        node = trie[key] = len(parent)
+                        parent.append(top)
+                        fids.append(fid)
+                        self_ns.append(0)
+                        calls.append(0)
+                    if not e.synthetic:
+                        calls[node] += 1
+                    stack.append(node)
+                    top = node
+        self.threads.append((tid, root, len(parent)))
+        self.span[tid] = (first, last)
+        self.gaps += gaps
+        self.dropped += dropped
+        self.gap_ns += gap_ns
+
+
+def aggregate(trace: Trace, progress: Optional[ProgressCallback] = None) -> Stacks:
+    """One pass over the trace, thread by thread."""
+    stacks = Stacks(trace)
+    p = Progress(progress, trace.stats.events)
+    for t in sorted(trace.threads, key=lambda t: t.id):
+        stacks.add_thread(t.id, trace.events(thread=t.id, gaps=True), p)
+    p.finish()
+    return stacks
+
+
+def summary(stacks: Stacks, **extra: Any) -> Dict[str, Any]:
+    """The dict the collapsed and pprof writers return."""
+    roots = {root for _, root, _ in stacks.threads}
+    return {
+        **extra,
+        "threads": len(stacks.threads),
+        "stacks": len(stacks.parent) - len(roots),
+        "self_ns": sum(w for n, w in enumerate(stacks.self_ns) if n not in roots),
+        "gaps": stacks.gaps,
+        "dropped": stacks.dropped,
+        "gap_ns": stacks.gap_ns,
+    }

@@ -1,0 +1,282 @@
+"""Perfetto protobuf trace (ui.perfetto.dev, trace_processor), hand-encoded and streamed.
+
+The file is a `Trace` message: packets `0A <len> <TracePacket>` written one after the other, so
+memory depends on the number of functions and threads, never on the number of events.
+
+* One process track (pid, cmdline = argv, process name = argv without the interpreter and its
+  options, see process_name()) and one thread track per thread (tid = native_id, or the
+  file's small thread id when unknown).
+* Every thread is its own packet sequence (trusted_packet_sequence_id = 1 + thread id; 1 is
+  the process). Its first packet sets SEQ_INCREMENTAL_STATE_CLEARED, the thread's track as
+  TrackEventDefaults.track_uuid and the interned categories "python" (iid 1) and "c" (iid 2);
+  later packets set SEQ_NEEDS_INCREMENTAL_STATE.
+* call/c_call -> TYPE_SLICE_BEGIN with name_iid = function id (the qualname, interned in the
+  sequence's packet that first uses it) and, for Python code, source_location_iid = function id
+  (interned file_name, function_name, line_number: trace_processor shows them as the slice's
+  args source.file_name / source.line_number). return/c_return -> TYPE_SLICE_END.
+* Timestamps: TracePacket.timestamp = header start_monotonic_ns + event ts (CLOCK_MONOTONIC
+  ns), on the default trace clock (no timestamp_clock_id, no clock snapshot, so no clock
+  conversion can fail). On Linux BOOTTIME = MONOTONIC + time suspended, so the slices line up
+  with other traces of the same boot taken without a suspend in between.
+* A gap (dropped events) -> TYPE_INSTANT "fasttrace: N events dropped" on the thread's track
+  at the gap's start, with debug annotations dropped and gap_ns. A truncated trace ends with
+  an instant "fasttrace: trace truncated" (annotation damage) on the process track.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import IO, Any, Callable, Dict, List, Optional, Tuple, Union
+
+    from fasttrace._core import Function, Thread
+    from fasttrace._trace import Trace
+
+    Output = Union[str, "os.PathLike[str]", IO[bytes], IO[str]]
+    Progress = Optional[Callable[[int, int], None]]
+
+FLUSH_BYTES = 1 << 20
+CAT_PYTHON, CAT_C = 1, 2
+_LO14 = [bytes(((i & 0x7F) | 0x80, (i >> 7) | 0x80)) for i in range(1 << 14)]
+
+
+def varint(n: int) -> bytes:
+    """Unsigned LEB128; a negative n is encoded as its 64-bit two's complement."""
+    if 0 <= n < 0x80:
+        return bytes((n,))
+    n &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def f_uint(field: int, n: int) -> bytes:
+    return varint(field << 3) + varint(n)
+
+
+def f_bytes(field: int, data: bytes) -> bytes:
+    return varint(field << 3 | 2) + varint(len(data)) + data
+
+
+def f_str(field: int, s: str) -> bytes:
+    return f_bytes(field, s.encode("utf-8", "replace"))
+
+
+def packet(body: bytes) -> bytes:
+    return b"\x0a" + varint(len(body)) + body
+
+
+NEEDS_STATE = f_uint(13, 2)  # sequence_flags = SEQ_NEEDS_INCREMENTAL_STATE
+CLEARED = f_uint(13, 1)      # sequence_flags = SEQ_INCREMENTAL_STATE_CLEARED
+TS_TAG = b"\x40"             # TracePacket.timestamp, the last field of every event packet
+
+
+def _annotation(name: str, value: Union[int, str]) -> bytes:
+    v = f_uint(3, value) if isinstance(value, int) else f_str(6, value)
+    return f_bytes(4, f_str(10, name) + v)  # TrackEvent.debug_annotations
+
+
+def _instant(seq: bytes, ts: int, name: str, notes: Dict[str, Union[int, str]],
+             track_uuid: Optional[int] = None) -> bytes:
+    ev = f_uint(9, 3) + f_str(22, "fasttrace") + f_str(23, name)
+    if track_uuid is not None:
+        ev += f_uint(11, track_uuid)
+    ev += b"".join(_annotation(k, v) for k, v in notes.items())
+    return packet(seq + NEEDS_STATE + f_bytes(11, ev) + f_uint(8, ts))
+
+
+class _Sequence:
+    """One thread's packet sequence: its encoded packets, and which names it has interned."""
+
+    __slots__ = ("seq", "uuid", "raw", "cache", "end")
+
+    def __init__(self, seq_id: int, uuid: int) -> None:
+        self.seq = f_uint(10, seq_id)
+        self.uuid = uuid
+        self.raw: Dict[Function, bytes] = {}    # function -> begin packet body (interned)
+        self.cache: Dict[Function, bytes] = {}  # function -> length prefix + body, for ts_len
+        self.end = b""
+
+    def header(self, pid: int, parent: int, tid: int, name: str) -> bytes:
+        defaults = f_bytes(59, f_bytes(11, f_uint(11, self.uuid)))
+        cats = f_bytes(12, f_bytes(1, f_uint(1, CAT_PYTHON) + f_str(2, "python"))
+                       + f_bytes(1, f_uint(1, CAT_C) + f_str(2, "c")))
+        thread = f_uint(1, pid) + f_uint(2, tid) + f_str(5, name)
+        desc = f_bytes(60, f_uint(1, self.uuid) + f_uint(5, parent) + f_bytes(4, thread))
+        return packet(self.seq + CLEARED + defaults + cats + desc)
+
+    def set_ts_len(self, ts_len: int) -> None:
+        body = self.seq + NEEDS_STATE + f_bytes(11, f_uint(9, 2)) + TS_TAG
+        self.end = b"\x0a" + varint(len(body) + ts_len) + body
+        self.cache.clear()
+
+    def begin(self, f: Function, ts_len: int) -> bytes:
+        """Prefix + body of a SLICE_BEGIN of f up to the timestamp's bytes.  The first one on
+        the sequence carries the interned name (and source location) and is not cached."""
+        body = self.raw.get(f)
+        if body is not None:
+            b = self.cache[f] = b"\x0a" + varint(len(body) + ts_len) + body
+            return b
+        iid = f.id
+        ev = f_uint(9, 1) + f_uint(3, CAT_C if f.is_c else CAT_PYTHON) + f_uint(10, iid)
+        interned = f_bytes(2, f_uint(1, iid) + f_str(2, f.qualname or f.name))
+        if not f.is_c and f.filename:
+            ev += f_uint(34, iid)
+            loc = f_uint(1, iid) + f_str(2, f.filename) + f_str(3, f.qualname)
+            interned += f_bytes(4, loc + f_uint(4, f.lineno))
+        head = self.seq + NEEDS_STATE + f_bytes(11, ev)
+        self.raw[f] = head + TS_TAG
+        first = head + f_bytes(12, interned) + TS_TAG
+        return b"\x0a" + varint(len(first) + ts_len) + first
+
+
+def _sequence(seqs: Dict[int, _Sequence], out: bytearray, pid: int, uuid0: int, tid: int,
+              thread: Optional[Thread], ts_len: int) -> _Sequence:
+    """A new thread's sequence; its first packet goes to out."""
+    s = seqs[tid] = _Sequence(1 + tid, uuid0 + tid)
+    native = thread.native_id if thread is not None else None
+    name = thread.name if thread is not None else f"thread-{tid}"
+    out += s.header(pid, uuid0, int(native) if native else tid, name)
+    s.set_ts_len(ts_len)
+    return s
+
+
+def process_name(argv: List[str], pid: int) -> str:
+    """A short name for the traced program: argv without the interpreter and its options
+    (`python -m mod args` -> `mod args`, `python app.py` -> `app.py`), at most 64 chars."""
+    if not argv:
+        return f"pid {pid}"
+    words = list(argv)
+    if os.path.basename(words[0]).startswith("python") and len(words) > 1:
+        i = 1
+        while i < len(words) and words[i].startswith("-") and words[i] not in ("-m", "-c", "-"):
+            i += 2 if words[i] in ("-X", "-W") else 1
+        words = words[i:] or words[:1]
+        if words[0] == "-m" and len(words) > 1:
+            words = words[1:]
+    words[0] = os.path.basename(words[0]) or words[0]
+    name = " ".join(words)
+    return name if len(name) <= 64 else name[:61] + "..."
+
+
+def open_binary(out: Output) -> Tuple[IO[bytes], bool]:
+    """(binary stream, whether to close it) for a path, a binary file, or a text file with a
+    `.buffer` (such as sys.stdout)."""
+    if isinstance(out, (str, os.PathLike)):
+        return open(out, "wb"), True
+    if isinstance(out, io.TextIOBase):
+        buffer = getattr(out, "buffer", None)
+        if buffer is None:
+            raise TypeError(f"{out!r} has no binary buffer: pass a path or a binary file")
+        out.flush()
+        return buffer, False
+    return out, False  # type: ignore[return-value]
+
+
+def write(trace: Trace, out: Output, *, progress: Progress = None) -> Dict[str, Any]:
+    """Writes `trace` to `out` (a path, or a binary file) as a Perfetto protobuf trace.
+
+    progress(done, total) is called about every megabyte of output and at the end, with the
+    events converted so far and trace.stats.events (done is capped at total: the reader adds
+    synthetic events).  Returns {"format", "events", "gaps", "dropped", "threads", "functions",
+    "bytes", "truncated"}.
+    """
+    f, close = open_binary(out)
+    try:
+        return _write(trace, f, progress)
+    finally:
+        if close:
+            f.close()
+
+
+def _write(trace: Trace, f: IO[bytes], progress: Progress) -> Dict[str, Any]:
+    h = trace.header
+    pid = int(h["pid"])
+    argv: List[str] = list(h.get("argv") or [])
+    base = int(h["start_monotonic_ns"])
+    total = max(int(trace.stats.events), 1)
+    uuid0 = ((pid & 0xFFFF) << 40 | (int(h["start_wall_ns"]) >> 20 & 0xFFFFFF) << 16) or 1 << 40
+    proc_seq = f_uint(10, 1)
+    name = process_name(argv, pid)
+    proc = f_uint(1, pid) + b"".join(f_str(2, a) for a in argv) + f_str(6, name)
+    out = bytearray(packet(proc_seq + CLEARED + f_bytes(60, f_uint(1, uuid0) + f_bytes(3, proc))))
+
+    seqs: Dict[int, _Sequence] = {}
+    last_hi = -1
+    hib = b""
+    ts_len = 0
+    cur_tid = -1
+    cache: Dict[Function, bytes] = {}
+    end = b""
+    st: Optional[_Sequence] = None
+    lo = _LO14
+    n = gaps = dropped = 0
+    ts = base
+    written = 0
+    for t in sorted(trace.threads, key=lambda t: t.id):
+        _sequence(seqs, out, pid, uuid0, t.id, t, ts_len)
+    for e in trace.events(gaps=True):
+        n += 1
+        tid = e.thread
+        if tid != cur_tid:
+            st = seqs.get(tid) or _sequence(seqs, out, pid, uuid0, tid, None, ts_len)
+            cur_tid, cache, end = tid, st.cache, st.end
+        ts = e.ts + base
+        hi = ts >> 14
+        if hi != last_hi:
+            # The timestamp varint is _LO14[low 14 bits] + varint(the rest); the rest changes
+            # every 16.4 us.  (ts < 2**14, only in hand-made files, gives an over-long but
+            # valid varint.)
+            last_hi = hi
+            hib = varint(hi & 0x3FFFFFFFFFFFF)
+            if len(hib) + 2 != ts_len:
+                ts_len = len(hib) + 2
+                for s in seqs.values():
+                    s.set_ts_len(ts_len)
+                end = st.end  # type: ignore[union-attr]
+        k = e.kind
+        if k == "return" or k == "c_return":
+            out += end
+        elif k == "call" or k == "c_call":
+            b = cache.get(e.function)
+            out += b if b is not None else st.begin(e.function, ts_len)  # type: ignore[union-attr]
+        else:  # a gap: instant at its start; the reader closed the frames there already
+            gaps += 1
+            dropped += e.dropped
+            start = e.start_ts + base
+            notes: Dict[str, Union[int, str]] = {"dropped": e.dropped, "gap_ns": e.ts - e.start_ts}
+            out += _instant(st.seq, start, f"fasttrace: {e.dropped} events dropped", notes)  # type: ignore[union-attr]
+            continue
+        out += lo[ts & 0x3FFF]
+        out += hib
+        if len(out) >= FLUSH_BYTES:
+            f.write(out)
+            written += len(out)
+            out.clear()
+            if progress is not None:
+                progress(min(n, total), total)
+    if trace.stats.truncated:
+        end_ts = max(ts, base + int(trace.stats.duration_ns))
+        notes = {"damage": trace.damage or "the file ends early"}
+        out += _instant(proc_seq, end_ts, "fasttrace: trace truncated", notes, uuid0)
+    f.write(out)
+    written += len(out)
+    f.flush()
+    if progress is not None:
+        progress(total, total)
+    return {
+        "format": "perfetto",
+        "events": n - gaps,
+        "gaps": gaps,
+        "dropped": dropped,
+        "threads": len(seqs),
+        "functions": len({fn for s in seqs.values() for fn in s.raw}),
+        "bytes": written,
+        "truncated": bool(trace.stats.truncated),
+    }

@@ -1,0 +1,116 @@
+"""speedscope JSON (https://www.speedscope.app/file-format-schema.json): a timeline per thread.
+
+* `shared.frames`: one frame per traced function: `name` (qualname), and for Python functions
+  `file` and `line` (its first line).
+* `profiles`: one "evented" profile per thread that has events, threads in id order, named after
+  the thread.  Events are "O" (open) and "C" (close) of a frame index, balanced and in time
+  order, `at` in **nanoseconds since the trace started** (`unit: "nanoseconds"`), so threads
+  line up.  `startValue`/`endValue` are the thread's first and last event.
+* A gap where events were dropped has no frame open: the reader closes the stack where the gap
+  starts and reopens it where the gap ends, and nothing is emitted for the gap itself.
+
+The file is written while the trace is read, one thread at a time (each thread's events are
+decoded on their own pass), so memory does not grow with the number of events.
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import chain
+
+from fasttrace._version import __version__
+from fasttrace.export._stacks import Progress, batches, binary_output, thread_labels
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any, Dict, Iterator, List, Optional
+
+    from fasttrace._core import Event, Function
+    from fasttrace._trace import Trace
+    from fasttrace.export._stacks import Output, ProgressCallback
+
+SCHEMA = "https://www.speedscope.app/file-format-schema.json"
+
+
+def _frame(f: Function) -> Dict[str, Any]:
+    if f.is_c:
+        return {"name": f.qualname or f.name}
+    return {"name": f.qualname, "file": f.filename, "line": f.lineno}
+
+
+def write(trace: Trace, out: Output, *, progress: Optional[ProgressCallback] = None
+          ) -> Dict[str, Any]:
+    """Writes `trace` as speedscope JSON to `out` (a path or a file).  Returns a summary:
+    profiles, frames, events (open and close events written), gaps, dropped."""
+    functions = sorted(trace.functions, key=lambda f: f.id)
+    index = {f.id: i for i, f in enumerate(functions)}
+    # Each event is one %-format of a prebuilt string (the leading comma is cut from a
+    # profile's first event)
+    opens = {f.id: ',{"type":"O","frame":%d,"at":%%d}' % index[f.id] for f in functions}
+    closes = {f.id: ',{"type":"C","frame":%d,"at":%%d}' % index[f.id] for f in functions}
+    argv = trace.header.get("argv") or []
+    head = {
+        "$schema": SCHEMA,
+        "name": " ".join(argv) or trace.path,
+        "exporter": f"fasttrace {__version__}",
+        "activeProfileIndex": 0,
+        "shared": {"frames": [_frame(f) for f in functions]},
+    }
+    p = Progress(progress, trace.stats.events)
+    result = {"format": "speedscope", "profiles": 0, "frames": len(functions), "events": 0,
+              "gaps": 0, "dropped": 0}
+    with binary_output(out) as f:
+        f.write(json.dumps(head)[:-1].encode("utf-8") + b',"profiles":[')
+        for tid, name in thread_labels(trace).items():
+            events = trace.events(thread=tid, gaps=True)
+            first = next(events, None)
+            if first is None:
+                continue
+            if result["profiles"]:
+                f.write(b",")
+            result["profiles"] += 1
+            profile = {"type": "evented", "name": name, "unit": "nanoseconds"}
+            f.write(json.dumps(profile)[:-1].encode("utf-8") + b',"events":[')
+            last = _write_events(f, chain((first,), events), opens, closes, p, result)
+            bounds = {"startValue": first.ts, "endValue": last}
+            f.write(b"]," + json.dumps(bounds)[1:].encode("utf-8"))
+        f.write(b"]}\n")
+    p.finish()
+    return result
+
+
+def _write_events(f: IO[bytes], events: Iterator[Event], opens: Dict[int, str],
+                  closes: Dict[int, str], progress: Progress, result: Dict[str, Any]) -> int:
+    """Writes one thread's events; returns the last event's ts."""
+    stack: List[str] = []  # the close templates of the open frames
+    leading_comma = True  # the first event written must not have one
+    last = 0
+    written = gaps = dropped = 0
+    for batch in batches(events, progress):
+        parts: List[str] = []
+        add = parts.append
+        for e in batch:
+            k = e.kind
+            if k == "return" or k == "c_return":
+                if stack:  # else an orphan return: nothing open to close
+                    add(stack.pop() % e.ts)
+            elif k == "gap":
+                gaps += 1
+                dropped += e.dropped
+            else:
+                fid = e.function.id
+                add(opens[fid] % e.ts)
+                stack.append(closes[fid])
+        last = e.ts  # batches are never empty
+        if parts:
+            written += len(parts)
+            text = "".join(parts)
+            if leading_comma:
+                text, leading_comma = text[1:], False
+            f.write(text.encode("utf-8"))
+    if stack:  # cannot happen: the reader closes every frame at the end
+        raise AssertionError(f"{len(stack)} frames left open")
+    result["events"] += written
+    result["gaps"] += gaps
+    result["dropped"] += dropped
+    return last
