@@ -28,12 +28,14 @@ MODES = ["runpy-only", "profile_empty", "profile_record", "pep523_empty", "pep52
 
 
 def default_python():
-    root = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True).stdout.strip()
+    root = subprocess.run(["pyenv", "root"], capture_output=True, text=True,
+                          check=True).stdout.strip()
     return str(Path(root) / "versions" / "3.11.7" / "bin" / "python")
 
 
 def ensure_built(py):
-    suffix = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"],
+    get_suffix = "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"
+    suffix = subprocess.run([py, "-c", get_suffix],
                             capture_output=True, text=True, check=True).stdout.strip()
     so = BUILD / f"_floor{suffix}"
     if not so.exists() or so.stat().st_mtime < (HERE / "floor.c").stat().st_mtime:
@@ -50,7 +52,8 @@ def timed(cmd, env):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--python")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--modes", default=",".join(MODES))

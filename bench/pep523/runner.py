@@ -10,7 +10,8 @@ import runpy
 import sys
 
 mode, workload = sys.argv[1], sys.argv[2]
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".venvs", "pep523-build"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", ".venvs", "pep523-build"))
 import _floor  # noqa: E402
 
 sys.argv = [workload]
