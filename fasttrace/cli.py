@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fasttrace.commands import dump, info, report, run
+from fasttrace.commands import convert, dump, info, report, run
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List, Optional
 
-COMMANDS = {"run": run, "report": report, "info": info, "dump": dump}
+COMMANDS = {
+    "run": run,
+    "report": report,
+    "convert": convert,
+    "info": info,
+    "dump": dump,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
+import threading
 import sys
 import textwrap
 import zlib
@@ -62,3 +63,40 @@ def run_script(tmp_path: Path, source: str, *args: str, timeout: float = 60, env
         cwd=tmp_path,
         env=full_env,
     )
+
+
+def trace_with_drops(tmp_path: Path, work):
+    """Traces work() into a FIFO that nobody reads until work() returns: the writer thread
+    blocks, the smallest ring fills and the program goes on dropping.  Returns the loaded
+    trace and stop()'s summary."""
+    import fasttrace
+    from fasttrace._tracer import MIN_BUFFER_SIZE
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    data = bytearray()
+    release = threading.Event()
+
+    def drain():
+        fd = os.open(fifo, os.O_RDONLY)
+        release.wait()
+        while True:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            data.extend(chunk)
+        os.close(fd)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    fasttrace.start(fifo, buffer_size=MIN_BUFFER_SIZE)
+    try:
+        work()
+    finally:
+        release.set()
+        summary = fasttrace.stop()
+        reader.join()
+    assert summary.dropped > 0, "the ring never filled"
+    path = tmp_path / "dropped.ftrace"
+    path.write_bytes(bytes(data))
+    return fasttrace.load(path), summary

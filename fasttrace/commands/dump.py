@@ -70,7 +70,11 @@ class Dumper:
         off = R.PREAMBLE + body
         while off < len(d):
             if len(d) - off < R.CHUNK.size:
-                self.out(off, 0, f"END {len(d) - off} trailing bytes (padding or a cut header)")
+                if d[off:].strip(b"\0"):
+                    self.out(off, 0, f"DAMAGE file ends inside a chunk header "
+                                     f"({len(d) - off} of {R.CHUNK.size} bytes)")
+                    return 1
+                self.out(off, 0, f"END {len(d) - off} bytes of zero padding")
                 break
             magic, size, crc, ctype, cflags, _r, thread, records, base = R.CHUNK.unpack_from(
                 d, off)

@@ -70,18 +70,25 @@ def binary_output(out: Output) -> Iterator[IO[bytes]]:
 
 
 class Progress:
-    """Calls `callback(done, total)` every BATCH events; `total` is the trace's event records
-    (the reader adds synthetic events, so `done` is capped at it): for a progress bar."""
+    """Calls `callback(done, total)` about every BATCH events and at the end: event records
+    converted so far (the reader's synthetic events are not counted) and trace.stats.events."""
 
-    def __init__(self, callback: Optional[ProgressCallback], total: int) -> None:
+    def __init__(self, callback: Optional[ProgressCallback], trace: Trace) -> None:
         self.callback = callback
-        self.total = max(int(total), 1)
+        self.records: Dict[int, int] = dict(trace._file.thread_records)  # thread id -> records
+        self.total = int(trace.stats.events)
+        self.base = 0  # records of the threads done
+        self.thread = self.done = 0
+
+    def start_thread(self, tid: int) -> None:
+        self.base += self.thread
+        self.thread = self.records.get(tid, 0)
         self.done = 0
 
     def add(self, n: int) -> None:
-        self.done += n
+        self.done = min(self.done + n, self.thread)
         if self.callback is not None:
-            self.callback(min(self.done, self.total), self.total)
+            self.callback(min(self.base + self.done, self.total), self.total)
 
     def finish(self) -> None:
         if self.callback is not None:
@@ -130,6 +137,7 @@ class Stacks:
                 yield tid, node
 
     def add_thread(self, tid: int, events: Iterator[Event], progress: Progress) -> None:
+        progress.start_thread(tid)
         first_event = next(events, None)
         if first_event is None:
             return
@@ -182,7 +190,7 @@ class Stacks:
 def aggregate(trace: Trace, progress: Optional[ProgressCallback] = None) -> Stacks:
     """One pass over the trace, thread by thread."""
     stacks = Stacks(trace)
-    p = Progress(progress, trace.stats.events)
+    p = Progress(progress, trace)
     for t in sorted(trace.threads, key=lambda t: t.id):
         stacks.add_thread(t.id, trace.events(thread=t.id, gaps=True), p)
     p.finish()

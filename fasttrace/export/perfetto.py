@@ -13,7 +13,9 @@ memory depends on the number of functions and threads, never on the number of ev
 * call/c_call -> TYPE_SLICE_BEGIN with name_iid = function id (the qualname, interned in the
   sequence's packet that first uses it) and, for Python code, source_location_iid = function id
   (interned file_name, function_name, line_number: trace_processor shows them as the slice's
-  args source.file_name / source.line_number). return/c_return -> TYPE_SLICE_END.
+  args source.file_name / source.line_number). return/c_return -> TYPE_SLICE_END; a return
+  with no slice open on its thread (an orphan: its frame was entered before the trace started
+  and missed by the stack snapshot) is left out, so every track's slices nest.
 * Timestamps: TracePacket.timestamp = header start_monotonic_ns + event ts (CLOCK_MONOTONIC
   ns), on the default trace clock (no timestamp_clock_id, no clock snapshot, so no clock
   conversion can fail). On Linux BOOTTIME = MONOTONIC + time suspended, so the slices line up
@@ -184,8 +186,8 @@ def write(trace: Trace, out: Output, *, progress: Progress = None) -> Dict[str, 
 
     progress(done, total) is called about every megabyte of output and at the end, with the
     events converted so far and trace.stats.events (done is capped at total: the reader adds
-    synthetic events).  Returns {"format", "events", "gaps", "dropped", "threads", "functions",
-    "bytes", "truncated"}.
+    synthetic events).  Returns {"format", "events" (written as slice begins and ends), "gaps",
+    "dropped", "orphans", "threads", "functions", "bytes", "truncated"}.
     """
     f, close = open_binary(out)
     try:
@@ -214,9 +216,10 @@ def _write(trace: Trace, f: IO[bytes], progress: Progress) -> Dict[str, Any]:
     cur_tid = -1
     cache: Dict[Function, bytes] = {}
     end = b""
-    st: Optional[_Sequence] = None
+    st = _Sequence(0, 0)  # the current thread's, set at the first event
     lo = _LO14
-    n = gaps = dropped = 0
+    n = gaps = dropped = orphans = depth = 0
+    depths: Dict[int, int] = {}  # thread id -> slices open (but the current thread's)
     ts = base
     written = 0
     for t in sorted(trace.threads, key=lambda t: t.id):
@@ -226,7 +229,8 @@ def _write(trace: Trace, f: IO[bytes], progress: Progress) -> Dict[str, Any]:
         tid = e.thread
         if tid != cur_tid:
             st = seqs.get(tid) or _sequence(seqs, out, pid, uuid0, tid, None, ts_len)
-            cur_tid, cache, end = tid, st.cache, st.end
+            depths[cur_tid] = depth
+            cur_tid, cache, end, depth = tid, st.cache, st.end, depths.get(tid, 0)
         ts = e.ts + base
         hi = ts >> 14
         if hi != last_hi:
@@ -239,19 +243,24 @@ def _write(trace: Trace, f: IO[bytes], progress: Progress) -> Dict[str, Any]:
                 ts_len = len(hib) + 2
                 for s in seqs.values():
                     s.set_ts_len(ts_len)
-                end = st.end  # type: ignore[union-attr]
+                end = st.end
         k = e.kind
         if k == "return" or k == "c_return":
+            if not depth:  # an orphan: its frame was entered before the trace started
+                orphans += 1
+                continue
+            depth -= 1
             out += end
         elif k == "call" or k == "c_call":
+            depth += 1
             b = cache.get(e.function)
-            out += b if b is not None else st.begin(e.function, ts_len)  # type: ignore[union-attr]
+            out += b if b is not None else st.begin(e.function, ts_len)
         else:  # a gap: instant at its start; the reader closed the frames there already
             gaps += 1
             dropped += e.dropped
             start = e.start_ts + base
             notes: Dict[str, Union[int, str]] = {"dropped": e.dropped, "gap_ns": e.ts - e.start_ts}
-            out += _instant(st.seq, start, f"fasttrace: {e.dropped} events dropped", notes)  # type: ignore[union-attr]
+            out += _instant(st.seq, start, f"fasttrace: {e.dropped} events dropped", notes)
             continue
         out += lo[ts & 0x3FFF]
         out += hib
@@ -272,9 +281,10 @@ def _write(trace: Trace, f: IO[bytes], progress: Progress) -> Dict[str, Any]:
         progress(total, total)
     return {
         "format": "perfetto",
-        "events": n - gaps,
+        "events": n - gaps - orphans,
         "gaps": gaps,
         "dropped": dropped,
+        "orphans": orphans,
         "threads": len(seqs),
         "functions": len({fn for s in seqs.values() for fn in s.raw}),
         "bytes": written,

@@ -7,7 +7,8 @@ For `go tool pprof` and the tools that read it.  One sample per distinct stack o
 * a `thread` label with the thread's name (`-tagfocus thread=...` picks threads);
 * locations leaf first; one function and one location per traced function (Python functions
   carry their file and first line; a trace has no call-site lines);
-* `time_nanos` = the trace's wall-clock start, `duration_nanos` = its duration, `period_type`
+* `time_nanos` = the trace's wall-clock start, `duration_nanos` = its duration (or up to its
+  last event if that is later, as in a truncated trace), `period_type`
   wall/nanoseconds with period 1 (every call and return was seen, nothing is sampled).
 
 Time with no frame open (including gaps where events were dropped) is in no sample.
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 
 # Profile fields
 SAMPLE_TYPE, SAMPLE, MAPPING, LOCATION, FUNCTION, STRING_TABLE = 1, 2, 3, 4, 5, 6
-TIME_NANOS, DURATION_NANOS, PERIOD_TYPE, PERIOD, COMMENT, DEFAULT_SAMPLE_TYPE = 9, 10, 11, 12, 13, 14
+TIME_NANOS, DURATION_NANOS, PERIOD_TYPE, PERIOD = 9, 10, 11, 12
+COMMENT, DEFAULT_SAMPLE_TYPE = 13, 14
 
 
 def varint(n: int) -> bytes:
@@ -118,7 +120,9 @@ def write(trace: Trace, out: Output, *, progress: Optional[ProgressCallback] = N
                                 + field_int(3, s(system_name)) + field_int(4, s(fn.filename))
                                 + field_int(5, fn.lineno)))
         f.write(field_int(TIME_NANOS, trace.header.get("start_wall_ns", 0)))
-        f.write(field_int(DURATION_NANOS, trace.stats.duration_ns))
+        # A truncated trace's duration only reaches its last clock record; its events can go on
+        end = max([trace.stats.duration_ns] + [last for _, last in stacks.span.values()])
+        f.write(field_int(DURATION_NANOS, end))
         f.write(field_bytes(PERIOD_TYPE, value_type(s, "wall", "nanoseconds")))
         f.write(field_int(PERIOD, 1))
         argv = trace.header.get("argv") or []

@@ -53,16 +53,16 @@ def write(trace: Trace, out: Output, *, progress: Optional[ProgressCallback] = N
         "$schema": SCHEMA,
         "name": " ".join(argv) or trace.path,
         "exporter": f"fasttrace {__version__}",
-        "activeProfileIndex": 0,
         "shared": {"frames": [_frame(f) for f in functions]},
     }
-    p = Progress(progress, trace.stats.events)
-    result = {"format": "speedscope", "profiles": 0, "frames": len(functions), "events": 0,
-              "gaps": 0, "dropped": 0}
+    p = Progress(progress, trace)
+    result: Dict[str, Any] = {"format": "speedscope", "profiles": 0, "frames": len(functions),
+                              "events": 0, "gaps": 0, "dropped": 0}
     with binary_output(out) as f:
         f.write(json.dumps(head)[:-1].encode("utf-8") + b',"profiles":[')
         for tid, name in thread_labels(trace).items():
             events = trace.events(thread=tid, gaps=True)
+            p.start_thread(tid)
             first = next(events, None)
             if first is None:
                 continue
@@ -74,7 +74,8 @@ def write(trace: Trace, out: Output, *, progress: Optional[ProgressCallback] = N
             last = _write_events(f, chain((first,), events), opens, closes, p, result)
             bounds = {"startValue": first.ts, "endValue": last}
             f.write(b"]," + json.dumps(bounds)[1:].encode("utf-8"))
-        f.write(b"]}\n")
+        # (keys in any order: this one only once there is a profile to point at)
+        f.write(b'],"activeProfileIndex":0}\n' if result["profiles"] else b"]}\n")
     p.finish()
     return result
 

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+from helpers import trace_with_drops
 
 import fasttrace
 from fasttrace._analysis import function_stats
@@ -59,35 +60,11 @@ def test_self_times_add_up_to_traced_time_per_thread(traced):
 
 
 def test_gaps_are_not_attributed(tmp_path):
-    import os
+    def work():
+        for _ in range(200_000):
+            len(())
 
-    from fasttrace._tracer import MIN_BUFFER_SIZE
-
-    fifo = tmp_path / "pipe"
-    os.mkfifo(fifo)
-    data, release = bytearray(), threading.Event()
-
-    def drain():
-        fd = os.open(fifo, os.O_RDONLY)
-        release.wait()
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            data.extend(chunk)
-        os.close(fd)
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    fasttrace.start(fifo, buffer_size=MIN_BUFFER_SIZE)
-    for _ in range(200_000):
-        len(())
-    release.set()
-    fasttrace.stop()
-    reader.join()
-    path = tmp_path / "d.ftrace"
-    path.write_bytes(bytes(data))
-    trace = fasttrace.load(path)
+    trace, _ = trace_with_drops(tmp_path, work)
     main_stats = function_stats(trace)[1]
     assert main_stats.dropped > 0 and main_stats.gap_ns > 0
     total_self = sum(f.self_ns for f in main_stats.functions.values())

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import threading
 from collections import Counter
 
-import fasttrace
-from fasttrace._tracer import MIN_BUFFER_SIZE
+from helpers import trace_with_drops
 
 
 def leaf():
@@ -20,35 +17,10 @@ def outer():
 
 
 def test_full_ring_drops_and_marks_the_gap(tmp_path):
-    # The trace goes into a FIFO that nobody reads until the work is done: the writer thread
-    # blocks, the smallest ring fills, and the program must go on dropping.
-    fifo = tmp_path / "pipe"
-    os.mkfifo(fifo)
-    data = bytearray()
-    release = threading.Event()
-
-    def drain():
-        fd = os.open(fifo, os.O_RDONLY)
-        release.wait()
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            data.extend(chunk)
-        os.close(fd)
-
-    reader = threading.Thread(target=drain)
-    reader.start()
-    fasttrace.start(fifo, buffer_size=MIN_BUFFER_SIZE)
-    outer()
-    release.set()
-    summary = fasttrace.stop()
-    reader.join()
+    # The writer is stalled (a FIFO nobody reads yet), the smallest ring fills, and the program
+    # must go on, dropping.
+    trace, summary = trace_with_drops(tmp_path, outer)
     assert summary.dropped > 100_000
-
-    path = tmp_path / "dropped.ftrace"
-    path.write_bytes(bytes(data))
-    trace = fasttrace.load(path)
     assert trace.stats.dropped == summary.dropped
     assert not trace.stats.truncated
 

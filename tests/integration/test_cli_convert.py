@@ -1,0 +1,59 @@
+"""`fasttrace convert`: every format from the command line, notes on damage, clean errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import fasttrace
+from fasttrace import export
+
+
+def cli(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "fasttrace", *args], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120)
+
+
+def work(n):
+    return n if n < 2 else work(n - 1) + work(n - 2)
+
+
+@pytest.fixture
+def good(tmp_path):
+    path = tmp_path / "good.ftrace"
+    with fasttrace.start(path):
+        work(10)
+    return path
+
+
+@pytest.mark.parametrize("fmt", sorted(export.FORMATS))
+def test_every_format_converts_with_a_default_name(tmp_path, good, fmt):
+    r = cli(tmp_path, "convert", str(good), "--format", fmt)
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / ("good" + export.suffix(fmt))
+    assert out.exists() and out.stat().st_size > 0
+    assert f"wrote {fmt} to {out}" in r.stderr
+    assert "note:" not in r.stderr
+
+
+def test_truncated_trace_converts_with_a_note(tmp_path, good):
+    cut = tmp_path / "cut.ftrace"
+    cut.write_bytes(good.read_bytes()[:-60])  # into the trailer: every event chunk stays
+    r = cli(tmp_path, "convert", str(cut), "-f", "collapsed", "-o", "cut.folded")
+    assert r.returncode == 0, r.stderr
+    assert "note: the trace is truncated" in r.stderr
+    assert (tmp_path / "cut.folded").read_text().strip()
+
+
+def test_errors_are_one_line(tmp_path, good):
+    bad = tmp_path / "bad.ftrace"
+    bad.write_bytes(b"\x00" * 100)
+    r = cli(tmp_path, "convert", str(bad), "-f", "chrome")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "bad magic" in r.stderr
+    r = cli(tmp_path, "convert", str(good), "-f", "chrome", "-o", "/sys/x.json")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert "cannot write '/sys/x.json'" in r.stderr
+    r = cli(tmp_path, "convert", str(good), "-f", "svg")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
