@@ -39,10 +39,6 @@ FUZZ = settings(max_examples=int(os.environ.get("FASTTRACE_FUZZ_EXAMPLES", "600"
 
 # ---- running both readers ---------------------------------------------------------------
 
-def _c_int(x):
-    return (x + (1 << 31)) % (1 << 32) - (1 << 31)
-
-
 def run_native(path):
     events, fns, threads, header = [], None, None, None
     try:
@@ -69,7 +65,7 @@ def run_python(data):
     try:
         t = _pyreader.read(data)
         header = t.header
-        fns = {i: (f["name"], f["qualname"], f["filename"], _c_int(f["lineno"]), f["module"],
+        fns = {i: (f["name"], f["qualname"], f["filename"], f["lineno"], f["module"],
                    f["is_c"]) for i, f in t.functions.items()}
         threads = {i: (th["ident"], th["native_id"], th["name"]) for i, th in t.threads.items()}
         for e in t.events():
