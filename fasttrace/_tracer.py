@@ -55,6 +55,8 @@ class Session:
         self.pid = os.getpid()
         self.summary: Optional[Summary] = None
         self._prev_threading_profile: Any = None
+        # `fasttrace run` leaves its own frames out of the calling thread's start-up stack
+        self._skip_caller_stack = False
 
     def __enter__(self) -> "Session":
         return self
@@ -156,6 +158,13 @@ def start(
     buffer_size: bytes of ring buffer per thread; a full ring drops events and counts them.
     rate: reserved for sampling mode.
     """
+    return _start(path, c_calls, buffer_size, rate)
+
+
+def _start(path: "str | os.PathLike[str]", c_calls: bool, buffer_size: int,
+           rate: Optional[float], skip_caller_stack: bool = False) -> Session:
+    """start(); skip_caller_stack leaves the calling thread's running frames out of the trace
+    (`fasttrace run` starts inside its runner, whose frames are not the program's)."""
     global _session
     if rate is not None:
         raise ValueError("rate= (sampling mode) is not available in this version of fasttrace")
@@ -186,6 +195,7 @@ def start(
             os.close(fd)
             raise TracingError(f"cannot start writing {path!r}: {e.strerror}") from None
         session = Session(path, c_calls, buffer_size, hook)
+        session._skip_caller_stack = skip_caller_stack
         _install(session)
         _session = session
         atexit.register(_stop_at_exit)
@@ -216,13 +226,13 @@ def _install(session: Session) -> None:
                 mon.register_callback(TOOL_ID, e, c_exit)
             events |= ev.CALL | ev.C_RETURN | ev.C_RAISE
             _disabled_call_sites = True
-        _core.install_monitoring(mon.set_events, TOOL_ID, events)
+        _core.install_monitoring(mon.set_events, TOOL_ID, events, session._skip_caller_stack)
     elif session.hook == "eval_frame":
         _core.install_eval_frame()  # checked free under the lock in start()
     else:
         session._prev_threading_profile = getattr(threading, "_profile_hook", None)
         threading.setprofile(_core.legacy_bootstrap())
-        _core.install_legacy()
+        _core.install_legacy(session._skip_caller_stack)
 
 
 def _uninstall(session: Session) -> None:

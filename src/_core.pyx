@@ -68,10 +68,10 @@ def find_profiled_thread():
     return ft_hooks_find_profiled_thread()
 
 
-def install_monitoring(object set_events, int tool, int events):
+def install_monitoring(object set_events, int tool, int events, bint skip_current=False):
     """Snapshots every thread's stack and enables the events, with no Python code in between
-    (so no other thread can run and move its stack)."""
-    ft_hooks_snapshot_threads()
+    (so no other thread can run and move its stack).  skip_current: see ft_hooks.h."""
+    ft_hooks_snapshot_threads(skip_current)
     set_events(tool, events)
 
 
@@ -80,9 +80,9 @@ def monitoring_callbacks():
     return ft_hooks_monitoring_callbacks()
 
 
-def install_legacy():
+def install_legacy(bint skip_current=False):
     """Snapshots every thread's stack and installs the C profile function on each."""
-    ft_hooks_snapshot_threads()
+    ft_hooks_snapshot_threads(skip_current)
     ft_hooks_install_legacy()
 
 

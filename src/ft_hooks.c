@@ -532,10 +532,10 @@ ft_hooks_find_profiled_thread(void)
 }
 
 void
-ft_hooks_snapshot_threads(void)
+ft_hooks_snapshot_threads(int skip_current)
 {
-    PyThreadState* ts = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(
-        PyThreadState_Get()));
+    PyThreadState* self = PyThreadState_Get();
+    PyThreadState* ts = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(self));
     uint32_t cap = 256, depth;
     uint32_t* fids = PyMem_RawMalloc(cap * sizeof *fids);
     if (fids == NULL) {
@@ -543,6 +543,10 @@ ft_hooks_snapshot_threads(void)
     }
     for (; ts != NULL; ts = PyThreadState_Next(ts)) {
         depth = 0;
+        if (skip_current && ts == self) {
+            ft_session_add_snapshot(ft_py_tstate_ident(ts), fids, 0);
+            continue;
+        }
         PyFrameObject* frame = ft_py_tstate_frame(ts); /* new reference */
         while (frame != NULL && depth < FT_MAX_DEPTH) {
             if (depth == cap) {

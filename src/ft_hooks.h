@@ -16,8 +16,10 @@ void ft_hooks_release(void);
 /* threading.get_ident() of a thread with a profile function set, or 0. */
 unsigned long ft_hooks_find_profiled_thread(void);
 
-/* Records every thread's current Python stack for its first event to open with. */
-void ft_hooks_snapshot_threads(void);
+/* Records every thread's current Python stack for its first event to open with.  With
+ * skip_current, the calling thread's frames are left out: `fasttrace run` starts from inside
+ * its own runner, whose frames are not the program's (their returns become orphans). */
+void ft_hooks_snapshot_threads(int skip_current);
 
 #if FT_USE_MONITORING
 /* New reference: (enter, exit, call, c_exit) callables for sys.monitoring.register_callback:

@@ -5,7 +5,7 @@ cdef extern from "ft_hooks.h":
     void ft_hooks_retain(object threading_active, object disable, object marker)
     void ft_hooks_release()
     unsigned long ft_hooks_find_profiled_thread()
-    void ft_hooks_snapshot_threads()
+    void ft_hooks_snapshot_threads(int skip_current)
     # Only one of these two groups does anything in a given build (ft_hooks.h stubs the
     # other); _core.pyx picks by FT_USE_MONITORING.
     object ft_hooks_monitoring_callbacks()

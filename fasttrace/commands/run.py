@@ -13,20 +13,25 @@ SIGTERM after those signals.  The trace is complete in every one of those cases.
 from __future__ import annotations
 
 import argparse
+import builtins
 import importlib.util
+import io
 import os
 import runpy
 import signal
 import sys
 import threading
 import traceback
+import types
 
 import fasttrace
+from fasttrace import _tracer
 from fasttrace._tracer import DEFAULT_BUFFER_SIZE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, Optional, Tuple
+    from types import CodeType
+    from typing import Any, Dict, List, Optional, Tuple
 
 USAGE = ("fasttrace run [-o OUT] [--no-c-calls] [--buffer-size BYTES] "
          "(script.py | -m module | -c code) [args ...]")
@@ -142,8 +147,11 @@ def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
         sys.argv = ["-c", *prog_args]
         sys.path[0] = ""
 
+    program, globs = _prepare(kind, what)
     try:
-        fasttrace.start(out, c_calls=c_calls, buffer_size=buffer_size)
+        # The runner's own frames (this function and its callers) stay out of the trace: the
+        # program's first frame is a root, as under plain python.
+        _tracer._start(out, c_calls, buffer_size, None, skip_caller_stack=True)
     except (fasttrace.TracingError, ValueError) as e:
         print(f"fasttrace: error: {e}", file=sys.stderr)
         return 2
@@ -151,7 +159,10 @@ def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
 
     code, interrupted = 0, False
     try:
-        _execute(kind, what)
+        if program is not None:
+            exec(program, globs)  # here, not in a helper: one runner frame fewer in the trace
+        else:
+            _execute_with_runpy(kind, what)
         _join_threads()
     except SystemExit as e:
         code = _exit_code(e)
@@ -172,14 +183,33 @@ def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
     return code
 
 
-def _execute(kind: str, what: str) -> None:
+def _prepare(kind: str, what: str) -> "Tuple[Optional[CodeType], Dict[str, Any]]":
+    """A plain script or -c code, compiled, with the __main__ module it runs in; (None, {})
+    for what runpy must run (-m, a directory or zip with __main__.py).  Done before tracing
+    starts, so that the trace opens with the program's own first frame, as under python."""
+    if kind == "module" or (kind == "script" and not os.path.isfile(what)):
+        return None, {}
+    if kind == "script":
+        with io.open_code(what) as f:
+            source = f.read()
+        code = compile(source, what, "exec", dont_inherit=True)
+    else:
+        code = compile(what, "<string>", "exec", dont_inherit=True)
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__file__=what if kind == "script" else None, __cached__=None,
+                         __loader__=None, __package__=None, __spec__=None,
+                         __builtins__=builtins)
+    if kind == "code":
+        del main.__dict__["__file__"]
+    sys.modules["__main__"] = main  # what pickle and multiprocessing look up, as under python
+    return code, main.__dict__
+
+
+def _execute_with_runpy(kind: str, what: str) -> None:
     if kind == "script":
         runpy.run_path(what, run_name="__main__")
-    elif kind == "module":
-        runpy.run_module(what, run_name="__main__", alter_sys=True)
     else:
-        code = compile(what, "<string>", "exec")
-        exec(code, {"__name__": "__main__", "__builtins__": __builtins__})
+        runpy.run_module(what, run_name="__main__", alter_sys=True)
 
 
 def _join_threads() -> None:
@@ -240,6 +270,4 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 
 def _current_output() -> str:
-    from fasttrace import _tracer
-
     return _tracer._session.path if _tracer._session is not None else "?"

@@ -59,6 +59,17 @@ def test_script_sees_plain_python(tmp_path, program):
     assert not trace.stats.truncated
     # a short thread, named only after its first ~50 events on 3.12+
     assert {t.name for t in trace.threads} == {"MainThread", "worker"}
+    # the program's own first frame opens the trace: fasttrace's runner is not above it
+    main_id = next(t.id for t in trace.threads if t.name == "MainThread")
+    stack = []
+    for e in trace.events(main_id):
+        if e.kind == "call" and e.function.filename.endswith("prog.py"):
+            break
+        if e.kind in ("call", "c_call"):
+            stack.append(e.function.qualname)
+        elif stack:  # returns of the runner's own frames have nothing open: orphans
+            stack.pop()
+    assert stack == ["exec"]
     assert any(e.function.qualname == "work" for e in trace.events())
 
 
