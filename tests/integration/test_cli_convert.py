@@ -57,3 +57,40 @@ def test_errors_are_one_line(tmp_path, good):
     assert "cannot write '/sys/x.json'" in r.stderr
     r = cli(tmp_path, "convert", str(good), "-f", "svg")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+def _stderr_of(tmp_path, args, tty):
+    """Runs fasttrace with stderr on a pseudo-terminal (tty=True) or a pipe."""
+    import os
+    import pty
+
+    if not tty:
+        return cli(tmp_path, *args).stderr
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "fasttrace", *args], cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        proc.wait(timeout=60)
+    finally:
+        os.close(master)
+    return out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_only_on_a_terminal(tmp_path, tty):
+    path = tmp_path / "big.ftrace"
+    with fasttrace.start(path):
+        work(22)  # ~57k calls: more events than the exporters' progress step
+    err = _stderr_of(tmp_path, ["convert", str(path), "-f", "collapsed"], tty)
+    assert "wrote collapsed" in err
+    assert ("converting" in err) is tty
