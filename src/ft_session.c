@@ -284,7 +284,9 @@ ft_session_attach_thread(uint64_t ident, uint64_t native_id, const char* name)
     }
     if (snap != NULL) {
         /* Frames that were already running at start() open at the start time. */
-        memcpy(t->stack, snap->fids, (size_t)snap->depth * sizeof(uint32_t));
+        if (snap->depth > 0) { /* fids is NULL for an empty stack */
+            memcpy(t->stack, snap->fids, (size_t)snap->depth * sizeof(uint32_t));
+        }
         t->depth = snap->depth;
         ft_thread_put_stack(t, FT_REC_STACK, 0, ft_S.start_clock.tick);
         free(snap->fids);
