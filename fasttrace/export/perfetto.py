@@ -30,6 +30,8 @@ from __future__ import annotations
 import io
 import os
 
+from fasttrace.export._protobuf import varint
+
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import IO, Any, Callable, Dict, List, Optional, Tuple, Union
@@ -45,17 +47,6 @@ CAT_PYTHON, CAT_C = 1, 2
 _LO14 = [bytes(((i & 0x7F) | 0x80, (i >> 7) | 0x80)) for i in range(1 << 14)]
 
 
-def varint(n: int) -> bytes:
-    """Unsigned LEB128; a negative n is encoded as its 64-bit two's complement."""
-    if 0 <= n < 0x80:
-        return bytes((n,))
-    n &= 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def f_uint(field: int, n: int) -> bytes:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 
+from fasttrace.export._protobuf import varint
 from fasttrace.export._stacks import aggregate, binary_output, frame_name, summary, thread_labels
 
 TYPE_CHECKING = False
@@ -31,17 +32,6 @@ if TYPE_CHECKING:
 SAMPLE_TYPE, SAMPLE, MAPPING, LOCATION, FUNCTION, STRING_TABLE = 1, 2, 3, 4, 5, 6
 TIME_NANOS, DURATION_NANOS, PERIOD_TYPE, PERIOD = 9, 10, 11, 12
 COMMENT, DEFAULT_SAMPLE_TYPE = 13, 14
-
-
-def varint(n: int) -> bytes:
-    """Unsigned LEB128; a negative int64 as its two's complement (10 bytes)."""
-    n &= 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def field_int(field: int, n: int) -> bytes:

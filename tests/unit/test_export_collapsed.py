@@ -5,46 +5,17 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 import time
 from collections import defaultdict
 
 import pytest
 
+import export_programs
+from export_programs import little, outer, slow, two_threads
 from helpers import trace_with_drops
 
 import fasttrace
 from fasttrace.export import collapsed
-
-
-def slow():
-    time.sleep(0.05)
-
-
-def little():
-    return sum(range(50))
-
-
-def worker_sleep():
-    time.sleep(0.03)
-
-
-def leaf():
-    pass
-
-
-def outer():
-    for _ in range(300_000):
-        leaf()
-
-
-def two_threads():
-    worker = threading.Thread(target=worker_sleep, name="worker")
-    worker.start()
-    for _ in range(200):
-        little()
-    slow()
-    worker.join()
 
 
 def traced(path, program, **options):
@@ -105,7 +76,7 @@ def test_self_time_ordering_and_format(tmp_path, c_calls):
     assert len({";".join(f) for f, _ in lines}) == len(lines), "one line per distinct stack"
     assert {f[0] for f, _ in lines} == {"MainThread", "worker"}
 
-    here = os.path.abspath(__file__)
+    here = os.path.abspath(export_programs.__file__)
     slow_frame = f"slow ({here}:{slow.__code__.co_firstlineno})"
     heaviest = max(lines, key=lambda line: line[1])
     assert heaviest[0][0] == "MainThread"

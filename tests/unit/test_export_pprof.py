@@ -8,46 +8,16 @@ import gzip
 import os
 import shutil
 import subprocess
-import threading
-import time
 from collections import defaultdict
 
 import pytest
 
+import export_programs
+from export_programs import little, outer, slow, two_threads
 from helpers import trace_with_drops
 
 import fasttrace
 from fasttrace.export import collapsed, pprof
-
-
-def slow():
-    time.sleep(0.05)
-
-
-def little():
-    return sum(range(50))
-
-
-def worker_sleep():
-    time.sleep(0.03)
-
-
-def leaf():
-    pass
-
-
-def outer():
-    for _ in range(300_000):
-        leaf()
-
-
-def two_threads():
-    worker = threading.Thread(target=worker_sleep, name="worker")
-    worker.start()
-    for _ in range(200):
-        little()
-    slow()
-    worker.join()
 
 
 # qualname `<lambda>`: go tool pprof must show it as it is
@@ -199,7 +169,7 @@ def test_profile_structure_and_self_time(tmp_path, c_calls):
         calls[stack[0]] += values[1]
     assert calls["little"] == 200 and calls["slow"] == 1 and calls["worker_sleep"] == 1
     fn = next(f for f in p["functions"].values() if f["name"] == "slow")
-    assert fn["file"] == os.path.abspath(__file__)
+    assert fn["file"] == os.path.abspath(export_programs.__file__)
     assert fn["line"] == slow.__code__.co_firstlineno
 
 

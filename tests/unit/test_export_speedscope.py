@@ -7,44 +7,14 @@ from __future__ import annotations
 import io
 import json
 import os
-import threading
-import time
 from collections import defaultdict
 
+import export_programs
+from export_programs import little, outer, slow, two_threads
 from helpers import trace_with_drops
 
 import fasttrace
 from fasttrace.export import collapsed, speedscope
-
-
-def slow():
-    time.sleep(0.05)
-
-
-def little():
-    return sum(range(50))
-
-
-def worker_sleep():
-    time.sleep(0.03)
-
-
-def leaf():
-    pass
-
-
-def outer():
-    for _ in range(300_000):
-        leaf()
-
-
-def two_threads():
-    worker = threading.Thread(target=worker_sleep, name="worker")
-    worker.start()
-    for _ in range(200):
-        little()
-    slow()
-    worker.join()
 
 
 def traced(path, program, **options):
@@ -129,7 +99,7 @@ def test_structure_threads_and_self_time(tmp_path):
     assert heaviest == "time.sleep" and main[heaviest] >= 45_000_000
     assert 0 < main["little"] < main[heaviest] / 5
     assert profiles["worker"]["self"]["time.sleep"] >= 25_000_000
-    here = os.path.abspath(__file__)
+    here = os.path.abspath(export_programs.__file__)
     slow_frame = next(f for f in doc["shared"]["frames"] if f["name"] == "slow")
     assert slow_frame == {"name": "slow", "file": here, "line": slow.__code__.co_firstlineno}
     assert {"name": "time.sleep"} in doc["shared"]["frames"]
