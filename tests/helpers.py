@@ -49,6 +49,32 @@ def span(trace, qualname, thread=None):
     raise AssertionError(f"no complete span of {qualname!r}; got {out}")
 
 
+def traced(path, program, **options):
+    """Runs program() under fasttrace.start(path, **options); returns the loaded trace."""
+    import fasttrace
+
+    with fasttrace.start(path, **options):
+        program()
+    return fasttrace.load(path)
+
+
+def load_cut(src, dest, keep):
+    """Writes the first `keep` bytes of trace `src` to `dest` (a float keeps that share of the
+    file, a negative int drops that many bytes from its end) and loads the result."""
+    import fasttrace
+
+    data = Path(src).read_bytes()
+    n = int(len(data) * keep) if isinstance(keep, float) else keep
+    Path(dest).write_bytes(data[:n])
+    return fasttrace.load(dest)
+
+
+def fasttrace_cli(cwd, *args, timeout=60):
+    """`python -m fasttrace ARGS` in `cwd`; returns the CompletedProcess (text)."""
+    return subprocess.run([sys.executable, "-m", "fasttrace", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)
+
+
 def run_script(tmp_path: Path, source: str, *args: str, timeout: float = 60, env=None):
     """Runs `source` as a script in a fresh interpreter; returns the CompletedProcess."""
     script = tmp_path / "script.py"

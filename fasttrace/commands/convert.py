@@ -18,6 +18,7 @@ import os
 import sys
 
 import fasttrace
+from fasttrace.commands import load_or_say_why
 from fasttrace import export
 
 TYPE_CHECKING = False
@@ -36,10 +37,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        trace = fasttrace.load(args.trace)
-    except fasttrace.FormatError as e:
-        print(f"fasttrace: error: {e}", file=sys.stderr)
+    trace = load_or_say_why(args.trace)
+    if trace is None:
         return 1
     out = args.output or _default_output(args.trace, args.format)
     progress = _progress() if sys.stderr.isatty() else None

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import sys
 
-import fasttrace
+from fasttrace.commands import load_or_say_why
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -15,10 +14,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        trace = fasttrace.load(args.trace)
-    except fasttrace.FormatError as e:
-        print(f"fasttrace: error: {e}", file=sys.stderr)
+    trace = load_or_say_why(args.trace)
+    if trace is None:
         return 1
     h, s = trace.header, trace.stats
     started = datetime.datetime.fromtimestamp(h["start_wall_ns"] / 1e9).astimezone()

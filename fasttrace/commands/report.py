@@ -14,6 +14,7 @@ import os
 import sys
 
 import fasttrace
+from fasttrace.commands import load_or_say_why
 from fasttrace._analysis import FunctionStats, ThreadStats, function_stats, merged
 
 TYPE_CHECKING = False
@@ -45,10 +46,8 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        trace = fasttrace.load(args.trace)
-    except fasttrace.FormatError as e:
-        print(f"fasttrace: error: {e}", file=sys.stderr)
+    trace = load_or_say_why(args.trace)
+    if trace is None:
         return 1
     tid = _thread_id(trace, args.thread)
     if args.thread is not None and tid is None:

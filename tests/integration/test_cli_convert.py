@@ -7,13 +7,11 @@ import sys
 
 import pytest
 
+from helpers import fasttrace_cli as cli
+
 import fasttrace
 from fasttrace import export
 
-
-def cli(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "fasttrace", *args], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=120)
 
 
 def work(n):

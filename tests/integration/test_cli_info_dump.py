@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
+from helpers import fasttrace_cli as cli
+
 import fasttrace
 
-
-def cli(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "fasttrace", *args], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=60)
 
 
 def fib(n):

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
-from helpers import trace_with_drops
+from helpers import fasttrace_cli, trace_with_drops
 
 import fasttrace
 from fasttrace._analysis import function_stats
@@ -44,8 +42,7 @@ def traced(tmp_path):
 
 
 def report(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "fasttrace", "report", *args],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    return fasttrace_cli(tmp_path, "report", *args)
 
 
 def test_self_times_add_up_to_traced_time_per_thread(traced):

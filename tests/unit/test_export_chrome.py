@@ -13,12 +13,10 @@ import time
 import zlib
 from collections import defaultdict
 
-from helpers import trace_with_drops
-
 import fasttrace
 import fasttrace.export
 from fasttrace.export import chrome
-from helpers import MAGIC, chunk, varint
+from helpers import MAGIC, chunk, load_cut, trace_with_drops, traced, varint
 
 
 def leaf(i):
@@ -53,14 +51,6 @@ def many_calls():
         leaf(i)
 
 
-def traced(path, fn=program, **options):
-    with fasttrace.start(path, **options):
-        fn()
-    return fasttrace.load(path)
-
-
-def traced_with_drops(tmp_path):
-    return trace_with_drops(tmp_path, outer)[0]
 
 
 def convert(trace, tmp_path):
@@ -112,7 +102,7 @@ def seen(evs):
 
 
 def test_events_match_the_reader(tmp_path):
-    trace = traced(tmp_path / "t.ftrace")
+    trace = traced(tmp_path / "t.ftrace", program)
     result, doc, per_thread = convert(trace, tmp_path)
     pid = trace.header["pid"]
     assert result["threads"] == 2
@@ -143,7 +133,7 @@ def test_events_match_the_reader(tmp_path):
 
 
 def test_metadata(tmp_path):
-    trace = traced(tmp_path / "t.ftrace")
+    trace = traced(tmp_path / "t.ftrace", program)
     _, doc, _ = convert(trace, tmp_path)
     pid = trace.header["pid"]
     meta = [ev for ev in doc["traceEvents"] if ev["ph"] == "M"]
@@ -159,7 +149,7 @@ def test_metadata(tmp_path):
 
 
 def test_drops_become_instants(tmp_path):
-    trace = traced_with_drops(tmp_path)
+    trace = trace_with_drops(tmp_path, outer)[0]
     result, doc, per_thread = convert(trace, tmp_path)
     gaps = [ev for ev in doc["traceEvents"] if ev["ph"] == "i"]
     assert gaps and len(gaps) == result["gaps"]
@@ -173,10 +163,7 @@ def test_drops_become_instants(tmp_path):
 def test_truncated_trace_converts_with_a_note(tmp_path):
     full = tmp_path / "full.ftrace"
     traced(full, many_calls)
-    data = full.read_bytes()
-    cut = tmp_path / "cut.ftrace"
-    cut.write_bytes(data[: len(data) * 3 // 5])
-    trace = fasttrace.load(cut)
+    trace = load_cut(full, tmp_path / "cut.ftrace", 3 / 5)
     assert trace.stats.truncated
     result, doc, per_thread = convert(trace, tmp_path)
     assert result["truncated"] and doc["otherData"]["truncated"]

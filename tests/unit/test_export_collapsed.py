@@ -12,20 +12,11 @@ import pytest
 
 import export_programs
 from export_programs import little, outer, slow, two_threads
-from helpers import trace_with_drops
+from helpers import load_cut, trace_with_drops, traced
 
-import fasttrace
 from fasttrace.export import collapsed
 
 
-def traced(path, program, **options):
-    with fasttrace.start(path, **options):
-        program()
-    return fasttrace.load(path)
-
-
-def traced_with_drops(tmp_path):
-    return trace_with_drops(tmp_path, outer)[0]
 
 
 def parse(path):
@@ -130,7 +121,7 @@ def test_names_are_sanitised(tmp_path):
 
 
 def test_drops_are_not_attributed(tmp_path):
-    trace = traced_with_drops(tmp_path)
+    trace = trace_with_drops(tmp_path, outer)[0]
     out = tmp_path / "t.folded"
     progress = []
     result = collapsed.write(trace, out, progress=lambda done, total: progress.append(done))
@@ -150,10 +141,7 @@ def test_drops_are_not_attributed(tmp_path):
 
 def test_truncated_trace(tmp_path):
     full = traced(tmp_path / "t.ftrace", lambda: [little() for _ in range(20_000)])
-    data = open(full.path, "rb").read()
-    cut = tmp_path / "cut.ftrace"
-    cut.write_bytes(data[: len(data) * 2 // 3])
-    trace = fasttrace.load(cut)
+    trace = load_cut(full.path, tmp_path / "cut.ftrace", 2 / 3)
     assert trace.stats.truncated
     out = tmp_path / "t.folded"
     collapsed.write(trace, out)

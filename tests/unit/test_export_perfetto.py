@@ -15,12 +15,10 @@ from collections import defaultdict
 
 import pytest
 
-from helpers import trace_with_drops
-
 import fasttrace
 import fasttrace.export
 from fasttrace.export import perfetto
-from helpers import MAGIC, chunk, varint
+from helpers import MAGIC, chunk, load_cut, trace_with_drops, traced, varint
 
 pb2 = pytest.importorskip("perfetto.protos.perfetto.trace.perfetto_trace_pb2")
 
@@ -64,14 +62,6 @@ def outer():
         leaf(0)
 
 
-def traced(path, fn=program, **options):
-    with fasttrace.start(path, **options):
-        fn()
-    return fasttrace.load(path)
-
-
-def traced_with_drops(tmp_path):
-    return trace_with_drops(tmp_path, outer)[0]
 
 
 def replay(data):
@@ -169,7 +159,7 @@ def expected(trace, thread):
 
 @pytest.mark.parametrize("c_calls", [True, False], ids=["c_calls", "no_c_calls"])
 def test_slices_match_the_reader(tmp_path, c_calls):
-    trace = traced(tmp_path / "t.ftrace", c_calls=c_calls)
+    trace = traced(tmp_path / "t.ftrace", program, c_calls=c_calls)
     result, tracks, events = convert(trace, tmp_path)
     assert result["threads"] == 2 and result["gaps"] == 0 and not result["truncated"]
     uuids = thread_tracks(trace, tracks)
@@ -191,7 +181,7 @@ def test_slices_match_the_reader(tmp_path, c_calls):
 
 
 def test_process_and_thread_tracks(tmp_path):
-    trace = traced(tmp_path / "t.ftrace")
+    trace = traced(tmp_path / "t.ftrace", program)
     _, tracks, _ = convert(trace, tmp_path)
     pid = trace.header["pid"]
     (proc_uuid, proc), = [(u, d) for u, d in tracks.items() if d.HasField("process")]
@@ -208,7 +198,7 @@ def test_process_and_thread_tracks(tmp_path):
 
 
 def test_drops_become_instants(tmp_path):
-    trace = traced_with_drops(tmp_path)
+    trace = trace_with_drops(tmp_path, outer)[0]
     result, tracks, events = convert(trace, tmp_path)
     uuids = thread_tracks(trace, tracks)
     gaps = [e for evs in events.values() for e in evs if e[0] == INSTANT]
@@ -222,10 +212,7 @@ def test_drops_become_instants(tmp_path):
 def test_truncated_trace_converts_with_a_note(tmp_path):
     full = tmp_path / "full.ftrace"
     traced(full, many_calls)
-    data = full.read_bytes()
-    cut = tmp_path / "cut.ftrace"
-    cut.write_bytes(data[: len(data) * 3 // 5])
-    trace = fasttrace.load(cut)
+    trace = load_cut(full, tmp_path / "cut.ftrace", 3 / 5)
     assert trace.stats.truncated
     result, tracks, events = convert(trace, tmp_path)
     assert result["truncated"]
@@ -319,7 +306,7 @@ def test_trace_processor_reads_it(tmp_path):
     if not binary:
         pytest.skip("no trace_processor_shell (set FASTTRACE_TRACE_PROCESSOR)")
     tp_mod = pytest.importorskip("perfetto.trace_processor")
-    trace = traced(tmp_path / "t.ftrace")
+    trace = traced(tmp_path / "t.ftrace", program)
     out = tmp_path / "t.pftrace"
     result = perfetto.write(trace, out)
     config = tp_mod.TraceProcessorConfig(bin_path=binary)

@@ -14,9 +14,8 @@ import pytest
 
 import export_programs
 from export_programs import little, outer, slow, two_threads
-from helpers import trace_with_drops
+from helpers import load_cut, trace_with_drops, traced
 
-import fasttrace
 from fasttrace.export import collapsed, pprof
 
 
@@ -24,14 +23,6 @@ from fasttrace.export import collapsed, pprof
 run_two_threads = lambda: two_threads()  # noqa: E731
 
 
-def traced(path, program, **options):
-    with fasttrace.start(path, **options):
-        program()
-    return fasttrace.load(path)
-
-
-def traced_with_drops(tmp_path):
-    return trace_with_drops(tmp_path, outer)[0]
 
 
 # ---- a minimal protobuf reader (wire format only) ----------------------------------------
@@ -191,7 +182,7 @@ def test_go_tool_pprof_top(tmp_path):
 
 
 def test_drops_are_not_attributed(tmp_path):
-    trace = traced_with_drops(tmp_path)
+    trace = trace_with_drops(tmp_path, outer)[0]
     out = tmp_path / "t.pb.gz"
     result = pprof.write(trace, out)
     assert result["dropped"] == trace.stats.dropped and result["gaps"] > 0
@@ -206,10 +197,7 @@ def test_drops_are_not_attributed(tmp_path):
 
 def test_truncated_trace(tmp_path):
     full = traced(tmp_path / "t.ftrace", lambda: [little() for _ in range(20_000)])
-    data = open(full.path, "rb").read()
-    cut = tmp_path / "cut.ftrace"
-    cut.write_bytes(data[: len(data) * 2 // 3])
-    trace = fasttrace.load(cut)
+    trace = load_cut(full.path, tmp_path / "cut.ftrace", 2 / 3)
     assert trace.stats.truncated
     out = tmp_path / "t.pb.gz"
     pprof.write(trace, out)

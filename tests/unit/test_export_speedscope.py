@@ -11,20 +11,11 @@ from collections import defaultdict
 
 import export_programs
 from export_programs import little, outer, slow, two_threads
-from helpers import trace_with_drops
+from helpers import load_cut, trace_with_drops, traced
 
-import fasttrace
 from fasttrace.export import collapsed, speedscope
 
 
-def traced(path, program, **options):
-    with fasttrace.start(path, **options):
-        program()
-    return fasttrace.load(path)
-
-
-def traced_with_drops(tmp_path):
-    return trace_with_drops(tmp_path, outer)[0]
 
 
 def validate(doc):
@@ -118,7 +109,7 @@ def test_text_stream_output(tmp_path):
 
 
 def test_drops_leave_no_frame_open_in_the_gap(tmp_path):
-    trace = traced_with_drops(tmp_path)
+    trace = trace_with_drops(tmp_path, outer)[0]
     doc, profiles, result = convert(trace, tmp_path)
     assert result["dropped"] == trace.stats.dropped and result["gaps"] > 0
     main = next(t for t in trace.threads if t.name == "MainThread")
@@ -135,10 +126,7 @@ def test_drops_leave_no_frame_open_in_the_gap(tmp_path):
 
 def test_truncated_trace(tmp_path):
     full = traced(tmp_path / "t.ftrace", lambda: [little() for _ in range(20_000)])
-    data = open(full.path, "rb").read()
-    cut = tmp_path / "cut.ftrace"
-    cut.write_bytes(data[: len(data) * 2 // 3])
-    trace = fasttrace.load(cut)
+    trace = load_cut(full.path, tmp_path / "cut.ftrace", 2 / 3)
     assert trace.stats.truncated
     doc, profiles, _ = convert(trace, tmp_path)
     assert profiles["MainThread"]["self"]["little"] > 0
