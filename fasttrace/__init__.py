@@ -1,6 +1,8 @@
 """fasttrace: a tracer and sampling profiler for CPython with a native core.
 
-    with fasttrace.start("out.ftrace"):
+    with fasttrace.start("out.ftrace"):            # trace mode: every call and return
+        work()
+    with fasttrace.start("out.ftrace", rate=100):  # sampling mode: stacks 100 times a second
         work()
     trace = fasttrace.load("out.ftrace")
 """
@@ -18,12 +20,13 @@ except ImportError as e:  # pragma: no cover - depends on how fasttrace was inst
 
 from fasttrace._errors import FormatError, TracingError
 from fasttrace._trace import Trace, load
-from fasttrace._tracer import Session, Summary, is_tracing, start, stop
+from fasttrace._tracer import SamplingStats, Session, Summary, is_tracing, start, stop
 from fasttrace._version import __version__
 
 __all__ = [
     "FormatError",
     "Session",
+    "SamplingStats",
     "Summary",
     "Trace",
     "TracingError",

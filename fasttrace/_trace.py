@@ -6,6 +6,7 @@ import os
 from collections import namedtuple
 
 from fasttrace import _core
+from fasttrace._tracer import SamplingStats, sampling_stats
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (~9 ms)
 if TYPE_CHECKING:
@@ -48,6 +49,34 @@ class Trace:
         if f is None:
             raise KeyError(fid)
         return f
+
+    @property
+    def mode(self) -> str:
+        """"trace" (every call and return) or "sample" (stack samples)."""
+        return str(self.header["mode"])
+
+    @property
+    def sampling(self) -> Optional["SamplingStats"]:
+        """Sampling mode: requested and achieved rate, sample count and the sampler's own
+        account (None in trace mode).  Without a clean stop (a killed process) the counts come
+        from the samples in the file and rate_met from their timestamps."""
+        info = self._file.sampling
+        if info is None:
+            return None
+        stats = info.get("stats")
+        if stats is None:  # no clean stop: count what is there
+            n = 0
+            ticks = set()  # one tick samples every thread at the same ts
+            for s in self._file.samples():
+                n += 1
+                ticks.add(s.ts)
+            stats = {"samples": n, "ticks": len(ticks), "duration_ns": self._file.duration_ns}
+        return sampling_stats(float(info["rate_hz"]), info["clock"], stats)
+
+    def samples(self, thread: Optional[int] = None) -> Iterator["_core.Sample"]:
+        """Sampling mode: every sample in time order (each has ts, thread, stack (root first),
+        idle, in_call, torn and weight_ns).  Empty for a trace-mode file."""
+        return self._file.samples(thread)
 
     def events(self, thread: Optional[int] = None, gaps: bool = False) -> Iterator["_core.Event"]:
         """Events in order within each thread (threads interleave chunk by chunk).

@@ -36,27 +36,61 @@ TOOL_ID = 2  # sys.monitoring.PROFILER_ID
 # What stop() returns.  A namedtuple, not a dataclass: importing dataclasses costs ~15 ms,
 # which would count as tracing overhead in every short traced process.
 Summary = namedtuple(
-    "Summary", ["path", "events", "dropped", "duration_ns", "bytes", "threads", "functions"]
+    "Summary",
+    ["path", "events", "dropped", "duration_ns", "bytes", "threads", "functions", "sampling"],
+    defaults=(None,),
 )
 Summary.__doc__ = (
-    "What stop() returns: path, events, dropped, duration_ns, bytes, threads, functions."
+    "What stop() returns: path, events, dropped, duration_ns, bytes, threads, functions, and "
+    "in sampling mode `sampling` (a SamplingStats; None in trace mode)."
 )
+
+# Sampling mode's account of itself.  rate_met is False when the sampler fell more than 10 %
+# short of the requested rate (a loaded machine, or stacks too deep to read in one interval).
+SamplingStats = namedtuple(
+    "SamplingStats",
+    ["rate", "achieved_rate", "rate_met", "clock", "samples", "ticks", "late_ticks", "torn",
+     "truncated", "dropped", "sampler_cpu_ns", "realtime"],
+)
+
+MIN_RATE = 1
+MAX_RATE = 10000
+CLOCKS = ("wall", "cpu")
+
+
+def sampling_stats(rate: float, clock: str, raw: "dict[str, int]") -> SamplingStats:
+    seconds = raw.get("duration_ns", 0) / 1e9
+    achieved = raw.get("ticks", 0) / seconds if seconds > 0 else 0.0
+    return SamplingStats(
+        rate=rate, achieved_rate=achieved,
+        rate_met=seconds < 2 / rate or achieved >= 0.9 * rate,
+        clock=clock, samples=raw.get("samples", 0), ticks=raw.get("ticks", 0),
+        late_ticks=raw.get("late_ticks", 0), torn=raw.get("torn", 0),
+        truncated=raw.get("truncated", 0), dropped=raw.get("dropped", 0),
+        sampler_cpu_ns=raw.get("sampler_cpu_ns", 0), realtime=bool(raw.get("realtime", 0)),
+    )
 
 
 class Session:
     """A running trace.  Also a context manager: leaving the block stops the trace."""
 
-    def __init__(self, path: str, c_calls: bool, buffer_size: int, hook: str) -> None:
+    def __init__(self, path: str, c_calls: bool, buffer_size: int, hook: str,
+                 rate: Optional[float] = None, clock: str = "wall") -> None:
         self.path = path
         self.c_calls = c_calls
-        #: "monitoring", "eval_frame" or "profile": the interpreter hook in use
+        #: "monitoring", "eval_frame" or "profile": the interpreter hook in use; "sampler" in
+        #: sampling mode
         self.hook = hook
+        #: samples per second per thread in sampling mode, None in trace mode
+        self.rate = rate
+        self.clock = clock
         self.buffer_size = buffer_size
         self.pid = os.getpid()
         self.summary: Optional[Summary] = None
         self._prev_threading_profile: Any = None
         # `fasttrace run` leaves its own frames out of the calling thread's start-up stack
         self._skip_caller_stack = False
+        self._stop_codes: "tuple[Any, ...]" = ()
 
     def __enter__(self) -> "Session":
         return self
@@ -151,23 +185,46 @@ def start(
     c_calls: bool = True,
     buffer_size: int = DEFAULT_BUFFER_SIZE,
     rate: Optional[float] = None,
+    clock: Optional[str] = None,
 ) -> Session:
-    """Start tracing every call and return on every thread into `path`.
+    """Start tracing into `path`.
 
-    c_calls: also record calls of C functions (builtins, method descriptors).
-    buffer_size: bytes of ring buffer per thread; a full ring drops events and counts them.
-    rate: reserved for sampling mode.
+    Trace mode (no rate): every call and return on every thread.
+      c_calls: also record calls of C functions (builtins, method descriptors).
+    Sampling mode (rate=N): every thread's Python stack N times a second (1 to 10000), read
+      by a native thread that never takes the GIL; the program itself runs unhooked.
+      clock: "wall" (default) samples every thread, waiting ones too; "cpu" only threads that
+      used CPU since the previous tick, weighted by that CPU time.
+    buffer_size: bytes of ring buffer per thread (sampling: for the sampler); a full ring
+    drops records and counts them.
     """
-    return _start(path, c_calls, buffer_size, rate)
+    return _start(path, c_calls, buffer_size, rate, clock=clock)
+
+
+def _check_rate(rate: Optional[float], clock: Optional[str]) -> None:
+    if rate is None:
+        if clock is not None:
+            raise ValueError("clock= only applies to sampling mode: pass rate= as well")
+        return
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+        raise TypeError(f"rate must be a number of samples per second, not "
+                        f"{type(rate).__name__}")
+    if not MIN_RATE <= rate <= MAX_RATE:  # also rejects nan
+        raise ValueError(f"rate must be between {MIN_RATE} and {MAX_RATE} samples per second, "
+                         f"got {rate!r}")
+    if clock is not None and clock not in CLOCKS:
+        raise ValueError(f"clock must be 'wall' or 'cpu', got {clock!r}")
 
 
 def _start(path: "str | os.PathLike[str]", c_calls: bool, buffer_size: int,
-           rate: Optional[float], skip_caller_stack: bool = False) -> Session:
+           rate: Optional[float], skip_caller_stack: bool = False,
+           clock: Optional[str] = None, stop_codes: "tuple[Any, ...]" = ()) -> Session:
     """start(); skip_caller_stack leaves the calling thread's running frames out of the trace
-    (`fasttrace run` starts inside its runner, whose frames are not the program's)."""
+    (`fasttrace run` starts inside its runner, whose frames are not the program's); in
+    sampling mode stop_codes does that job: frames of these code objects, and all outer ones,
+    are cut from every sample."""
     global _session
-    if rate is not None:
-        raise ValueError("rate= (sampling mode) is not available in this version of fasttrace")
+    _check_rate(rate, clock)
     if isinstance(buffer_size, bool) or not isinstance(buffer_size, int):
         raise TypeError(f"buffer_size must be an int, not {type(buffer_size).__name__}")
     if buffer_size < MIN_BUFFER_SIZE:
@@ -179,6 +236,8 @@ def _start(path: "str | os.PathLike[str]", c_calls: bool, buffer_size: int,
                 f"a trace is already running (writing {_session.path!r}); "
                 "call fasttrace.stop() first"
             )
+        if rate is not None:
+            return _start_sampling(path, buffer_size, float(rate), clock or "wall", stop_codes)
         hook = _choose_hook(c_calls)
         _check_no_other_profiler(hook)
         _core.hooks_init()
@@ -200,6 +259,56 @@ def _start(path: "str | os.PathLike[str]", c_calls: bool, buffer_size: int,
         _session = session
         atexit.register(_stop_at_exit)
         return session
+
+
+def _start_sampling(path: str, buffer_size: int, rate: float, clock: str,
+                    stop_codes: "tuple[Any, ...]") -> Session:
+    """Sampling mode: no hook at all, so it runs beside debuggers and other profilers."""
+    global _session
+    fd = _open_output(path)
+    try:
+        _core.session_start(fd, False, _core.HOOK_PROFILE, CHUNK_SIZE, buffer_size // CHUNK_SIZE,
+                            _command_line(), sys.version, sys.hexversion, True)
+    except OSError as e:
+        os.close(fd)
+        raise TracingError(f"cannot start writing {path!r}: {e.strerror}") from None
+    try:
+        _core.sampler_start(rate, _core.CLOCK_CPU if clock == "cpu" else _core.CLOCK_WALL,
+                            _call_opcodes(), tuple(stop_codes))
+    except OSError as e:
+        _core.session_quiesce()
+        _core.session_finish()
+        _core.sampler_release()
+        raise TracingError(
+            f"cannot start the sampler: {e.strerror}"
+            + (" (process_vm_readv is not allowed here: seccomp or a container policy)"
+               if e.errno in (1, 38) else "")
+        ) from None
+    session = Session(path, False, buffer_size, "sampler", rate, clock)
+    session._stop_codes = tuple(stop_codes)  # the sampler compares their addresses
+    _session = session
+    atexit.register(_stop_at_exit)
+    return session
+
+
+_CALL_OPCODES: Optional[bytes] = None
+
+
+def _call_opcodes() -> bytes:
+    """256 flags: which opcodes (specialized and instrumented forms included) call something.
+    A waiting thread whose innermost frame is at one of them is blocked in that call."""
+    global _CALL_OPCODES
+    if _CALL_OPCODES is None:
+        import dis
+        import opcode
+        table = bytearray(256)
+        names = dict(opcode.opmap)
+        names.update(getattr(dis, "_all_opmap", {}))  # 3.11+: specialized forms too
+        for name, op in names.items():
+            if 0 <= op < 256 and ("CALL" in name or "WITH" in name or name == "IMPORT_NAME"):
+                table[op] = 1
+        _CALL_OPCODES = bytes(table)
+    return _CALL_OPCODES
 
 
 def _install(session: Session) -> None:
@@ -262,13 +371,21 @@ def stop() -> Summary:
         session = _session
         if session is None:
             raise TracingError("fasttrace.stop() was called but no trace is running")
-        _core.session_quiesce()
-        _uninstall(session)
-        for t in threading.enumerate():
-            if t.ident is not None:
-                _core.set_thread_name(t.ident, t.name)
+        sampling = session.rate is not None
+        if sampling:
+            _core.name_sampled_threads(True)
+            _core.session_quiesce()
+        else:
+            _core.session_quiesce()
+            _uninstall(session)
+            for t in threading.enumerate():
+                if t.ident is not None:
+                    _core.set_thread_name(t.ident, t.name)
         result = _core.session_finish()
-        _core.hooks_release()
+        if sampling:
+            _core.sampler_release()
+        else:
+            _core.hooks_release()
         _session = None
         atexit.unregister(_stop_at_exit)
     summary = Summary(
@@ -279,6 +396,8 @@ def stop() -> Summary:
         bytes=result["bytes"],
         threads=result["threads"],
         functions=result["functions"],
+        sampling=sampling_stats(session.rate, session.clock, result["sampler"])
+        if session.rate is not None else None,
     )
     session.summary = summary
     if result["error"]:
@@ -314,11 +433,12 @@ def _after_fork_in_child() -> None:
     if _session is None:
         return
     _core.session_abandon()
-    try:
-        _uninstall(_session)
-    except Exception:  # best effort: the child must go on whatever state it inherited
-        pass
-    _core.hooks_release()
+    if _session.rate is None:
+        try:
+            _uninstall(_session)
+        except Exception:  # best effort: the child must go on whatever state it inherited
+            pass
+        _core.hooks_release()
     _session = None
     atexit.unregister(_stop_at_exit)
 

@@ -10,9 +10,11 @@ cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
+from cpython.object cimport PyObject
 
 from ft_hooks cimport *
 from ft_reader cimport *
+from ft_sampler cimport *
 from ft_session cimport *
 
 import mmap as _mmap
@@ -35,7 +37,8 @@ def hooks_init():
 
 
 def session_start(int fd, bint c_calls, int hook, uint32_t chunk_size, uint32_t n_chunks,
-                  bytes command_line, str python_version, uint32_t python_version_hex):
+                  bytes command_line, str python_version, uint32_t python_version_hex,
+                  bint sample=False):
     """Writes the header and starts the writer thread.  Raises OSError; the caller keeps fd."""
     cdef ft_config cfg
     cdef bytes py = python_version.encode("utf-8", "replace")
@@ -43,6 +46,7 @@ def session_start(int fd, bint c_calls, int hook, uint32_t chunk_size, uint32_t 
     cfg.fd = fd
     cfg.c_calls = c_calls
     cfg.hook = hook
+    cfg.mode = FT_MODE_SAMPLE if sample else FT_MODE_TRACE
     cfg.chunk_size = chunk_size
     cfg.n_chunks = n_chunks
     cfg.command_line = command_line
@@ -113,6 +117,72 @@ def set_thread_name(unsigned long long ident, str name):
     ft_session_set_thread_name(ident, b)
 
 
+# ---- sampling mode ------------------------------------------------------------------------
+
+MAX_STOP_CODES = FT_SAMPLER_MAX_STOP_CODES
+MAX_SAMPLE_DEPTH = FT_SAMPLE_MAX_DEPTH
+CLOCK_WALL, CLOCK_CPU = FT_CLOCK_WALL, FT_CLOCK_CPU
+# FT_DEF_SAMPLER_STATS / ft_summary.sampler values, in ft_sampler_stat order
+SAMPLER_STATS = ("ticks", "samples", "late_ticks", "torn", "truncated", "dropped",
+                 "sampler_cpu_ns", "read_failures", "duration_ns", "realtime")
+
+import threading as _threading
+
+cdef bytes _call_opcodes = None
+cdef tuple _stop_codes = ()
+
+
+def name_sampled_threads(bint force=False):
+    """Names the sampled threads from threading._active (GIL held).  force: rename threads
+    already named (stop() does, since names can change)."""
+    if not ft_sampler_running():
+        return
+    cdef bytes name
+    for ident, t in list(getattr(_threading, "_active", {}).items()):
+        name = str(t.name).encode("utf-8", "replace")
+        ft_sampler_set_thread_name(ident, name, getattr(t, "native_id", None) or 0, force)
+
+
+cdef int _namer(void* arg) noexcept with gil:
+    # A pending call (the main thread, between bytecodes): must never raise into the program.
+    try:
+        name_sampled_threads(False)
+    except BaseException:
+        pass
+    return 0
+
+
+def sampler_start(double rate, int clock, bytes call_opcodes, tuple stop_codes):
+    """Starts the sampler thread (after session_start).  call_opcodes: 256 bytes, nonzero for
+    opcodes that call.  stop_codes: code objects whose frames, and all outer ones, are left out
+    of every stack; the caller keeps them alive until session_finish.  Raises OSError."""
+    global _call_opcodes, _stop_codes
+    cdef ft_sampler_config cfg
+    cdef const void* codes[FT_SAMPLER_MAX_STOP_CODES]
+    if len(call_opcodes) != 256 or len(stop_codes) > FT_SAMPLER_MAX_STOP_CODES:
+        raise ValueError("bad sampler configuration")
+    _call_opcodes = call_opcodes
+    _stop_codes = stop_codes
+    for i, co in enumerate(stop_codes):
+        codes[i] = <const void*><PyObject*>co
+    cfg.rate_hz = rate
+    cfg.clock = clock
+    cfg.call_opcodes = <const uint8_t*><const char*>_call_opcodes
+    cfg.stop_codes = codes
+    cfg.n_stop_codes = len(stop_codes)
+    cfg.namer = _namer
+    cdef int err = ft_sampler_start(&cfg)
+    if err != 0:
+        raise OSError(err, _os.strerror(err))
+
+
+def sampler_release():
+    """Frees the sampler's tables after session_finish (GIL held)."""
+    global _stop_codes
+    ft_sampler_release()
+    _stop_codes = ()
+
+
 def session_quiesce():
     ft_session_quiesce()
 
@@ -131,6 +201,7 @@ def session_finish():
         "functions": s.functions,
         "error": s.error,
         "error_offset": s.error_offset,
+        "sampler": {k: s.sampler[i] for i, k in enumerate(SAMPLER_STATS)},
     }
 
 
@@ -194,6 +265,43 @@ cdef class Event:
         return f"<Event {self.kind} {self.function.qualname} ts={self.ts} thread={self.thread}>"
 
 
+@cython.freelist(256)
+cdef class Sample:
+    """One thread's stack at one sampler tick (sampling mode).  `ts` is ns since the trace
+    started; `stack` is a tuple of Functions, root first (a stack cut at the maximum depth
+    starts with the TRUNCATED marker); `idle` means the thread did not hold the GIL (waiting:
+    in a blocking call, or for the GIL); `in_call` means its innermost Python frame was
+    executing a call (with idle: blocked in a C call such as sleep or recv); `torn` means the
+    stack moved while it was read and frames may be missing; `weight_ns` is the time the sample
+    stands for (wall clock: since the previous tick; cpu clock: CPU time since the thread's
+    previous sample)."""
+    cdef readonly int64_t ts
+    cdef readonly int thread
+    cdef readonly tuple stack
+    cdef readonly bint idle
+    cdef readonly bint in_call
+    cdef readonly bint torn
+    cdef readonly uint64_t weight_ns
+
+    def __repr__(self):
+        leaf = self.stack[len(self.stack) - 1].qualname if self.stack else "-"
+        return (f"<Sample ts={self.ts} thread={self.thread} {leaf} depth={len(self.stack)}"
+                f"{' idle' if self.idle else ''}>")
+
+
+cdef Function _make_marker():
+    cdef Function f = Function.__new__(Function)
+    f.id = 0
+    f.name = f.qualname = "<truncated>"
+    f.filename = f.module = ""
+    f.lineno = 0
+    f.is_c = False
+    return f
+
+#: The root of a sampled stack that was deeper than the maximum depth (its outer frames cut).
+TRUNCATED = _make_marker()
+
+
 # Ids are handed out one by one from 1 and defined in that order (only a failed allocation in the
 # writer can skip one), so an id far beyond the definitions seen is damage and must not size an
 # allocation.
@@ -225,6 +333,9 @@ cdef class TraceFile:
     cdef readonly uint64_t chunk_events   # sum of the chunk headers' record counts
     cdef readonly dict thread_records     # thread id -> records in its chunks
     cdef readonly object writer_error
+    cdef readonly list stacks             # sampling: index = stack id, tuples of Functions
+    cdef readonly dict sampling           # sampling: rate_hz, clock, max_depth, stats; or None
+    cdef list _sample_chunks              # (payload offset, size, base_tick)
     cdef bytearray _fid_kind
     cdef list _chunks                     # (payload offset, size, thread, base_tick)
     cdef uint32_t _max_thread
@@ -240,6 +351,9 @@ cdef class TraceFile:
         self.threads = {}
         self._fid_kind = bytearray(b"\xff")
         self._chunks = []
+        self._sample_chunks = []
+        self.stacks = [()]
+        self.sampling = None
         self.thread_records = {}
         self.damage = None
 
@@ -320,6 +434,10 @@ cdef class TraceFile:
                     self._max_thread = ch.thread
                 if ch.thread not in self.threads:
                     self._add_thread(ch.thread, None, None, f"thread-{ch.thread}")
+            elif ch.type == FT_CHUNK_SAMPLES:
+                self._sample_chunks.append((offset + FT_CHUNK_HEADER_SIZE, ch.payload_size,
+                                            ch.base_tick))
+                self.chunk_events += ch.records
             elif ch.type == FT_CHUNK_DEFS:
                 self._read_defs(payload, ch.payload_size, offset + FT_CHUNK_HEADER_SIZE,
                                 FormatError)
@@ -408,6 +526,41 @@ cdef class TraceFile:
                 if d.id in self.threads and d.name.n > 0:
                     t = self.threads[d.id]
                     t.name = _text(d.name)
+            elif d.tag == FT_DEF_STACK:
+                self._read_stack_def(&d, base + pos, FormatError)
+            elif d.tag == FT_DEF_SAMPLING:
+                self.sampling = {"rate_hz": d.rate,
+                                 "clock": "cpu" if d.clock == FT_CLOCK_CPU else "wall",
+                                 "max_depth": d.max_depth, "stats": None}
+            elif d.tag == FT_DEF_SAMPLER_STATS:
+                self._read_sampler_stats(&d)
+
+    cdef _read_stack_def(self, ft_def* d, size_t end_offset, FormatError):
+        cdef uint64_t fids[1024]
+        cdef size_t n, i
+        if d.id != <uint64_t>len(self.stacks):
+            raise FormatError(self.path, end_offset, f"stack id {d.id} out of sequence")
+        if d.count > 1024:
+            raise FormatError(self.path, end_offset, f"stack {d.id} is deeper than 1024 frames")
+        n = ft_def_list(d, fids, 1024)
+        frames = []
+        if d.flags & FT_STACK_TRUNCATED:
+            frames.append(TRUNCATED)
+        for i in range(n):
+            if fids[i] == 0 or fids[i] >= <uint64_t>len(self.functions) or \
+                    self.functions[fids[i]] is None:
+                raise FormatError(self.path, end_offset,
+                                  f"stack {d.id} uses function id {fids[i]} before its definition")
+            frames.append(self.functions[fids[i]])
+        self.stacks.append(tuple(frames))
+
+    cdef _read_sampler_stats(self, ft_def* d):
+        cdef uint64_t values[32]
+        cdef size_t n = ft_def_list(d, values, 32)
+        if self.sampling is None:
+            self.sampling = {"rate_hz": 0, "clock": "wall", "max_depth": 0, "stats": None}
+        self.sampling["stats"] = {SAMPLER_STATS[i]: values[i]
+                                  for i in range(min(n, len(SAMPLER_STATS)))}
 
     cdef inline int64_t _ns(self, uint64_t tick):
         cdef int64_t delta = <int64_t>(tick - self._h.start_tick)
@@ -421,6 +574,10 @@ cdef class TraceFile:
         """Events chunk by chunk: in order within each thread; threads interleave by chunk.
         With gaps=True, a gap (kind "gap") is yielded where events were dropped."""
         return _EventIter(self, -1 if thread is None else int(thread), gaps)
+
+    def samples(self, thread=None):
+        """Samples in file order (time order: one sampler writes them all)."""
+        return _SampleIter(self, -1 if thread is None else int(thread))
 
     def close(self):
         if self._iterating:
@@ -547,3 +704,78 @@ cdef class _EventIter:
             else:
                 e.function = <Function>self.functions[ev.fid]
             return e
+
+
+cdef class _SampleIter:
+    """The iterator behind TraceFile.samples(): decodes SAMPLES chunks one record at a time."""
+    cdef TraceFile f
+    cdef int want
+    cdef size_t chunk      # next chunk
+    cdef size_t pos        # in the current chunk
+    cdef size_t off, size  # current chunk payload
+    cdef uint64_t tick
+    cdef bint open_chunk
+    cdef bint live
+
+    def __cinit__(self, TraceFile f, int want):
+        if f._view is None:
+            raise ValueError(f"{f.path}: the trace is closed")
+        self.f = f
+        self.want = want
+        self.live = True
+        f._iterating += 1
+
+    def __dealloc__(self):
+        self._finish()
+
+    cdef void _finish(self):
+        if self.live:
+            self.live = False
+            self.f._iterating -= 1
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef ft_read_error err
+        cdef ft_sample s
+        cdef Sample out
+        cdef TraceFile f = self.f
+        cdef int rc
+        cdef uint64_t us
+        while self.live:
+            if not self.open_chunk:
+                if self.chunk >= len(f._sample_chunks):
+                    self._finish()
+                    break
+                self.off, self.size, self.tick = f._sample_chunks[self.chunk]
+                self.chunk += 1
+                self.pos = 0
+                self.open_chunk = True
+            rc = ft_next_sample(f._data + self.off, self.size, &self.pos, self.off, &self.tick,
+                                &s, &err)
+            if rc == 0:
+                self.open_chunk = False
+                continue
+            if rc < 0 or s.stack >= <uint64_t>len(f.stacks):
+                self._finish()
+                from fasttrace._errors import FormatError
+                if rc < 0:
+                    raise FormatError(f.path, err.offset, err.reason.decode("utf-8", "replace"))
+                raise FormatError(f.path, self.off + self.pos,
+                                  f"sample uses stack id {s.stack} before its definition")
+            if self.want >= 0 and <int>s.thread != self.want:
+                continue
+            if s.thread not in f.threads:
+                f._add_thread(s.thread, None, None, f"thread-{s.thread}")
+            out = Sample.__new__(Sample)
+            out.ts = f._ns(s.tick)
+            out.thread = <int>s.thread
+            out.stack = <tuple>f.stacks[s.stack]
+            out.idle = (s.state & FT_SAMPLE_IDLE) != 0
+            out.in_call = (s.state & FT_SAMPLE_IN_CALL) != 0
+            out.torn = (s.state & FT_SAMPLE_TORN) != 0
+            us = s.weight_us
+            out.weight_ns = us * 1000
+            return out
+        raise StopIteration

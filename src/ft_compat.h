@@ -175,4 +175,247 @@ ft_py_tstate_frame(PyThreadState* ts)
     return PyThreadState_GetFrame(ts);
 }
 
+/* ---- sampler: interpreter structures read from another thread, without the GIL --------
+ *
+ * Only ft_sampler.c defines FT_COMPAT_SAMPLER.  It never dereferences interpreter memory: it
+ * copies bytes with process_vm_readv and decodes the copies with the helpers below, so a stale
+ * pointer costs a failed read, never a crash.  Layouts come from the internal headers of the
+ * exact version being built, so no offset is written by hand.
+ *
+ *   thread list       3.9-3.10 interp->tstate_head; 3.11+ interp->threads.head
+ *   GIL               3.9-3.11 _PyRuntime.ceval.gil (embedded); 3.12+ interp->ceval.gil (pointer)
+ *   top frame slot    3.9-3.10 tstate->frame (PyFrameObject*); 3.11-3.12 tstate->cframe ->
+ *                     current_frame (_PyInterpreterFrame*); 3.13 tstate->current_frame
+ *   frame             3.9-3.10 f_back, f_code, f_lasti (bytes / code units);
+ *                     3.11+ previous, f_code (3.13 f_executable), prev_instr (3.13 instr_ptr),
+ *                     owner (3.12+ FRAME_OWNED_BY_CSTACK = shim frame, skipped)
+ *   native thread id  3.11+ tstate->native_thread_id; before, 0 (the namer fills it in)
+ */
+#ifdef FT_COMPAT_SAMPLER
+#include <stddef.h>
+#define Py_BUILD_CORE 1
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+#undef _PyGC_FINALIZED /* 3.12: the public and internal headers both define it */
+#endif
+#include "internal/pycore_interp.h"
+#include "internal/pycore_runtime.h"
+#if PY_VERSION_HEX >= 0x030B0000
+#include "internal/pycore_frame.h"
+#endif
+#undef Py_BUILD_CORE
+
+#define FT_RAW_FRAMES_INLINE (PY_VERSION_HEX >= 0x030B0000) /* frames live in data stacks */
+
+typedef PyThreadState ft_raw_tstate;
+typedef struct _gil_runtime_state ft_raw_gil;
+
+static inline PyThreadState* const*
+ft_raw_threads_head(PyInterpreterState* interp)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return (PyThreadState* const*)&interp->threads.head;
+#else
+    return (PyThreadState* const*)&interp->tstate_head;
+#endif
+}
+
+/* Address of the GIL state; GIL held by the caller, stable for the interpreter's life. */
+static inline const ft_raw_gil*
+ft_raw_gil_addr(PyInterpreterState* interp)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return interp->ceval.gil;
+#else
+    (void)interp;
+    return &_PyRuntime.ceval.gil;
+#endif
+}
+
+static inline int
+ft_raw_gil_held_by(const ft_raw_gil* g, const PyThreadState* addr)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return g->locked && g->last_holder == addr;
+#else
+    return g->locked._value && (const PyThreadState*)g->last_holder._value == addr;
+#endif
+}
+
+static inline uint64_t
+ft_raw_tstate_native_id(const ft_raw_tstate* t)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return t->native_thread_id;
+#else
+    (void)t;
+    return 0;
+#endif
+}
+
+/* Where the live thread state keeps its innermost frame pointer: read 8 bytes there.  NULL
+ * when the thread has no frame slot (3.11/3.12 before the thread's first cframe). */
+static inline void* const*
+ft_raw_top_frame_slot(PyThreadState* addr, const ft_raw_tstate* t)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    (void)t;
+    return (void* const*)&addr->current_frame;
+#elif PY_VERSION_HEX >= 0x030B0000
+    (void)addr;
+    if (t->cframe == NULL) {
+        return NULL;
+    }
+    return (void* const*)((char*)t->cframe + offsetof(_PyCFrame, current_frame));
+#else
+    (void)t;
+    return (void* const*)&addr->frame;
+#endif
+}
+
+/* The live part of the thread's current data-stack chunk, [lo, hi): frames that run on the
+ * thread are copied from here in one read.  Both NULL before 3.11. */
+static inline void
+ft_raw_datastack(const ft_raw_tstate* t, const char** lo, const char** hi)
+{
+#if FT_RAW_FRAMES_INLINE
+    *lo = (const char*)t->datastack_chunk;
+    *hi = (const char*)t->datastack_top;
+#else
+    (void)t;
+    *lo = *hi = NULL;
+#endif
+}
+
+#if FT_RAW_FRAMES_INLINE
+typedef _PyInterpreterFrame ft_raw_frame_struct;
+#define FT_RAW_FRAME_SIZE (offsetof(_PyInterpreterFrame, owner) + 1)
+#else
+typedef PyFrameObject ft_raw_frame_struct;
+#define FT_RAW_FRAME_SIZE (offsetof(PyFrameObject, f_lasti) + sizeof(int))
+#endif
+
+typedef struct {
+    const void* code;  /* code object (unchecked) */
+    const void* back;  /* the caller's frame */
+    const void* instr; /* 3.11+: the current instruction; before: NULL, see lasti */
+    int lasti;         /* 3.9-3.10: offset of the current instruction in co_code, in bytes */
+    int skip;          /* a shim frame with no code of its own */
+    int bad;           /* the bytes cannot be a frame: the stack moved under the reader */
+} ft_raw_frame;
+
+/* Decodes a copy of FT_RAW_FRAME_SIZE bytes. */
+static inline void
+ft_raw_frame_decode(const void* bytes, ft_raw_frame* out)
+{
+    const ft_raw_frame_struct* f = (const ft_raw_frame_struct*)bytes;
+    memset(out, 0, sizeof *out);
+#if PY_VERSION_HEX >= 0x030C0000
+    out->back = f->previous;
+    out->bad = f->owner < 0 || f->owner > FRAME_OWNED_BY_CSTACK;
+    out->skip = f->owner == FRAME_OWNED_BY_CSTACK;
+#if PY_VERSION_HEX >= 0x030D0000
+    out->code = f->f_executable;
+    out->instr = f->instr_ptr;
+#else
+    out->code = f->f_code;
+    out->instr = f->prev_instr;
+#endif
+#elif PY_VERSION_HEX >= 0x030B0000
+    out->back = f->previous;
+    out->bad = f->owner < 0 || f->owner > FRAME_OWNED_BY_FRAME_OBJECT;
+    out->code = f->f_code;
+    out->instr = f->prev_instr;
+#else
+    out->back = f->f_back;
+    out->code = f->f_code;
+#if PY_VERSION_HEX >= 0x030A0000
+    out->lasti = f->f_lasti * (int)sizeof(_Py_CODEUNIT);
+#else
+    out->lasti = f->f_lasti;
+#endif
+    out->bad = out->lasti < -1;
+#endif
+}
+
+/* Code objects: the fixed part is copied once per code object the sampler meets. */
+#if PY_VERSION_HEX >= 0x030B0000
+#define FT_RAW_CODE_SIZE offsetof(PyCodeObject, co_code_adaptive)
+#else
+#define FT_RAW_CODE_SIZE sizeof(PyCodeObject)
+#endif
+
+typedef struct {
+    const void* name;
+    const void* qualname;
+    const void* filename;
+    const void* bytecode; /* 3.9-3.10: the co_code bytes' data; NULL after (instr is absolute) */
+    int firstlineno;
+} ft_raw_code;
+
+static inline void
+ft_raw_code_decode(const void* bytes, ft_raw_code* out)
+{
+    const PyCodeObject* co = (const PyCodeObject*)bytes;
+    out->name = co->co_name;
+    out->filename = co->co_filename;
+    out->firstlineno = co->co_firstlineno;
+#if PY_VERSION_HEX >= 0x030B0000
+    out->qualname = co->co_qualname;
+    out->bytecode = NULL;
+#else
+    out->qualname = co->co_name;
+    out->bytecode = co->co_code == NULL ? NULL
+                                        : (const char*)co->co_code + offsetof(PyBytesObject, ob_sval);
+#endif
+}
+
+/* Strings: only compact str objects (all identifiers and file names of code objects) are
+ * read; the header copy says where the characters are and how wide they are. */
+typedef PyCompactUnicodeObject ft_raw_str_header;
+
+/* 0 if not a readable compact str; else the character width (1, 2, 4) with *data and *len. */
+static inline int
+ft_raw_str_layout(const void* addr, const ft_raw_str_header* h, const void** data, size_t* len)
+{
+    const PyASCIIObject* a = &h->_base;
+    if (Py_TYPE((const PyObject*)a) != &PyUnicode_Type || !a->state.compact) {
+        return 0;
+    }
+    *len = (size_t)a->length;
+    if (a->state.ascii) {
+        *data = (const char*)addr + sizeof(PyASCIIObject);
+        return 1;
+    }
+    *data = (const char*)addr + sizeof(PyCompactUnicodeObject);
+    return (int)a->state.kind;
+}
+
+static inline int
+ft_raw_is_code_type(const PyObject* header_copy)
+{
+    return Py_TYPE(header_copy) == &PyCode_Type;
+}
+
+/* Py_AddPendingCall from a thread that is not the main thread queues the call but, before
+ * 3.13, recomputes the eval breaker as if the caller were the thread to run it (the main-thread
+ * test runs on the calling thread), so a busy main thread never looks.  Setting the breaker
+ * (an atomic the interpreter's own signal path sets too) makes the running thread look; the
+ * main thread runs the call, any other recomputes the breaker and goes on. */
+static inline void
+ft_raw_poke_eval_breaker(PyInterpreterState* interp)
+{
+#if PY_VERSION_HEX < 0x030D0000
+    __atomic_store_n(&interp->ceval.eval_breaker._value, 1, __ATOMIC_RELAXED);
+#else
+    (void)interp;
+#endif
+}
+
+#if PY_VERSION_HEX >= 0x030C0000
+#define FT_HAVE_CODE_WATCHERS 1 /* PyCode_AddWatcher: we hear of every code object's death */
+#else
+#define FT_HAVE_CODE_WATCHERS 0
+#endif
+#endif /* FT_COMPAT_SAMPLER */
+
 #endif /* FT_COMPAT_H */

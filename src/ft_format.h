@@ -44,6 +44,7 @@ enum ft_chunk_type {
     FT_CHUNK_DEFS = 2,    /* function and thread definitions */
     FT_CHUNK_CLOCK = 3,   /* one ft_clock_sync: u64 tick, u64 mono_ns, u64 wall_ns */
     FT_CHUNK_TRAILER = 4, /* the end of a complete trace; see ft_trailer */
+    FT_CHUNK_SAMPLES = 5, /* sampling mode: SAMPLE records of every thread, from the sampler */
 };
 
 /* Chunk flags. */
@@ -82,13 +83,58 @@ enum ft_event_tag {
     FT_REC_DROP = 0x08,            /* varint dropped, varint dt, varint depth, depth x fid */
 };
 
+/* The one record of SAMPLES chunks: `tag varint dt varint thread varint stack varint w`, where
+ * dt is the tick delta from the previous SAMPLE of the chunk (or base_tick), stack is a STACK
+ * def id (0 = no Python frames), and w = weight_us << 3 | state bits.  weight_us is the time
+ * the sample stands for: wall clock, the interval since the previous tick; cpu clock, the
+ * thread's CPU time since its previous sample. */
+#define FT_REC_SAMPLE 0x09
+enum ft_sample_state {
+    FT_SAMPLE_IDLE = 1u << 0,    /* the thread did not hold the GIL: waiting, not running Python */
+    FT_SAMPLE_IN_CALL = 1u << 1, /* its innermost Python frame was executing a call */
+    FT_SAMPLE_TORN = 1u << 2,    /* the stack changed while it was read; frames may be missing */
+    FT_SAMPLE_STATE_BITS = 3,
+};
+#define FT_MAX_SAMPLE_SIZE (1 + 10 + 5 + 5 + 10)
+
 /* Record tags inside defs chunks.  str = varint length + UTF-8 bytes. */
 enum ft_def_tag {
     FT_DEF_FUNCTION = 0x10, /* varint fid, u8 flags, varint lineno, str name, str qualname,
                                str filename, str module */
     FT_DEF_THREAD = 0x11,   /* varint thread, varint ident, varint native_id, str name */
     FT_DEF_THREAD_NAME = 0x12, /* varint thread, str name */
+    FT_DEF_STACK = 0x13,       /* varint sid, u8 flags, varint depth, depth x varint fid (root
+                                  first) */
+    FT_DEF_SAMPLING = 0x14,    /* varint rate_hz, u8 clock (ft_sample_clock), varint max_depth */
+    FT_DEF_SAMPLER_STATS = 0x15, /* varint count, count x varint value (ft_sampler_stat order) */
 };
+
+enum ft_stack_flags {
+    FT_STACK_TRUNCATED = 1u << 0, /* deeper than max_depth: the outermost frames were cut */
+};
+
+enum ft_sample_clock {
+    FT_CLOCK_WALL = 0,
+    FT_CLOCK_CPU = 1,
+};
+
+/* SAMPLER_STATS values, in this order (readers take the first `count` they know). */
+enum ft_sampler_stat {
+    FT_STAT_TICKS,         /* sampler wake-ups that sampled */
+    FT_STAT_SAMPLES,       /* SAMPLE records written */
+    FT_STAT_LATE,          /* ticks that came more than one interval late (schedule reset) */
+    FT_STAT_TORN,          /* samples flagged TORN after one retry */
+    FT_STAT_TRUNCATED,     /* samples whose stack was cut at max_depth */
+    FT_STAT_DROPPED,       /* samples lost: the sampler's ring was full */
+    FT_STAT_SAMPLER_CPU_NS, /* CPU time of the sampler thread */
+    FT_STAT_READ_FAILURES, /* memory reads that failed (a pointer went stale under the sampler) */
+    FT_STAT_DURATION_NS,   /* from the sampler's start to its stop */
+    FT_STAT_REALTIME,      /* 1 if the sampler ran at SCHED_FIFO priority */
+    FT_STAT_COUNT,
+};
+
+/* The deepest stack a sample keeps (innermost frames); deeper ones are flagged truncated. */
+#define FT_SAMPLE_MAX_DEPTH 1024
 
 enum ft_function_flags {
     FT_FUNC_IS_C = 1u << 0,

@@ -174,7 +174,7 @@ ft_read_chunk(const uint8_t* data, size_t size, size_t offset, ft_chunk_header* 
              h->type);
         return FT_READ_CORRUPT;
     }
-    if (h->type < FT_CHUNK_EVENTS || h->type > FT_CHUNK_TRAILER) {
+    if (h->type < FT_CHUNK_EVENTS || h->type > FT_CHUNK_SAMPLES) {
         fail(e, offset, "unknown chunk type %u", h->type);
         return FT_READ_CORRUPT;
     }
@@ -183,6 +183,37 @@ ft_read_chunk(const uint8_t* data, size_t size, size_t offset, ft_chunk_header* 
 }
 
 /* ---- definitions ------------------------------------------------------------------------- */
+
+/* Skips `count` varints, recording where they are. */
+static int
+get_varint_list(const uint8_t** p, const uint8_t* end, uint64_t count, ft_str* list)
+{
+    if (count > (uint64_t)(end - *p)) { /* every varint takes at least one byte */
+        return 0;
+    }
+    const uint8_t* start = *p;
+    uint64_t v;
+    for (uint64_t i = 0; i < count; i++) {
+        if (!get_varint(p, end, &v)) {
+            return 0;
+        }
+    }
+    list->s = start;
+    list->n = (size_t)(*p - start);
+    return 1;
+}
+
+size_t
+ft_def_list(const ft_def* d, uint64_t* out, size_t n)
+{
+    const uint8_t* p = d->list.s;
+    const uint8_t* end = p + d->list.n;
+    size_t i = 0;
+    while (i < n && i < d->count && get_varint(&p, end, &out[i])) {
+        i++;
+    }
+    return i;
+}
 
 int
 ft_next_def(const uint8_t* payload, size_t size, size_t* pos, size_t base, ft_def* d,
@@ -213,6 +244,25 @@ ft_next_def(const uint8_t* payload, size_t size, size_t* pos, size_t base, ft_de
     case FT_DEF_THREAD_NAME:
         ok = get_varint(&p, end, &d->id) && get_str(&p, end, &d->name);
         break;
+    case FT_DEF_STACK:
+        ok = get_varint(&p, end, &d->id) && p < end;
+        if (ok) {
+            d->flags = *p++;
+            ok = get_varint(&p, end, &d->count) && get_varint_list(&p, end, d->count, &d->list);
+        }
+        break;
+    case FT_DEF_SAMPLING:
+        ok = get_varint(&p, end, &d->rate) && p < end;
+        if (ok) {
+            d->clock = *p++;
+            ok = get_varint(&p, end, &d->max_depth);
+        }
+        d->id = 1; /* no id: keep the id check below quiet */
+        break;
+    case FT_DEF_SAMPLER_STATS:
+        ok = get_varint(&p, end, &d->count) && get_varint_list(&p, end, d->count, &d->list);
+        d->id = 1;
+        break;
     default:
         return fail(e, base + *pos, "unknown definition record 0x%02x", d->tag);
     }
@@ -223,6 +273,38 @@ ft_next_def(const uint8_t* payload, size_t size, size_t* pos, size_t base, ft_de
         return fail(e, base + *pos, "definition record with invalid id %llu",
                     (unsigned long long)d->id);
     }
+    *pos = (size_t)(p - payload);
+    return 1;
+}
+
+/* ---- samples ----------------------------------------------------------------------------- */
+
+int
+ft_next_sample(const uint8_t* payload, size_t size, size_t* pos, size_t base, uint64_t* tick,
+               ft_sample* s, ft_read_error* e)
+{
+    if (*pos >= size) {
+        return 0;
+    }
+    const uint8_t* p = payload + *pos;
+    const uint8_t* end = payload + size;
+    size_t offset = base + *pos;
+    uint8_t tag = *p++;
+    if (tag != FT_REC_SAMPLE) {
+        return fail(e, offset, "unknown sample record 0x%02x", tag);
+    }
+    uint64_t dt, w;
+    if (!get_varint(&p, end, &dt) || !get_varint(&p, end, &s->thread) ||
+        !get_varint(&p, end, &s->stack) || !get_varint(&p, end, &w)) {
+        return fail(e, offset, "truncated sample record");
+    }
+    if (s->thread == 0 || s->thread > 0xFFFFFFFFu) {
+        return fail(e, offset, "sample with invalid thread id %llu", (unsigned long long)s->thread);
+    }
+    *tick += dt;
+    s->tick = *tick;
+    s->state = (uint8_t)(w & ((1u << FT_SAMPLE_STATE_BITS) - 1));
+    s->weight_us = w >> FT_SAMPLE_STATE_BITS;
     *pos = (size_t)(p - payload);
     return 1;
 }

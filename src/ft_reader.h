@@ -63,7 +63,29 @@ typedef struct {
     uint64_t ident;
     uint64_t native_id;
     ft_str name, qualname, filename, module;
+    /* STACK: id = stack id, flags, `count` function ids as varints at list.s;
+     * SAMPLING: rate, clock, max_depth; SAMPLER_STATS: `count` varints at list.s */
+    uint64_t count;
+    ft_str list;
+    uint64_t rate, clock, max_depth;
 } ft_def;
+
+/* Decodes up to `n` varints of a STACK or SAMPLER_STATS list (validated by ft_next_def). */
+size_t ft_def_list(const ft_def* d, uint64_t* out, size_t n);
+
+/* One SAMPLE record (SAMPLES chunks). */
+typedef struct {
+    uint64_t tick;
+    uint64_t thread;
+    uint64_t stack;
+    uint64_t weight_us;
+    uint8_t state; /* ft_sample_state bits */
+} ft_sample;
+
+/* Decodes the sample at *pos (advancing it); `tick` carries from record to record (start it at
+ * the chunk's base_tick).  Returns 1, 0 at the end of the payload, -1 on error. */
+int ft_next_sample(const uint8_t* payload, size_t size, size_t* pos, size_t base, uint64_t* tick,
+                   ft_sample* s, ft_read_error* e);
 
 /* Decodes the def at *pos (advancing it).  Returns 1, 0 at the end of the payload, -1 on
  * error.  `base` is the payload's file offset, for messages. */

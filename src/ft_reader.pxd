@@ -27,6 +27,18 @@ cdef extern from "ft_format.h" nogil:
         FT_CHUNK_DEFS
         FT_CHUNK_CLOCK
         FT_CHUNK_TRAILER
+        FT_CHUNK_SAMPLES
+        FT_DEF_STACK
+        FT_DEF_SAMPLING
+        FT_DEF_SAMPLER_STATS
+        FT_STACK_TRUNCATED
+        FT_SAMPLE_IDLE
+        FT_SAMPLE_IN_CALL
+        FT_SAMPLE_TORN
+        FT_CLOCK_WALL
+        FT_CLOCK_CPU
+        FT_STAT_COUNT
+        FT_SAMPLE_MAX_DEPTH
         FT_CHUNK_HEADER_SIZE
         FT_CHUNK_LAST_OF_THREAD
         FT_DEF_FUNCTION
@@ -92,6 +104,23 @@ cdef extern from "ft_reader.h" nogil:
         ft_str qualname
         ft_str filename
         ft_str module
+        uint64_t count
+        ft_str list
+        uint64_t rate
+        uint64_t clock
+        uint64_t max_depth
+
+    size_t ft_def_list(const ft_def* d, uint64_t* out, size_t n)
+
+    ctypedef struct ft_sample:
+        uint64_t tick
+        uint64_t thread
+        uint64_t stack
+        uint64_t weight_us
+        uint8_t state
+
+    int ft_next_sample(const uint8_t* payload, size_t size, size_t* pos, size_t base,
+                       uint64_t* tick, ft_sample* s, ft_read_error* e)
 
     int ft_next_def(const uint8_t* payload, size_t size, size_t* pos, size_t base, ft_def* d,
                     ft_read_error* e)

@@ -8,6 +8,7 @@
 #include <zlib.h>
 
 #include "ft_format.h"
+#include "ft_sampler.h"
 
 ft_session ft_S;
 _Atomic uint32_t ft_active_gen = FT_GEN_NONE;
@@ -54,7 +55,7 @@ write_header(const ft_config* cfg, uint32_t clock_kind)
     double hz = ft_clock_tick_hz();
     p = ft_put_u32(p, cfg->python_version_hex);
     p = ft_put_u32(p, (uint32_t)getpid());
-    p = ft_put_u32(p, FT_MODE_TRACE);
+    p = ft_put_u32(p, cfg->mode == FT_MODE_SAMPLE ? FT_MODE_SAMPLE : FT_MODE_TRACE);
     p = ft_put_u32(p, (cfg->c_calls ? FT_HEADER_C_CALLS : 0) |
                           ((uint32_t)cfg->hook << FT_HEADER_HOOK_SHIFT));
     p = ft_put_u32(p, clock_kind);
@@ -138,6 +139,8 @@ free_snapshots(void)
 void
 ft_session_finish(ft_summary* out)
 {
+    ft_sampler_stats sampled;
+    ft_sampler_stop(&sampled); /* first: its last chunk and stats def go out with the rest */
     ft_writer_join();
     ft_clock_sync stop;
     ft_clock_sample(&stop);
@@ -170,8 +173,9 @@ ft_session_finish(ft_summary* out)
     out->dropped = ft_S.dropped;
     out->bytes = ft_S.bytes;
     out->duration_ns = stop.mono_ns - ft_S.start_clock.mono_ns;
-    out->threads = ft_S.n_threads;
+    out->threads = ft_S.n_threads + ft_S.n_sampled_threads;
     out->functions = ft_S.n_functions;
+    memcpy(out->sampler, sampled.values, sizeof out->sampler);
     out->error = atomic_load(&ft_S.writer_error);
     out->error_offset = ft_S.error_offset;
 
@@ -180,6 +184,8 @@ ft_session_finish(ft_summary* out)
     }
     free(ft_S.threads);
     ft_S.threads = NULL;
+    ft_thread_free(ft_S.sample_ring);
+    ft_S.sample_ring = NULL;
     free(ft_S.defs);
     ft_S.defs = NULL;
     free_snapshots();
@@ -196,6 +202,7 @@ ft_session_abandon(void)
     if (ft_S.fd >= 0) {
         close(ft_S.fd);
     }
+    ft_sampler_abandon();
     memset(&ft_S, 0, sizeof ft_S);
     ft_S.fd = -1;
 }
@@ -234,8 +241,8 @@ ft_session_add_snapshot(uint64_t ident, const uint32_t* fids_leaf_first, uint32_
     pthread_mutex_unlock(&ft_S.lock);
 }
 
-static void
-put_thread_def(ft_thread* t, const char* name)
+void
+ft_session_put_thread_def(uint32_t id, uint64_t ident, uint64_t native_id, const char* name)
 {
     size_t n = name != NULL ? strlen(name) : 0;
     uint8_t* p = ft_defs_begin(1 + 30 + 10 + n);
@@ -243,9 +250,9 @@ put_thread_def(ft_thread* t, const char* name)
         return;
     }
     *p++ = FT_DEF_THREAD;
-    p = ft_put_varint(p, t->id);
-    p = ft_put_varint(p, t->ident);
-    p = ft_put_varint(p, t->native_id);
+    p = ft_put_varint(p, id);
+    p = ft_put_varint(p, ident);
+    p = ft_put_varint(p, native_id);
     p = put_str(p, name != NULL ? name : "", n);
     ft_defs_end(p);
 }
@@ -277,7 +284,7 @@ ft_session_attach_thread(uint64_t ident, uint64_t native_id, const char* name)
 
     t->last_tick = ft_S.start_clock.tick;
     t->chunk_base_tick = t->last_tick;
-    put_thread_def(t, name);
+    ft_session_put_thread_def(t->id, t->ident, t->native_id, name);
     if (name != NULL) {
         t->name_pending = 0;
         t->limit = t->real_limit;
@@ -309,14 +316,14 @@ ft_session_thread_exit(uint32_t gen, uint32_t id)
     pthread_mutex_unlock(&ft_S.lock);
 }
 
-static void
-put_thread_name(ft_thread* t, const char* name)
+void
+ft_session_put_thread_name(uint32_t id, const char* name)
 {
     size_t n = strlen(name);
     uint8_t* p = ft_defs_begin(1 + 10 + 10 + n);
     if (p != NULL) {
         *p++ = FT_DEF_THREAD_NAME;
-        p = ft_put_varint(p, t->id);
+        p = ft_put_varint(p, id);
         p = put_str(p, name, n);
         ft_defs_end(p);
     }
@@ -326,7 +333,7 @@ void
 ft_session_name_thread(ft_thread* t, const char* name)
 {
     pthread_mutex_lock(&ft_S.lock);
-    put_thread_name(t, name);
+    ft_session_put_thread_name(t->id, name);
     pthread_mutex_unlock(&ft_S.lock);
 }
 
@@ -338,7 +345,7 @@ ft_session_set_thread_name(uint64_t ident, const char* name)
     for (uint32_t i = 0; i < ft_S.n_threads; i++) {
         ft_thread* t = ft_S.threads[i];
         if (t != NULL && !t->finished && t->ident == ident) {
-            put_thread_name(t, name);
+            ft_session_put_thread_name(t->id, name);
         }
     }
     pthread_mutex_unlock(&ft_S.lock);
@@ -371,6 +378,38 @@ ft_defs_end(uint8_t* end)
 {
     ft_S.defs_len = (size_t)(end - ft_S.defs);
     pthread_mutex_unlock(&ft_S.defs_lock);
+}
+
+ft_thread*
+ft_session_sample_ring(void)
+{
+    pthread_mutex_lock(&ft_S.lock);
+    if (ft_S.sample_ring == NULL) {
+        ft_S.sample_ring = ft_thread_new(0, ft_S.chunk_size, ft_S.n_chunks);
+        if (ft_S.sample_ring != NULL) {
+            ft_S.sample_ring->chunk_type = FT_CHUNK_SAMPLES;
+            ft_S.sample_ring->name_pending = 0;
+            ft_S.sample_ring->last_tick = ft_S.start_clock.tick;
+            ft_S.sample_ring->chunk_base_tick = ft_S.start_clock.tick;
+        }
+    }
+    pthread_mutex_unlock(&ft_S.lock);
+    return ft_S.sample_ring;
+}
+
+uint32_t
+ft_session_new_thread_id(void)
+{
+    pthread_mutex_lock(&ft_S.lock);
+    uint32_t id = ++ft_S.n_sampled_threads;
+    pthread_mutex_unlock(&ft_S.lock);
+    return id;
+}
+
+void
+ft_session_set_function_count(uint32_t n)
+{
+    ft_S.n_functions = n;
 }
 
 void

@@ -30,6 +30,7 @@ typedef struct {
     int fd;
     int c_calls;
     int hook; /* ft_hook_kind */
+    int mode; /* ft_mode */
     uint32_t chunk_size;
     uint32_t n_chunks;
     /* header strings (UTF-8, NUL-terminated, owned by the caller during start) */
@@ -48,6 +49,7 @@ typedef struct {
     uint32_t functions;
     int error;            /* errno of the first write failure, 0 if none */
     uint64_t error_offset; /* file offset where it happened */
+    uint64_t sampler[16]; /* sampling mode: ft_sampler_stat values */
 } ft_summary;
 
 /* Per-thread stack captured at start(), taken over by the thread's first event. */
@@ -80,6 +82,10 @@ typedef struct {
     size_t defs_len;
     size_t defs_cap;
     uint32_t n_functions;
+
+    /* sampling mode: the sampler's ring (chunk type SAMPLES) and the threads it named */
+    ft_thread* sample_ring;
+    uint32_t n_sampled_threads;
 
     /* writer */
     pthread_t writer;
@@ -121,6 +127,12 @@ void ft_defs_end(uint8_t* end);
 /* Names the live thread with this ident (stop() names every live thread this way). */
 void ft_session_set_thread_name(uint64_t ident, const char* name);
 void ft_session_name_thread(ft_thread* t, const char* name);
+/* Sampling mode (ft_sampler.c).  The ring is created at the first call. */
+ft_thread* ft_session_sample_ring(void);
+uint32_t ft_session_new_thread_id(void);
+void ft_session_put_thread_def(uint32_t id, uint64_t ident, uint64_t native_id, const char* name);
+void ft_session_put_thread_name(uint32_t id, const char* name);
+void ft_session_set_function_count(uint32_t n);
 /* Wakes the writer early (a ring is filling up). */
 void ft_session_kick_writer(void);
 /* Called by a thread on exit (pthread key destructor). */

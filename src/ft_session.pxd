@@ -7,6 +7,7 @@ cdef extern from "ft_session.h" nogil:
         int fd
         int c_calls
         int hook
+        int mode
         uint32_t chunk_size
         uint32_t n_chunks
         const char* command_line
@@ -23,6 +24,7 @@ cdef extern from "ft_session.h" nogil:
         uint32_t functions
         int error
         uint64_t error_offset
+        uint64_t sampler[16]
 
     int ft_session_start(const ft_config* cfg)
     void ft_session_quiesce()

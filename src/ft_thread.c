@@ -51,6 +51,7 @@ ft_thread_new(uint32_t id, uint32_t chunk_size, uint32_t n_chunks)
         ft_thread_free(t);
         return NULL;
     }
+    t->chunk_type = FT_CHUNK_EVENTS;
     atomic_init(&t->head, 0);
     atomic_init(&t->tail, 0);
     t->pos = ft_chunk_payload(t, 0);
@@ -185,6 +186,27 @@ ft_thread_put_stack(ft_thread* t, uint8_t tag, uint64_t dropped, uint64_t now)
     t->last_tick = now;
     t->records++;
     set_limit(t);
+}
+
+int
+ft_thread_rotate(ft_thread* t, int more)
+{
+    if (!t->dropping && t->records > 0) {
+        publish(t, more ? 0 : FT_CHUNK_LAST_OF_THREAD);
+    } else if (!t->dropping) {
+        if (!more) {
+            t->dropping = 1; /* nothing to publish; the ring is done */
+            no_room(t);
+        }
+        return more;
+    }
+    if (!more) {
+        t->dropping = 1;
+        no_room(t);
+        return 0;
+    }
+    t->dropping = !take_chunk(t);
+    return !t->dropping;
 }
 
 void

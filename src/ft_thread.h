@@ -59,6 +59,7 @@ typedef struct ft_thread {
     uint64_t ident;         /* threading.get_ident() */
     uint64_t native_id;     /* the kernel's tid */
     int finished;           /* its last chunk is published; nothing more will be written */
+    uint8_t chunk_type;     /* FT_CHUNK_EVENTS, or FT_CHUNK_SAMPLES for the sampler's ring */
 } ft_thread;
 
 /* Payload area of chunk number `seq` (any sequence number; the ring wraps). */
@@ -85,6 +86,11 @@ void ft_thread_put_stack(ft_thread* t, uint8_t tag, uint64_t dropped, uint64_t n
 /* Publishes the partially filled chunk, marks it as the thread's last, and stops the producer.
  * Called with the producer quiescent: at stop() or from the exiting thread itself. */
 void ft_thread_finish(ft_thread* t, uint64_t now);
+
+/* For a ring written by something other than a hook (the sampler): publishes the chunk being
+ * filled, unless the ring was full, and if `more` takes the next one.  Returns 1 if a chunk is
+ * ready to write into (`dropping` is then 0). */
+int ft_thread_rotate(ft_thread* t, int more);
 
 /* Looks the thread's name up in threading._active and records it.  Returns 1 once the name is
  * known (or cannot ever be).  GIL held.  Implemented in ft_hooks.c. */

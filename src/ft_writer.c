@@ -98,6 +98,38 @@ write_defs(void)
     free(defs);
 }
 
+/* Writes one ring's chunks [tail, head) and gives them back. */
+static size_t
+drain_ring(ft_thread* t, uint64_t head)
+{
+    size_t chunks = 0;
+    struct iovec iov[FT_MAX_IOV];
+    int niov = 0;
+    uint64_t tail = atomic_load_explicit(&t->tail, memory_order_relaxed);
+    for (; tail < head; tail++) {
+        ft_chunk_meta* m = &t->meta[tail % t->n_chunks];
+        uint8_t* payload = ft_chunk_payload(t, tail);
+        ft_chunk_header* h = (ft_chunk_header*)(payload - FT_CHUNK_HEADER_SIZE);
+        fill_header(h, t->chunk_type, (uint8_t)m->flags, t->id, m->records, m->base_tick,
+                    payload, m->used);
+        ft_S.events += m->records;
+        iov[niov].iov_base = h;
+        iov[niov].iov_len = FT_CHUNK_HEADER_SIZE + m->used;
+        niov++;
+        chunks++;
+        if (niov == FT_MAX_IOV) {
+            writev_all(iov, niov);
+            niov = 0;
+            atomic_store_explicit(&t->tail, tail + 1, memory_order_release);
+        }
+    }
+    if (niov > 0) {
+        writev_all(iov, niov);
+    }
+    atomic_store_explicit(&t->tail, tail, memory_order_release);
+    return chunks;
+}
+
 size_t
 ft_writer_drain(void)
 {
@@ -118,41 +150,20 @@ ft_writer_drain(void)
         threads[i] = ft_S.threads[i];
         heads[i] = threads[i] ? atomic_load_explicit(&threads[i]->head, memory_order_acquire) : 0;
     }
+    ft_thread* ring = ft_S.sample_ring;
+    uint64_t ring_head = ring ? atomic_load_explicit(&ring->head, memory_order_acquire) : 0;
     pthread_mutex_unlock(&ft_S.lock);
 
     write_defs();
 
     size_t chunks = 0;
-    struct iovec iov[FT_MAX_IOV];
-    int niov = 0;
     for (uint32_t i = 0; i < n; i++) {
-        ft_thread* t = threads[i];
-        if (t == NULL) {
-            continue;
+        if (threads[i] != NULL) {
+            chunks += drain_ring(threads[i], heads[i]);
         }
-        uint64_t tail = atomic_load_explicit(&t->tail, memory_order_relaxed);
-        for (; tail < heads[i]; tail++) {
-            ft_chunk_meta* m = &t->meta[tail % t->n_chunks];
-            uint8_t* payload = ft_chunk_payload(t, tail);
-            ft_chunk_header* h = (ft_chunk_header*)(payload - FT_CHUNK_HEADER_SIZE);
-            fill_header(h, FT_CHUNK_EVENTS, (uint8_t)m->flags, t->id, m->records, m->base_tick,
-                        payload, m->used);
-            ft_S.events += m->records;
-            iov[niov].iov_base = h;
-            iov[niov].iov_len = FT_CHUNK_HEADER_SIZE + m->used;
-            niov++;
-            chunks++;
-            if (niov == FT_MAX_IOV) {
-                writev_all(iov, niov);
-                niov = 0;
-                atomic_store_explicit(&t->tail, tail + 1, memory_order_release);
-            }
-        }
-        if (niov > 0) {
-            writev_all(iov, niov);
-            niov = 0;
-        }
-        atomic_store_explicit(&t->tail, tail, memory_order_release);
+    }
+    if (ring != NULL) {
+        chunks += drain_ring(ring, ring_head);
     }
 
     /* Free the buffers of threads that have exited and been written out. */

@@ -77,11 +77,6 @@ def test_buffer_size_too_small(trace_path, bad):
         fasttrace.start(trace_path, buffer_size=bad)
 
 
-def test_rate_is_reserved(trace_path):
-    with pytest.raises(ValueError, match="rate"):
-        fasttrace.start(trace_path, rate=100)
-
-
 def test_refuses_when_cprofile_runs(trace_path):
     prof = cProfile.Profile()
     prof.enable()

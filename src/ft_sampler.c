@@ -1,0 +1,931 @@
+/* ft_sampler.c: the sampling-mode sampler thread (see ft_sampler.h).
+ *
+ * Every tick it reads, with process_vm_readv on our own pid (a stale pointer gives EFAULT,
+ * never SIGSEGV): the GIL state, the thread list, each thread state, each thread's live
+ * data-stack chunk in one copy (3.11+), and any frame outside that copy.  It never calls the
+ * C API and never holds the GIL.  Functions, stacks and threads are interned here, on the
+ * sampler thread, and their defs go to the session's defs stream before the first SAMPLE that
+ * uses them, so the writer's drain order (heads, then defs) keeps defs ahead of use.
+ */
+#define _GNU_SOURCE
+#define FT_COMPAT_SAMPLER
+#include "ft_compat.h"
+
+#include "ft_sampler.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ft_clock.h"
+#include "ft_format.h"
+#include "ft_session.h"
+#include "ft_thread.h"
+
+#define MAX_THREADS_PER_TICK 4096
+#define SNAP_MAX (256 * 1024)     /* the largest data-stack copy; beyond, frames are read one by one */
+#define MAX_STR 1024              /* longer names are cut */
+#define PUBLISH_NS 100000000ull   /* a partly filled chunk is handed to the writer this often */
+#define CODE_TABLE_BITS 16        /* code objects remembered; the table is reset when 3/4 full */
+#define STACK_TABLE_BITS 16
+/* A new thread's tstate exists before threading registers it: the namer is asked again this
+ * often while a thread younger than NAME_GIVE_UP_NS has no name (C threads never get one). */
+#define NAME_RETRY_NS 20000000ull
+#define NAME_GIVE_UP_NS 2000000000ull
+
+/* ---- state, owned by the sampler thread unless noted --------------------------------------- */
+
+typedef struct {
+    _Atomic uintptr_t key; /* code object address; 0 empty; 1 tombstone (the code died) */
+    uint32_t fid;
+    const void* bytecode;  /* 3.9-3.10: co_code's data, for the call check */
+} code_entry;
+#define CODE_TOMB ((uintptr_t)1)
+
+typedef struct {
+    uint64_t hash;
+    uint32_t sid;
+    uint32_t depth;
+    size_t at;             /* fids in `stack_arena` */
+    uint8_t flags;
+} stack_entry;
+
+typedef struct {
+    uint64_t uid;          /* tstate->id: never reused within a process */
+    uint64_t ident;
+    uint64_t native_id;
+    uint64_t last_cpu_ns;
+    uint64_t first_seen_ns;
+    uint32_t id;           /* the file's thread id */
+    int named;             /* guarded by names_lock */
+} thread_entry;
+
+static struct {
+    ft_sampler_config cfg;
+    uint8_t is_call[256];
+    const void* stop_codes[FT_SAMPLER_MAX_STOP_CODES];
+    PyInterpreterState* interp;
+    const ft_raw_gil* gil;
+    pid_t pid;
+    pthread_t thread;
+    _Atomic int stop;
+    int running;
+    uint64_t interval_ns;
+    uint64_t rng;
+    ft_thread* ring;
+    uint64_t chunk_started_ns;
+
+    code_entry* codes; /* 1 << CODE_TABLE_BITS */
+    uint32_t n_codes;
+    uint32_t next_fid;
+
+    stack_entry* stacks;
+    uint32_t stacks_cap;
+    uint32_t n_stacks;
+    uint32_t* stack_arena;
+    size_t arena_len, arena_cap;
+
+    pthread_mutex_t names_lock; /* guards `threads` against ft_sampler_set_thread_name */
+    thread_entry* threads;
+    uint32_t n_threads, cap_threads;
+    _Atomic int namer_pending;
+
+    char snap[SNAP_MAX];
+    uint32_t fids[FT_SAMPLE_MAX_DEPTH + 1];
+    uint64_t stat[FT_STAT_COUNT];
+} S;
+
+/* Bumped by the code watcher whenever a code object dies (3.12+).  An insert that saw it move
+ * may have named a dead object whose address is now reused, so it is not kept. */
+static _Atomic uint64_t g_code_deaths;
+/* Registered at the first sampling start and kept: it only looks at S.codes (NULL when no
+ * sampler runs), and watcher slots are few (8), so a slot is never given back and re-taken. */
+#if FT_HAVE_CODE_WATCHERS
+static int g_watcher = -1;
+#endif
+
+/* ---- safe reads ----------------------------------------------------------------------------- */
+
+static int
+safe_read(void* dst, const void* src, size_t n)
+{
+    struct iovec local = {dst, n};
+    struct iovec remote = {(void*)src, n};
+    if (process_vm_readv(S.pid, &local, 1, &remote, 1, 0) == (ssize_t)n) {
+        return 0;
+    }
+    S.stat[FT_STAT_READ_FAILURES]++;
+    return -1;
+}
+
+static uint64_t
+mono_ns(clockid_t c)
+{
+    struct timespec ts;
+    clock_gettime(c, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t
+next_random(void)
+{
+    /* xorshift64*: the jitter only has to be independent of the program's own period */
+    S.rng ^= S.rng >> 12;
+    S.rng ^= S.rng << 25;
+    S.rng ^= S.rng >> 27;
+    return S.rng * 2685821657736338717ull;
+}
+
+/* ---- strings -------------------------------------------------------------------------------- */
+
+static uint8_t*
+put_utf8(uint8_t* p, uint32_t c)
+{
+    if (c < 0x80) {
+        *p++ = (uint8_t)c;
+    } else if (c < 0x800) {
+        *p++ = (uint8_t)(0xC0 | (c >> 6));
+        *p++ = (uint8_t)(0x80 | (c & 0x3F));
+    } else if (c < 0x10000) {
+        *p++ = (uint8_t)(0xE0 | (c >> 12));
+        *p++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+        *p++ = (uint8_t)(0x80 | (c & 0x3F));
+    } else {
+        *p++ = (uint8_t)(0xF0 | ((c >> 18) & 0x07));
+        *p++ = (uint8_t)(0x80 | ((c >> 12) & 0x3F));
+        *p++ = (uint8_t)(0x80 | ((c >> 6) & 0x3F));
+        *p++ = (uint8_t)(0x80 | (c & 0x3F));
+    }
+    return p;
+}
+
+/* Copies the str at `addr` as UTF-8 into out (room for 4 * MAX_STR bytes).  Returns the length,
+ * or -1 if it is not a readable compact str. */
+static int
+read_str(const void* addr, uint8_t* out)
+{
+    ft_raw_str_header h;
+    const void* data;
+    size_t len;
+    if (addr == NULL || safe_read(&h, addr, sizeof h) < 0) {
+        return -1;
+    }
+    int kind = ft_raw_str_layout(addr, &h, &data, &len);
+    if (kind == 0) {
+        return -1;
+    }
+    if (len > MAX_STR) {
+        len = MAX_STR;
+    }
+    uint8_t raw[4 * MAX_STR];
+    if (len > 0 && safe_read(raw, data, len * (size_t)kind) < 0) {
+        return -1;
+    }
+    if (kind == 1) { /* ASCII or Latin-1 */
+        uint8_t* p = out;
+        for (size_t i = 0; i < len; i++) {
+            p = put_utf8(p, raw[i]);
+        }
+        return (int)(p - out);
+    }
+    uint8_t* p = out;
+    for (size_t i = 0; i < len; i++) {
+        uint32_t c;
+        if (kind == 2) {
+            uint16_t c16;
+            memcpy(&c16, raw + 2 * i, 2);
+            c = c16;
+        } else {
+            memcpy(&c, raw + 4 * i, 4);
+            if (c > 0x10FFFF) {
+                c = 0xFFFD;
+            }
+        }
+        p = put_utf8(p, c);
+    }
+    return (int)(p - out);
+}
+
+/* ---- functions ------------------------------------------------------------------------------ */
+
+static uint32_t
+ptr_hash(uintptr_t p, int bits)
+{
+    return (uint32_t)(((uint64_t)p * 0x9E3779B97F4A7C15ull) >> (64 - bits));
+}
+
+static void
+put_function_def(uint32_t fid, const ft_raw_code* rc)
+{
+    static uint8_t name[4 * MAX_STR], qual[4 * MAX_STR], file[4 * MAX_STR];
+    int nn = read_str(rc->name, name);
+    int nq = read_str(rc->qualname, qual);
+    int nf = read_str(rc->filename, file);
+    if (nn < 0) {
+        memcpy(name, "?", 1);
+        nn = 1;
+    }
+    if (nq < 0) {
+        memcpy(qual, name, (size_t)nn);
+        nq = nn;
+    }
+    if (nf < 0) {
+        nf = 0;
+    }
+    uint8_t* p = ft_defs_begin(1 + 10 + 1 + 10 + 4 * 10 + (size_t)nn + (size_t)nq + (size_t)nf);
+    if (p == NULL) {
+        return; /* out of memory: the reader reports the undefined id */
+    }
+    *p++ = FT_DEF_FUNCTION;
+    p = ft_put_varint(p, fid);
+    *p++ = 0;
+    p = ft_put_varint(p, rc->firstlineno > 0 ? (uint64_t)rc->firstlineno : 0);
+    p = ft_put_varint(p, (uint64_t)nn);
+    memcpy(p, name, (size_t)nn);
+    p += nn;
+    p = ft_put_varint(p, (uint64_t)nq);
+    memcpy(p, qual, (size_t)nq);
+    p += nq;
+    p = ft_put_varint(p, (uint64_t)nf);
+    memcpy(p, file, (size_t)nf);
+    p += nf;
+    p = ft_put_varint(p, 0); /* module: "" for Python code, as in trace mode */
+    ft_defs_end(p);
+}
+
+/* The function id of the code object at `addr`, defining it at first sight; 0 if `addr` is
+ * not a code object (the frame was torn).  *bytecode gets co_code's data (3.9-3.10). */
+static uint32_t
+function_of(const void* addr, const void** bytecode)
+{
+    uintptr_t key = (uintptr_t)addr;
+    uint32_t mask = (1u << CODE_TABLE_BITS) - 1;
+    uint32_t i = ptr_hash(key, CODE_TABLE_BITS);
+    for (;; i = (i + 1) & mask) {
+        uintptr_t k = atomic_load_explicit(&S.codes[i].key, memory_order_acquire);
+        if (k == key) {
+            *bytecode = S.codes[i].bytecode;
+            return S.codes[i].fid;
+        }
+        if (k == 0) {
+            break;
+        }
+    }
+    if (S.n_codes >= (3u << CODE_TABLE_BITS) / 4) {
+        /* Full of code objects (or tombstones): start over.  Functions seen again get new ids
+         * with the same names, which readers merge by name. */
+        for (uint32_t j = 0; j <= mask; j++) {
+            atomic_store_explicit(&S.codes[j].key, 0, memory_order_relaxed);
+        }
+        S.n_codes = 0;
+        i = ptr_hash(key, CODE_TABLE_BITS);
+    }
+    uint64_t deaths = atomic_load(&g_code_deaths);
+    PyCodeObject copy; /* only the first FT_RAW_CODE_SIZE bytes are read */
+    if (safe_read(&copy, addr, FT_RAW_CODE_SIZE) < 0 || !ft_raw_is_code_type((PyObject*)&copy)) {
+        return 0;
+    }
+    ft_raw_code rc;
+    ft_raw_code_decode(&copy, &rc);
+    uint32_t fid = ++S.next_fid;
+    put_function_def(fid, &rc);
+    *bytecode = rc.bytecode;
+    if (atomic_load(&g_code_deaths) != deaths) {
+        return fid; /* named correctly for this sample, but not cached: see g_code_deaths */
+    }
+    while (atomic_load_explicit(&S.codes[i].key, memory_order_relaxed) != 0) {
+        i = (i + 1) & mask;
+    }
+    S.codes[i].fid = fid;
+    S.codes[i].bytecode = rc.bytecode;
+    atomic_store_explicit(&S.codes[i].key, key, memory_order_release);
+    S.n_codes++;
+    if (atomic_load(&g_code_deaths) != deaths) {
+        uintptr_t expected = key;
+        atomic_compare_exchange_strong(&S.codes[i].key, &expected, CODE_TOMB);
+    }
+    return fid;
+}
+
+#if FT_HAVE_CODE_WATCHERS
+/* Any thread, GIL held, the code object about to be freed: its address may soon hold another
+ * code object, so the sampler must not keep naming it with this one's names. */
+static int
+code_watcher(PyCodeEvent event, PyCodeObject* co)
+{
+    if (event != PY_CODE_EVENT_DESTROY || S.codes == NULL) {
+        return 0;
+    }
+    atomic_fetch_add(&g_code_deaths, 1);
+    uintptr_t key = (uintptr_t)co;
+    uint32_t mask = (1u << CODE_TABLE_BITS) - 1;
+    for (uint32_t i = ptr_hash(key, CODE_TABLE_BITS), n = 0; n <= mask; i = (i + 1) & mask, n++) {
+        uintptr_t k = atomic_load_explicit(&S.codes[i].key, memory_order_acquire);
+        if (k == 0) {
+            break;
+        }
+        if (k == key) {
+            atomic_compare_exchange_strong(&S.codes[i].key, &k, CODE_TOMB);
+            break;
+        }
+    }
+    return 0;
+}
+#endif
+
+/* ---- stacks --------------------------------------------------------------------------------- */
+
+static uint64_t
+hash_fids(const uint32_t* fids, uint32_t depth, uint8_t flags)
+{
+    uint64_t h = 0xcbf29ce484222325ull ^ flags;
+    for (uint32_t i = 0; i < depth; i++) {
+        h = (h ^ fids[i]) * 0x100000001b3ull;
+        h ^= h >> 29;
+    }
+    return h | 1; /* 0 marks an empty slot */
+}
+
+static int
+grow_stacks(void)
+{
+    uint32_t cap = S.stacks_cap * 2;
+    stack_entry* grown = calloc(cap, sizeof *grown);
+    if (grown == NULL) {
+        return -1;
+    }
+    for (uint32_t i = 0; i < S.stacks_cap; i++) {
+        stack_entry* e = &S.stacks[i];
+        if (e->hash != 0) {
+            uint32_t j = (uint32_t)(e->hash >> 32) & (cap - 1);
+            while (grown[j].hash != 0) {
+                j = (j + 1) & (cap - 1);
+            }
+            grown[j] = *e;
+        }
+    }
+    free(S.stacks);
+    S.stacks = grown;
+    S.stacks_cap = cap;
+    return 0;
+}
+
+/* The STACK id of fids[0..depth) (root first), defining it at first sight; 0 on ENOMEM. */
+static uint32_t
+stack_of(const uint32_t* fids, uint32_t depth, uint8_t flags)
+{
+    uint64_t h = hash_fids(fids, depth, flags);
+    uint32_t mask = S.stacks_cap - 1;
+    uint32_t i = (uint32_t)(h >> 32) & mask;
+    for (; S.stacks[i].hash != 0; i = (i + 1) & mask) {
+        stack_entry* e = &S.stacks[i];
+        if (e->hash == h && e->depth == depth && e->flags == flags &&
+            memcmp(S.stack_arena + e->at, fids, depth * sizeof *fids) == 0) {
+            return e->sid;
+        }
+    }
+    if (S.arena_len + depth > S.arena_cap) {
+        size_t cap = S.arena_cap * 2;
+        while (cap < S.arena_len + depth) {
+            cap *= 2;
+        }
+        uint32_t* grown = realloc(S.stack_arena, cap * sizeof *grown);
+        if (grown == NULL) {
+            return 0;
+        }
+        S.stack_arena = grown;
+        S.arena_cap = cap;
+    }
+    uint8_t* p = ft_defs_begin(1 + 5 + 1 + 5 + (size_t)depth * 5);
+    if (p == NULL) {
+        return 0;
+    }
+    uint32_t sid = ++S.n_stacks;
+    *p++ = FT_DEF_STACK;
+    p = ft_put_varint(p, sid);
+    *p++ = flags;
+    p = ft_put_varint(p, depth);
+    for (uint32_t d = 0; d < depth; d++) {
+        p = ft_put_varint(p, fids[d]);
+    }
+    ft_defs_end(p);
+    memcpy(S.stack_arena + S.arena_len, fids, depth * sizeof *fids);
+    stack_entry* e = &S.stacks[i];
+    e->hash = h;
+    e->sid = sid;
+    e->depth = depth;
+    e->at = S.arena_len;
+    e->flags = flags;
+    S.arena_len += depth;
+    if (S.n_stacks * 4 > S.stacks_cap * 3) {
+        grow_stacks(); /* on failure the table stays usable, only fuller */
+    }
+    return sid;
+}
+
+/* ---- threads -------------------------------------------------------------------------------- */
+
+static void ask_for_names(void);
+
+static thread_entry*
+thread_of(uint64_t uid, uint64_t ident, uint64_t native_id)
+{
+    /* Newest first: live threads are at the end, and most ticks find them at once. */
+    for (uint32_t i = S.n_threads; i-- > 0;) {
+        thread_entry* t = &S.threads[i];
+        if (t->uid == uid) {
+            if (FT_UNLIKELY(t->ident != ident && ident != 0)) {
+                /* A thread state is made by the parent thread and bound to its thread later:
+                 * until then its ident is 0. */
+                pthread_mutex_lock(&S.names_lock);
+                t->ident = ident;
+                if (native_id != 0) {
+                    __atomic_store_n(&t->native_id, native_id, __ATOMIC_RELAXED);
+                }
+                ft_session_put_thread_def(t->id, ident, native_id, NULL);
+                pthread_mutex_unlock(&S.names_lock);
+            }
+            return t;
+        }
+    }
+    pthread_mutex_lock(&S.names_lock);
+    if (S.n_threads == S.cap_threads) {
+        uint32_t cap = S.cap_threads ? S.cap_threads * 2 : 16;
+        thread_entry* grown = realloc(S.threads, cap * sizeof *grown);
+        if (grown == NULL) {
+            pthread_mutex_unlock(&S.names_lock);
+            return NULL;
+        }
+        S.threads = grown;
+        S.cap_threads = cap;
+    }
+    thread_entry* t = &S.threads[S.n_threads];
+    memset(t, 0, sizeof *t);
+    t->uid = uid;
+    t->ident = ident;
+    t->native_id = native_id;
+    t->id = ft_session_new_thread_id();
+    t->first_seen_ns = mono_ns(CLOCK_MONOTONIC);
+    S.n_threads++;
+    ft_session_put_thread_def(t->id, ident, native_id, NULL);
+    pthread_mutex_unlock(&S.names_lock);
+    ask_for_names();
+    return t;
+}
+
+/* Asks the main thread to name threads (threading knows the names; we cannot call Python). */
+static void
+ask_for_names(void)
+{
+    if (S.cfg.namer == NULL) {
+        return;
+    }
+    if (atomic_exchange(&S.namer_pending, 1)) {
+        ft_raw_poke_eval_breaker(S.interp); /* queued, not run yet: see ft_compat.h */
+        return;
+    }
+    if (Py_AddPendingCall(S.cfg.namer, NULL) != 0) {
+        atomic_store(&S.namer_pending, 0); /* queue full: the retry below tries again */
+        return;
+    }
+    ft_raw_poke_eval_breaker(S.interp);
+}
+
+static void
+retry_names(uint64_t now)
+{
+    int want = 0;
+    pthread_mutex_lock(&S.names_lock);
+    for (uint32_t i = S.n_threads; i-- > 0 && !want;) {
+        want = !S.threads[i].named && now - S.threads[i].first_seen_ns < NAME_GIVE_UP_NS;
+    }
+    pthread_mutex_unlock(&S.names_lock);
+    if (want) {
+        ask_for_names();
+    }
+}
+
+void
+ft_sampler_set_thread_name(uint64_t ident, const char* name, uint64_t native_id, int force)
+{
+    atomic_store(&S.namer_pending, 0);
+    if (!S.running) {
+        return;
+    }
+    pthread_mutex_lock(&S.names_lock);
+    for (uint32_t i = S.n_threads; i-- > 0;) {
+        thread_entry* t = &S.threads[i];
+        if (t->ident == ident) {
+            if (!t->named || force) {
+                ft_session_put_thread_name(t->id, name);
+                t->named = 1;
+            }
+            if (t->native_id == 0 && native_id != 0) {
+                __atomic_store_n(&t->native_id, native_id, __ATOMIC_RELAXED);
+            }
+            break; /* older entries with this ident are threads that ended */
+        }
+    }
+    pthread_mutex_unlock(&S.names_lock);
+}
+
+/* CPU time the thread has used, from the kernel's per-thread clock; 0 if unknown. */
+static uint64_t
+thread_cpu_ns(uint64_t tid)
+{
+    if (tid == 0) {
+        return 0;
+    }
+    /* glibc's MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED): a gone thread gives EINVAL, whereas
+     * pthread_getcpuclockid would read the pthread struct of a thread that may be freed. */
+    clockid_t clk = (clockid_t)((~(unsigned)tid << 3) | 6u);
+    struct timespec ts;
+    if (clock_gettime(clk, &ts) != 0) {
+        return 0;
+    }
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + 1; /* never 0 */
+}
+
+/* ---- one thread's stack --------------------------------------------------------------------- */
+
+typedef struct {
+    uint32_t depth;     /* frames in S.fids, innermost first */
+    int torn;
+    int truncated;
+    const void* leaf_instr; /* the innermost frame's current instruction, or NULL */
+} walk_result;
+
+static int
+is_stop_code(const void* code)
+{
+    for (int i = 0; i < S.cfg.n_stop_codes; i++) {
+        if (S.stop_codes[i] == code) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void
+walk(const ft_raw_tstate* ts, const void* top, walk_result* w)
+{
+    memset(w, 0, sizeof *w);
+    const char *lo, *hi;
+    ft_raw_datastack(ts, &lo, &hi);
+    size_t snap_len = 0;
+    if (lo != NULL && hi > lo && (size_t)(hi - lo) <= SNAP_MAX &&
+        safe_read(S.snap, lo, (size_t)(hi - lo)) == 0) {
+        snap_len = (size_t)(hi - lo);
+    }
+    const void* fp = top;
+    ft_raw_frame_struct raw; /* only the first FT_RAW_FRAME_SIZE bytes are read */
+    while (fp != NULL) {
+        if (w->depth == FT_SAMPLE_MAX_DEPTH) {
+            w->truncated = 1;
+            break;
+        }
+        const char* f = fp;
+        if (snap_len && f >= lo && f + FT_RAW_FRAME_SIZE <= lo + snap_len) {
+            memcpy(&raw, S.snap + (f - lo), FT_RAW_FRAME_SIZE);
+        } else if (safe_read(&raw, f, FT_RAW_FRAME_SIZE) < 0) {
+            w->torn = 1;
+            break;
+        }
+        ft_raw_frame fr;
+        ft_raw_frame_decode(&raw, &fr);
+        if (fr.bad) {
+            w->torn = 1;
+            break;
+        }
+        if (!fr.skip && fr.code != NULL) {
+            if (is_stop_code(fr.code)) {
+                break;
+            }
+            const void* bytecode = NULL;
+            uint32_t fid = function_of(fr.code, &bytecode);
+            if (fid == 0) {
+                w->torn = 1;
+                break;
+            }
+            if (w->depth == 0) {
+                w->leaf_instr = fr.instr;
+                if (fr.instr == NULL && bytecode != NULL && fr.lasti >= 0) {
+                    w->leaf_instr = (const char*)bytecode + fr.lasti;
+                }
+            }
+            S.fids[w->depth++] = fid;
+        }
+        fp = fr.back;
+    }
+}
+
+static void
+put_sample(uint64_t tick, uint32_t thread, uint32_t sid, uint64_t weight_ns, unsigned state)
+{
+    ft_thread* r = S.ring;
+    uint8_t* end = ft_chunk_payload(r, atomic_load_explicit(&r->head, memory_order_relaxed)) +
+                   (r->chunk_size - FT_CHUNK_HEADER_SIZE);
+    if (r->dropping || r->pos + FT_MAX_SAMPLE_SIZE > end) {
+        if (!ft_thread_rotate(r, 1)) {
+            S.stat[FT_STAT_DROPPED]++;
+            return;
+        }
+        S.chunk_started_ns = mono_ns(CLOCK_MONOTONIC);
+    }
+    uint8_t* p = r->pos;
+    *p++ = FT_REC_SAMPLE;
+    p = ft_put_varint(p, tick - r->last_tick);
+    p = ft_put_varint(p, thread);
+    p = ft_put_varint(p, sid);
+    p = ft_put_varint(p, ((weight_ns / 1000) << FT_SAMPLE_STATE_BITS) | state);
+    r->pos = p;
+    r->last_tick = tick;
+    r->records++;
+    S.stat[FT_STAT_SAMPLES]++;
+}
+
+static void
+sample_thread(PyThreadState* addr, const ft_raw_tstate* ts, const ft_raw_gil* gil, int gil_ok,
+              uint64_t tick, uint64_t interval_ns)
+{
+    int holds = gil_ok && ft_raw_gil_held_by(gil, addr);
+    uint64_t native = ft_raw_tstate_native_id(ts);
+    thread_entry* te = thread_of(ts->id, (uint64_t)ts->thread_id, native);
+    if (te == NULL) {
+        return;
+    }
+    uint64_t weight = interval_ns;
+    if (S.cfg.clock == FT_CLOCK_CPU) {
+        uint64_t cpu = thread_cpu_ns(__atomic_load_n(&te->native_id, __ATOMIC_RELAXED));
+        if (cpu == 0) {
+            if (!holds) {
+                return; /* tid unknown: holding the GIL is the best "on CPU" signal left */
+            }
+        } else {
+            uint64_t prev = te->last_cpu_ns;
+            te->last_cpu_ns = cpu;
+            if (prev == 0 || cpu <= prev) {
+                return; /* first sight, or no CPU used since the last tick */
+            }
+            weight = cpu - prev;
+        }
+    }
+    void* const* slot = ft_raw_top_frame_slot(addr, ts);
+    const void* top = NULL;
+    if (slot == NULL || safe_read(&top, slot, sizeof top) < 0 || top == NULL) {
+        return; /* no Python frames */
+    }
+    walk_result w;
+    walk(ts, top, &w);
+    /* The thread runs in parallel with us: if its innermost frame changed while we read, the
+     * copy may mix two stacks.  Read the thread state again and walk once more, then flag. */
+    const void* again = NULL;
+    if (safe_read(&again, slot, sizeof again) < 0 || again != top || w.torn) {
+        ft_raw_tstate fresh;
+        w.torn = 1;
+        if (safe_read(&fresh, addr, sizeof fresh) == 0 &&
+            (slot = ft_raw_top_frame_slot(addr, &fresh)) != NULL &&
+            safe_read(&top, slot, sizeof top) == 0 && top != NULL) {
+            walk(&fresh, top, &w);
+            if (safe_read(&again, slot, sizeof again) < 0 || again != top) {
+                w.torn = 1;
+            }
+        }
+    }
+    if (w.depth == 0) {
+        return;
+    }
+    unsigned state = holds ? 0 : FT_SAMPLE_IDLE;
+    if (w.torn) {
+        state |= FT_SAMPLE_TORN;
+        S.stat[FT_STAT_TORN]++;
+    }
+    if (!holds && w.leaf_instr != NULL) {
+        uint8_t op;
+        if (safe_read(&op, w.leaf_instr, 1) == 0 && S.is_call[op]) {
+            state |= FT_SAMPLE_IN_CALL;
+        }
+    }
+    uint8_t flags = 0;
+    if (w.truncated) {
+        flags |= FT_STACK_TRUNCATED;
+        S.stat[FT_STAT_TRUNCATED]++;
+    }
+    uint32_t root_first[FT_SAMPLE_MAX_DEPTH];
+    for (uint32_t i = 0; i < w.depth; i++) {
+        root_first[i] = S.fids[w.depth - 1 - i];
+    }
+    uint32_t sid = stack_of(root_first, w.depth, flags);
+    if (sid != 0) {
+        put_sample(tick, te->id, sid, weight, state);
+    }
+}
+
+static void
+tick_once(uint64_t interval_ns)
+{
+    uint64_t tick = ft_ticks();
+    ft_raw_gil gil;
+    int gil_ok = safe_read(&gil, S.gil, sizeof gil) == 0;
+    PyThreadState* addr = NULL;
+    if (safe_read(&addr, ft_raw_threads_head(S.interp), sizeof addr) < 0) {
+        return;
+    }
+    for (int n = 0; addr != NULL && n < MAX_THREADS_PER_TICK; n++) {
+        ft_raw_tstate ts;
+        if (safe_read(&ts, addr, sizeof ts) < 0 || ts.interp != S.interp) {
+            break; /* the list changed under us; the next tick sees it settled */
+        }
+        sample_thread(addr, &ts, &gil, gil_ok, tick, interval_ns);
+        addr = ts.next;
+    }
+    S.stat[FT_STAT_TICKS]++;
+}
+
+static void*
+sampler_main(void* arg)
+{
+    (void)arg;
+    /* A real-time priority lets the sampler preempt a CPU-bound thread on time; without it a
+     * saturated CPU makes it run mostly while the app sleeps, under-sampling short bursts
+     * (bench/sampling/README.md, table 1b).  Unprivileged processes carry on without. */
+    struct sched_param sp = {.sched_priority = 1};
+    if (getenv("FASTTRACE_NO_REALTIME") == NULL &&
+        pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0) {
+        S.stat[FT_STAT_REALTIME] = 1;
+    }
+    uint64_t start = mono_ns(CLOCK_MONOTONIC);
+    uint64_t next = start, prev_tick_ns = start, names_checked = start;
+    S.chunk_started_ns = start;
+    while (!atomic_load_explicit(&S.stop, memory_order_relaxed)) {
+        /* Uniform in [0.5, 1.5] x the interval on an absolute schedule: the mean rate is
+         * exact and no program period can alias with it. */
+        uint64_t r = next_random() >> 11;
+        next += S.interval_ns / 2 + (uint64_t)((double)S.interval_ns * ((double)r / 9007199254740992.0));
+        struct timespec ts = {(time_t)(next / 1000000000ull), (long)(next % 1000000000ull)};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+        }
+        if (atomic_load_explicit(&S.stop, memory_order_relaxed)) {
+            break;
+        }
+        uint64_t now = mono_ns(CLOCK_MONOTONIC);
+        tick_once(now - prev_tick_ns);
+        prev_tick_ns = now;
+        uint64_t done = mono_ns(CLOCK_MONOTONIC);
+        if (done > next + S.interval_ns) {
+            S.stat[FT_STAT_LATE]++;
+            next = done; /* no catch-up burst */
+        }
+        if (done - names_checked >= NAME_RETRY_NS) {
+            retry_names(done);
+            names_checked = done;
+        }
+        if (S.ring->records > 0 && done - S.chunk_started_ns >= PUBLISH_NS) {
+            /* Hand partial chunks over: a killed process loses at most this much. */
+            ft_thread_rotate(S.ring, 1);
+            S.chunk_started_ns = done;
+        }
+    }
+    S.stat[FT_STAT_SAMPLER_CPU_NS] = mono_ns(CLOCK_THREAD_CPUTIME_ID);
+    S.stat[FT_STAT_DURATION_NS] = mono_ns(CLOCK_MONOTONIC) - start;
+    return NULL;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------ */
+
+static void
+free_tables(void)
+{
+    free(S.codes);
+    free(S.stacks);
+    free(S.stack_arena);
+    free(S.threads);
+    S.codes = NULL;
+    S.stacks = NULL;
+    S.stack_arena = NULL;
+    S.threads = NULL;
+}
+
+int
+ft_sampler_start(const ft_sampler_config* cfg)
+{
+    if (S.running) {
+        return EBUSY;
+    }
+    memset(&S, 0, sizeof S);
+    S.cfg = *cfg;
+    memcpy(S.is_call, cfg->call_opcodes, sizeof S.is_call);
+    S.cfg.n_stop_codes = cfg->n_stop_codes < FT_SAMPLER_MAX_STOP_CODES ? cfg->n_stop_codes
+                                                                       : FT_SAMPLER_MAX_STOP_CODES;
+    for (int i = 0; i < S.cfg.n_stop_codes; i++) {
+        S.stop_codes[i] = cfg->stop_codes[i];
+    }
+    S.interp = PyInterpreterState_Get();
+    S.gil = ft_raw_gil_addr(S.interp);
+    S.pid = getpid();
+    S.interval_ns = (uint64_t)(1e9 / cfg->rate_hz);
+    S.rng = mono_ns(CLOCK_MONOTONIC) | 1;
+    pthread_mutex_init(&S.names_lock, NULL);
+    S.codes = calloc((size_t)1 << CODE_TABLE_BITS, sizeof *S.codes);
+    S.stacks_cap = 1u << STACK_TABLE_BITS;
+    S.stacks = calloc(S.stacks_cap, sizeof *S.stacks);
+    S.arena_cap = 1u << 16;
+    S.stack_arena = malloc(S.arena_cap * sizeof *S.stack_arena);
+    S.ring = ft_session_sample_ring();
+    if (S.codes == NULL || S.stacks == NULL || S.stack_arena == NULL || S.ring == NULL) {
+        free_tables();
+        return ENOMEM;
+    }
+    /* process_vm_readv can be forbidden (seccomp, some containers): find out now, not in the
+     * sampler thread. */
+    uint64_t probe = 0x5AFE, got = 0;
+    if (safe_read(&got, &probe, sizeof got) < 0 || got != probe) {
+        int err = errno ? errno : EPERM;
+        free_tables();
+        return err;
+    }
+    S.stat[FT_STAT_READ_FAILURES] = 0;
+#if FT_HAVE_CODE_WATCHERS
+    if (g_watcher < 0 && (g_watcher = PyCode_AddWatcher(code_watcher)) < 0) {
+        PyErr_Clear(); /* all slots taken: a recycled code address may keep a stale name */
+    }
+#endif
+    uint8_t* p = ft_defs_begin(1 + 10 + 1 + 10);
+    if (p != NULL) {
+        *p++ = FT_DEF_SAMPLING;
+        p = ft_put_varint(p, (uint64_t)(cfg->rate_hz + 0.5));
+        *p++ = (uint8_t)cfg->clock;
+        p = ft_put_varint(p, FT_SAMPLE_MAX_DEPTH);
+        ft_defs_end(p);
+    }
+    /* Signals belong to the application's threads. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = pthread_create(&S.thread, NULL, sampler_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err != 0) {
+        free_tables();
+        return err;
+    }
+    S.running = 1;
+    return 0;
+}
+
+int
+ft_sampler_running(void)
+{
+    return S.running;
+}
+
+void
+ft_sampler_stop(ft_sampler_stats* out)
+{
+    memset(out, 0, sizeof *out);
+    if (!S.running) {
+        return;
+    }
+    atomic_store(&S.stop, 1);
+    pthread_join(S.thread, NULL);
+    ft_thread_rotate(S.ring, 0);
+    uint8_t* p = ft_defs_begin(1 + 10 + FT_STAT_COUNT * 10);
+    if (p != NULL) {
+        *p++ = FT_DEF_SAMPLER_STATS;
+        p = ft_put_varint(p, FT_STAT_COUNT);
+        for (int i = 0; i < FT_STAT_COUNT; i++) {
+            p = ft_put_varint(p, S.stat[i]);
+        }
+        ft_defs_end(p);
+    }
+    memcpy(out->values, S.stat, sizeof S.stat);
+    out->rate_hz = S.cfg.rate_hz;
+    out->clock = S.cfg.clock;
+    ft_session_set_function_count(S.next_fid);
+    pthread_mutex_lock(&S.names_lock);
+    S.running = 0;
+    pthread_mutex_unlock(&S.names_lock);
+}
+
+void
+ft_sampler_release(void)
+{
+    /* GIL held: the code watcher, which also runs under the GIL, cannot be looking. */
+    if (S.ring != NULL && !S.running) {
+        free_tables();
+    }
+}
+
+void
+ft_sampler_abandon(void)
+{
+    /* After fork: the thread does not exist here and the lock may be held.  Leak, as the
+     * session does.  The watcher stays registered but sees S.codes == NULL. */
+    memset(&S, 0, sizeof S);
+}

@@ -1,0 +1,53 @@
+/* ft_sampler.h: sampling mode.  A native thread that never takes the GIL wakes `rate` times a
+ * second (jittered), reads every Python thread's stack with process_vm_readv and writes one
+ * SAMPLE record per thread into its own chunk ring, which the writer drains like any other.
+ *
+ * Why this design (bench/sampling/README.md has the measurements): a sampler that takes the GIL
+ * only runs at GIL switch points, tops out near 1/switchinterval and never sees a short CPU
+ * burst that ends in a blocking call; one that reads without the GIL sees every thread at the
+ * tick, running or not, and costs the application threads nothing.
+ *
+ * Concurrency: ft_sampler_start/ft_sampler_set_thread_name run with the GIL; the sampler thread
+ * runs without it and owns its tables; `names_lock` guards the thread table against the namer;
+ * the code watcher (3.12+, GIL held, any thread) only tombstones entries of dying code objects.
+ */
+#ifndef FT_SAMPLER_H
+#define FT_SAMPLER_H
+
+#include <stdint.h>
+
+typedef struct {
+    double rate_hz;
+    int clock;                     /* ft_sample_clock */
+    const uint8_t* call_opcodes;   /* 256 flags: the opcode is a call (copied) */
+    const void* const* stop_codes; /* code objects whose frames, and all outer ones, are cut */
+    int n_stop_codes;              /* at most FT_SAMPLER_MAX_STOP_CODES */
+    /* Runs under the GIL in the main thread (Py_AddPendingCall) when new threads appear: it
+     * names them with ft_sampler_set_thread_name.  It must not raise. */
+    int (*namer)(void* arg);
+} ft_sampler_config;
+
+#define FT_SAMPLER_MAX_STOP_CODES 4
+
+typedef struct {
+    uint64_t values[16]; /* ft_sampler_stat order; FT_STAT_COUNT used */
+    double rate_hz;
+    int clock;
+} ft_sampler_stats;
+
+/* GIL held, session started.  Returns 0 or an errno value (nothing is left running). */
+int ft_sampler_start(const ft_sampler_config* cfg);
+/* Joins the sampler thread, publishes its last chunk and writes the stats def.  No GIL needed;
+ * a no-op when no sampler runs.  Called by ft_session_finish. */
+void ft_sampler_stop(ft_sampler_stats* out);
+int ft_sampler_running(void);
+/* GIL held.  Names (and, before 3.11, gives the kernel tid of) the newest sampled thread with
+ * this threading ident; unless `force`, a thread already named keeps its name. */
+void ft_sampler_set_thread_name(uint64_t ident, const char* name, uint64_t native_id,
+                                int force);
+/* GIL held, after ft_session_finish: frees the sampler's tables. */
+void ft_sampler_release(void);
+/* After fork in the child: the sampler thread is gone; forget it without joining. */
+void ft_sampler_abandon(void);
+
+#endif /* FT_SAMPLER_H */

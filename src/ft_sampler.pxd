@@ -1,0 +1,20 @@
+# Declarations of ft_sampler.h for the Cython boundary (no logic here).
+from libc.stdint cimport uint8_t, uint64_t
+
+cdef extern from "ft_sampler.h":
+    ctypedef struct ft_sampler_config:
+        double rate_hz
+        int clock
+        const uint8_t* call_opcodes
+        const void* const* stop_codes
+        int n_stop_codes
+        int (*namer)(void* arg) noexcept
+
+    enum:
+        FT_SAMPLER_MAX_STOP_CODES
+
+    int ft_sampler_start(const ft_sampler_config* cfg)
+    int ft_sampler_running()
+    void ft_sampler_set_thread_name(uint64_t ident, const char* name, uint64_t native_id,
+                                    int force)
+    void ft_sampler_release()
