@@ -4,6 +4,11 @@ Self time of a function is the time it was the innermost frame.  Total time coun
 function once per outermost activation, so recursion is not double-counted.  Time during a
 gap (dropped events) belongs to no function: the reader closes every frame at the gap's start
 and reopens the stack after it.
+
+Sampled traces (sample_stats) estimate the same quantities: each sample stands for its
+weight_ns; self time is the weight of samples where the function is the leaf, total time the
+weight of samples where it is anywhere on the stack (once per sample), and `calls` counts
+samples instead, since a sampler sees no calls.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ class ThreadStats:
     gaps: the sum of all self times plus `outside_ns`, the time no traced frame was open."""
 
     __slots__ = ("tid", "functions", "traced_ns", "gap_ns", "outside_ns", "dropped", "first_ts",
-                 "last_ts")
+                 "last_ts", "samples", "idle_ns", "in_call_ns")
 
     def __init__(self, tid: int) -> None:
         self.tid = tid
@@ -46,6 +51,10 @@ class ThreadStats:
         self.dropped = 0
         self.first_ts: Optional[int] = None
         self.last_ts = 0
+        # sampled traces only
+        self.samples = 0
+        self.idle_ns = 0  # waiting: did not hold the GIL
+        self.in_call_ns = 0  # waiting inside a call (sleep, recv, lock.acquire, ...)
 
 
 def function_stats(trace: "Trace", thread: Optional[int] = None,
@@ -101,6 +110,48 @@ def function_stats(trace: "Trace", thread: Optional[int] = None,
     return threads
 
 
+def sample_stats(trace: "Trace", thread: Optional[int] = None,
+                 progress: Optional[Callable[[int], None]] = None) -> Dict[int, ThreadStats]:
+    """As function_stats, from the samples of a sampled trace (see the module docstring)."""
+    threads: Dict[int, ThreadStats] = {}
+    canonical: Dict[int, int] = {}  # fid -> first fid with the same name, file and line
+    by_key: Dict[Tuple[str, str, int], int] = {}
+    for f in trace.functions:
+        canonical[f.id] = by_key.setdefault((f.qualname, f.filename, f.lineno), f.id)
+    canonical[0] = 0  # the truncation marker
+    n = 0
+    for s in trace.samples(thread):
+        t = threads.get(s.thread)
+        if t is None:
+            t = threads[s.thread] = ThreadStats(s.thread)
+            t.first_ts = s.ts
+        w = s.weight_ns
+        t.samples += 1
+        t.traced_ns += w
+        t.last_ts = s.ts
+        if s.idle:
+            t.idle_ns += w
+            if s.in_call:
+                t.in_call_ns += w
+        seen = set()
+        fs = None
+        for f in s.stack:
+            fid = canonical.get(f.id, f.id)
+            fs = t.functions.get(fid)
+            if fs is None:
+                fs = t.functions[fid] = FunctionStats(fid)
+            if fid not in seen:
+                seen.add(fid)
+                fs.total_ns += w
+                fs.calls += 1
+        if fs is not None:
+            fs.self_ns += w
+        n += 1
+        if progress is not None and n % 100_000 == 0:
+            progress(n)
+    return threads
+
+
 def merged(threads: Dict[int, ThreadStats]) -> ThreadStats:
     """All threads as one: times and calls summed per function."""
     out = ThreadStats(0)
@@ -109,6 +160,9 @@ def merged(threads: Dict[int, ThreadStats]) -> ThreadStats:
         out.gap_ns += t.gap_ns
         out.outside_ns += t.outside_ns
         out.dropped += t.dropped
+        out.samples += t.samples
+        out.idle_ns += t.idle_ns
+        out.in_call_ns += t.in_call_ns
         for fid, fs in t.functions.items():
             acc = out.functions.get(fid)
             if acc is None:

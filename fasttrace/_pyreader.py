@@ -24,13 +24,20 @@ HEADER_FIXED = struct.Struct("<6I4Qd")  # 64 bytes at offset 20
 CHUNK_MAGIC = 0x4B435446  # "FTCK"
 CHUNK = struct.Struct("<IIIBBHIIQ")  # magic size crc type flags reserved thread records base_tick
 TRAILER = struct.Struct("<5Q4I")  # 56 bytes
-EVENTS, DEFS, CLOCK, TRAILER_CHUNK = 1, 2, 3, 4
+EVENTS, DEFS, CLOCK, TRAILER_CHUNK, SAMPLES = 1, 2, 3, 4, 5
 CALL, RETURN, C_CALL, C_RETURN, ORPHAN_RETURN, ORPHAN_C_RETURN, STACK, DROP = range(1, 9)
 WITH_FID = (CALL, C_CALL, ORPHAN_RETURN, ORPHAN_C_RETURN)
 KIND = {CALL: "call", RETURN: "return", C_CALL: "c_call", C_RETURN: "c_return",
         ORPHAN_RETURN: "return", ORPHAN_C_RETURN: "c_return"}
 HOOKS = {0: "profile", 1: "monitoring", 2: "eval_frame"}  # header flags bits 1-2
 DEF_FUNCTION, DEF_THREAD, DEF_THREAD_NAME = 0x10, 0x11, 0x12
+DEF_STACK, DEF_SAMPLING, DEF_SAMPLER_STATS = 0x13, 0x14, 0x15
+SAMPLE = 0x09
+SAMPLER_STATS = ("ticks", "samples", "late_ticks", "torn", "truncated", "dropped",
+                 "sampler_cpu_ns", "read_failures", "duration_ns", "realtime")
+MAX_STACK = 1024
+# (ts_ns, thread, function ids root first (0 = the truncation marker), state bits, weight_us)
+Sample = Tuple[int, int, Tuple[int, ...], int, int]
 MAX_ID_JUMP = 64  # ids are dense from 1: one further past those seen so far is damage
 M64 = (1 << 64) - 1
 
@@ -81,6 +88,9 @@ class PyTrace:
         self.chunk_events = 0
         self._fid_end = 1  # 1 + the largest function id defined
         self._chunks: List[Tuple[int, int, int, int]] = []  # payload offset, size, thread, base
+        self._sample_chunks: List[Tuple[int, int, int]] = []  # payload offset, size, base
+        self.stacks: List[Tuple[int, ...]] = [()]
+        self.sampling: Optional[Dict[str, Any]] = None
         self._read_header()
         self._scan()
 
@@ -165,7 +175,7 @@ class PyTrace:
             if zlib.crc32(d[pay:pay + psize], zlib.crc32(d[off + 12:pay])) != crc:
                 raise self._fail(off, f"chunk checksum mismatch ({psize}-byte chunk of type "
                                       f"{ctype})")
-            if not EVENTS <= ctype <= TRAILER_CHUNK:
+            if not EVENTS <= ctype <= SAMPLES:
                 raise self._fail(off, f"unknown chunk type {ctype}")
             if ctype == EVENTS:
                 if thread == 0 or thread > len(self.threads) + MAX_ID_JUMP:
@@ -174,6 +184,9 @@ class PyTrace:
                 self.chunk_events += records
                 self.threads.setdefault(thread, {"ident": None, "native_id": None,
                                                  "name": f"thread-{thread}"})
+            elif ctype == SAMPLES:
+                self._sample_chunks.append((pay, psize, base))
+                self.chunk_events += records
             elif ctype == DEFS:
                 self._read_defs(pay, pay + psize)
             elif ctype == CLOCK:
@@ -213,6 +226,9 @@ class PyTrace:
         while p < end:
             rec, tag = p, d[p]
             p += 1
+            if tag in (DEF_STACK, DEF_SAMPLING, DEF_SAMPLER_STATS):
+                p = self._read_sampling_def(tag, rec, p, end)
+                continue
             if tag not in (DEF_FUNCTION, DEF_THREAD, DEF_THREAD_NAME):
                 raise self._fail(rec, f"unknown definition record 0x{tag:02x}")
             try:
@@ -250,6 +266,82 @@ class PyTrace:
                                        "name": _text(name) or f"thread-{ident}"}
             elif ident in self.threads and name:
                 self.threads[ident]["name"] = _text(name)
+
+    def _read_sampling_def(self, tag: int, rec: int, p: int, end: int) -> int:
+        d = self._d
+        values: List[int] = []
+        try:
+            if tag == DEF_SAMPLING:
+                rate, p = _varint(d, p, end)
+                if p >= end:
+                    raise _Short(p)
+                clock = d[p]
+                max_depth, p = _varint(d, p + 1, end)
+            else:
+                if tag == DEF_STACK:
+                    sid, p = _varint(d, p, end)
+                    if p >= end:
+                        raise _Short(p)
+                    flags = d[p]
+                    p += 1
+                count, p = _varint(d, p, end)
+                if count > end - p:
+                    raise _Short(p)
+                for _ in range(count):
+                    v, p = _varint(d, p, end)
+                    values.append(v)
+        except _Short:
+            raise self._fail(rec, f"truncated definition record 0x{tag:02x}") from None
+        if tag == DEF_SAMPLING:
+            self.sampling = {"rate_hz": rate, "clock": "cpu" if clock == 1 else "wall",
+                             "max_depth": max_depth, "stats": None}
+        elif tag == DEF_SAMPLER_STATS:
+            if self.sampling is None:
+                self.sampling = {"rate_hz": 0, "clock": "wall", "max_depth": 0, "stats": None}
+            self.sampling["stats"] = dict(zip(SAMPLER_STATS, values))
+        else:
+            if sid == 0 or sid > 0xFFFFFFFF:
+                raise self._fail(rec, f"definition record with invalid id {sid}")
+            if sid != len(self.stacks):
+                raise self._fail(p, f"stack id {sid} out of sequence")
+            if count > MAX_STACK:
+                raise self._fail(p, f"stack {sid} is deeper than {MAX_STACK} frames")
+            for fid in values:
+                if fid not in self.functions:
+                    raise self._fail(p, f"stack {sid} uses function id {fid} before its "
+                                        f"definition")
+            self.stacks.append(((0,) if flags & 1 else ()) + tuple(values))
+        return p
+
+    # ---- samples ---------------------------------------------------------------------------
+
+    def samples(self, thread: Optional[int] = None) -> Iterator[Sample]:
+        """As _core.TraceFile.samples(), one record at a time: a malformed record raises
+        FormatError after the samples before it."""
+        d = self._d
+        for pay, size, tick in self._sample_chunks:
+            p, end = pay, pay + size
+            while p < end:
+                rec, tag = p, d[p]
+                if tag != SAMPLE:
+                    raise self._fail(rec, f"unknown sample record 0x{tag:02x}")
+                try:
+                    dt, p = _varint(d, p + 1, end)
+                    tid, p = _varint(d, p, end)
+                    sid, p = _varint(d, p, end)
+                    w, p = _varint(d, p, end)
+                except _Short:
+                    raise self._fail(rec, "truncated sample record") from None
+                if tid == 0 or tid > 0xFFFFFFFF:
+                    raise self._fail(rec, f"sample with invalid thread id {tid}")
+                tick = (tick + dt) & M64
+                if sid >= len(self.stacks):
+                    raise self._fail(p, f"sample uses stack id {sid} before its definition")
+                if thread is not None and tid != thread:
+                    continue
+                self.threads.setdefault(tid, {"ident": None, "native_id": None,
+                                              "name": f"thread-{tid}"})
+                yield (self.ns(tick), tid, self.stacks[sid], w & 7, w >> 3)
 
     # ---- events ----------------------------------------------------------------------------
 

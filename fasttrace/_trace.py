@@ -45,6 +45,8 @@ class Trace:
         return [f for f in self._file.functions if f is not None]
 
     def function(self, fid: int) -> "_core.Function":
+        if fid == 0:
+            return _core.TRUNCATED  # the root of a sampled stack cut at the maximum depth
         f = self._file.functions[fid]
         if f is None:
             raise KeyError(fid)

@@ -684,18 +684,20 @@ sample_thread(PyThreadState* addr, const ft_raw_tstate* ts, const ft_raw_gil* gi
     }
     walk_result w;
     walk(ts, top, &w);
-    /* The thread runs in parallel with us: if its innermost frame changed while we read, the
-     * copy may mix two stacks.  Read the thread state again and walk once more, then flag. */
-    const void* again = NULL;
-    if (safe_read(&again, slot, sizeof again) < 0 || again != top || w.torn) {
+    if (w.torn) {
+        /* The thread runs in parallel with us and popped or reused a frame while we read it.
+         * Read its state again and walk once more; if that fails too, keep what was read and
+         * flag it.  (A walk that stays valid is kept even if the thread moved meanwhile: on a
+         * busy thread the innermost frame changes every few hundred ns, far faster than a
+         * walk, so "unchanged" could never be required.) */
         ft_raw_tstate fresh;
-        w.torn = 1;
+        walk_result again;
         if (safe_read(&fresh, addr, sizeof fresh) == 0 &&
             (slot = ft_raw_top_frame_slot(addr, &fresh)) != NULL &&
             safe_read(&top, slot, sizeof top) == 0 && top != NULL) {
-            walk(&fresh, top, &w);
-            if (safe_read(&again, slot, sizeof again) < 0 || again != top) {
-                w.torn = 1;
+            walk(&fresh, top, &again);
+            if (!again.torn || again.depth >= w.depth) {
+                w = again;
             }
         }
     }

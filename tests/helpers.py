@@ -126,3 +126,10 @@ def trace_with_drops(tmp_path: Path, work):
     path = tmp_path / "dropped.ftrace"
     path.write_bytes(bytes(data))
     return fasttrace.load(path), summary
+
+
+def sample_tuple(s):
+    """A native Sample as fasttrace._pyreader yields it: (ts, thread, function ids root first,
+    state bits, weight_us)."""
+    state = (1 if s.idle else 0) | (2 if s.in_call else 0) | (4 if s.torn else 0)
+    return (s.ts, s.thread, tuple(f.id for f in s.stack), state, s.weight_ns // 1000)

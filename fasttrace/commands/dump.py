@@ -17,7 +17,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Dict
 
-CHUNK_NAMES = {R.EVENTS: "EVENTS", R.DEFS: "DEFS", R.CLOCK: "CLOCK", R.TRAILER_CHUNK: "TRAILER"}
+CHUNK_NAMES = {R.EVENTS: "EVENTS", R.DEFS: "DEFS", R.CLOCK: "CLOCK", R.TRAILER_CHUNK: "TRAILER",
+               R.SAMPLES: "SAMPLES"}
 RECORD_NAMES = {R.CALL: "CALL", R.RETURN: "RETURN", R.C_CALL: "C_CALL", R.C_RETURN: "C_RETURN",
                 R.ORPHAN_RETURN: "ORPHAN_RETURN", R.ORPHAN_C_RETURN: "ORPHAN_C_RETURN",
                 R.STACK: "STACK", R.DROP: "DROP"}
@@ -129,6 +130,19 @@ class Dumper:
                         self.out(start, 1, f"DAMAGE unknown record tag 0x{tag:02x}")
                         return
                     self.out(start, 1, f"{RECORD_NAMES[tag]} {' '.join(fields)}")
+            elif ctype == R.SAMPLES:
+                while p < end:
+                    start, tag = p, d[p]
+                    if tag != R.SAMPLE:
+                        self.out(start, 1, f"DAMAGE unknown sample record 0x{tag:02x}")
+                        return
+                    dt, p = R._varint(d, p + 1, end)
+                    tid, p = R._varint(d, p, end)
+                    sid, p = R._varint(d, p, end)
+                    w, p = R._varint(d, p, end)
+                    state = "".join(c for bit, c in ((1, "i"), (2, "c"), (4, "t")) if w & bit)
+                    self.out(start, 1, f"SAMPLE dt={dt} thread={tid} stack={sid} "
+                                       f"weight_us={w >> 3} state={state or '-'}")
             elif ctype == R.DEFS:
                 while p < end:
                     p = self.definition(p, end)
@@ -140,7 +154,7 @@ class Dumper:
                 self.out(p, 1, f"events={ev} dropped={dropped} stop_tick={tick} "
                                f"stop_mono_ns={mono} threads={threads} functions={funcs} "
                                f"error={err}")
-        except (R._Short, struct.error):
+        except (R._Short, struct.error, IndexError):
             self.out(p, 1, "DAMAGE record runs past the end of its chunk")
 
     def definition(self, p: int, end: int) -> int:
@@ -169,6 +183,31 @@ class Dumper:
             tid, p = R._varint(d, p, end)
             name, p = R._str(d, p, end)
             self.out(start, 1, f"THREAD_NAME id={tid} name={R._text(name)!r}")
+        elif tag == R.DEF_STACK:
+            sid, p = R._varint(d, p, end)
+            flags = d[p]
+            depth, p = R._varint(d, p + 1, end)
+            fids = []
+            for _ in range(depth):
+                fid, p = R._varint(d, p, end)
+                fids.append(str(fid))
+            cut = " truncated" if flags & 1 else ""
+            self.out(start, 1, f"STACK id={sid}{cut} fids=[{' '.join(fids)}]")
+        elif tag == R.DEF_SAMPLING:
+            rate, p = R._varint(d, p, end)
+            clock = d[p]
+            depth, p = R._varint(d, p + 1, end)
+            self.out(start, 1, f"SAMPLING rate_hz={rate} clock={'cpu' if clock else 'wall'} "
+                               f"max_depth={depth}")
+        elif tag == R.DEF_SAMPLER_STATS:
+            n, p = R._varint(d, p, end)
+            values = []
+            for _ in range(n):
+                v, p = R._varint(d, p, end)
+                values.append(v)
+            names = list(R.SAMPLER_STATS) + [f"stat{i}" for i in range(len(R.SAMPLER_STATS), n)]
+            self.out(start, 1, "SAMPLER_STATS " + " ".join(
+                f"{k}={v}" for k, v in zip(names, values)))
         else:
             self.out(start, 1, f"DAMAGE unknown definition tag 0x{tag:02x}")
             return end

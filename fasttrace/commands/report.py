@@ -2,7 +2,9 @@
 
 Like `pprof -top` or pstats: self time (the function was the innermost frame), total time (its
 outermost activations; recursion is not counted twice), calls, and both as a share of the
-traced time.
+traced time.  For a sampled trace the times are estimates from the samples' weights, the
+calls column counts samples, and a table of threads says how much of their time each spent
+running Python and waiting.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 
 import fasttrace
 from fasttrace.commands import load_or_say_why
-from fasttrace._analysis import FunctionStats, ThreadStats, function_stats, merged
+from fasttrace._analysis import FunctionStats, ThreadStats, function_stats, merged, sample_stats
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,7 +58,8 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     progress = _progress(trace) if sys.stderr.isatty() else None
-    threads = function_stats(trace, tid, progress)
+    sampled = trace.mode == "sample"
+    threads = (sample_stats if sampled else function_stats)(trace, tid, progress)
     if progress is not None:
         print(file=sys.stderr)
     tables = [("all threads", merged(threads))]
@@ -72,9 +75,32 @@ def main(args: argparse.Namespace) -> int:
                                        and not os.environ.get("NO_COLOR"))
     if trace.stats.truncated:
         print(f"note: {trace.damage}")
+    if sampled:
+        _print_sampling(trace, threads, color)
     for title, stats in tables:
         _print_table(trace, title, stats, args, color)
     return 0
+
+
+def _print_sampling(trace: "fasttrace.Trace", threads: Dict[int, ThreadStats],
+                    color: bool) -> None:
+    bold, reset = ("\033[1m", "\033[0m") if color else ("", "")
+    s = trace.sampling
+    if s is not None:
+        met = "" if s.rate_met else "  RATE NOT MET: times are estimates from fewer samples"
+        print(f"{bold}sampled {s.clock} clock at {s.rate:g} Hz: achieved {s.achieved_rate:.1f} "
+              f"Hz, {s.samples:,} samples{reset}{met}")
+        if s.torn or s.dropped or s.truncated:
+            print(f"  {s.torn:,} samples torn, {s.dropped:,} dropped, {s.truncated:,} cut at "
+                  f"the maximum depth")
+    names = {t.id: t.name for t in trace.threads}
+    print(f"{'samples':>9} {'running%':>9} {'waiting%':>9} {'in call%':>9}  thread")
+    for t in sorted(threads.values(), key=lambda t: -t.traced_ns):
+        span = max(t.traced_ns, 1)
+        print(f"{t.samples:9,} {100 * (t.traced_ns - t.idle_ns) / span:8.1f}% "
+              f"{100 * t.idle_ns / span:8.1f}% {100 * t.in_call_ns / span:8.1f}%  "
+              f"{t.tid} {names.get(t.tid, '?')}")
+    print()
 
 
 def _thread_id(trace: "fasttrace.Trace", which: Optional[str]) -> Optional[int]:
@@ -123,8 +149,10 @@ def _print_table(trace: "fasttrace.Trace", title: str, stats: ThreadStats,
     bold, dim, reset = ("\033[1m", "\033[2m", "\033[0m") if color else ("", "", "")
     span = max(stats.traced_ns, 1)
     gaps = f", {stats.dropped:,} events dropped" if stats.dropped else ""
-    print(f"{bold}{title}: {stats.traced_ns / 1e9:.6f} s traced{gaps}{reset}")
-    print(f"{'self ms':>11} {'self%':>6} {'total ms':>11} {'total%':>6} {'calls':>10}  function")
+    what = "sampled" if stats.samples else "traced"
+    print(f"{bold}{title}: {stats.traced_ns / 1e9:.6f} s {what}{gaps}{reset}")
+    count = "samples" if stats.samples else "calls"
+    print(f"{'self ms':>11} {'self%':>6} {'total ms':>11} {'total%':>6} {count:>10}  function")
     for fs, f in _rows(trace, stats, args):
         print(f"{fs.self_ns / 1e6:11.3f} {100 * fs.self_ns / span:5.1f}% "
               f"{fs.total_ns / 1e6:11.3f} {100 * fs.total_ns / span:5.1f}% {fs.calls:10,}  "
@@ -134,13 +162,18 @@ def _print_table(trace: "fasttrace.Trace", title: str, stats: ThreadStats,
 
 def _as_json(trace: "fasttrace.Trace", tables: List[Any],
              args: argparse.Namespace) -> Dict[str, Any]:
-    out: Dict[str, Any] = {"trace": trace.path, "truncated": trace.stats.truncated,
+    out: Dict[str, Any] = {"trace": trace.path, "mode": trace.mode,
+                           "truncated": trace.stats.truncated,
                            "dropped": trace.stats.dropped, "tables": []}
+    if trace.sampling is not None:
+        out["sampling"] = trace.sampling._asdict()
     for title, stats in tables:
         out["tables"].append({
             "title": title,
             "thread": stats.tid or None,
             "traced_ns": stats.traced_ns,
+            **({"samples": stats.samples, "idle_ns": stats.idle_ns,
+                "in_call_ns": stats.in_call_ns} if trace.mode == "sample" else {}),
             "functions": [
                 {"qualname": f.qualname, "name": f.name, "filename": f.filename,
                  "lineno": f.lineno, "module": f.module, "is_c": f.is_c, "calls": fs.calls,

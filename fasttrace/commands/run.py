@@ -3,6 +3,7 @@
     fasttrace run [-o OUT] [--no-c-calls] [--buffer-size BYTES] script.py [args...]
     fasttrace run [options] -m module [args...]
     fasttrace run [options] -c code [args...]
+    fasttrace run --rate 100 [--clock cpu] script.py [args...]     (sampling mode)
 
 The program sees what it would see under plain `python`: its sys.argv, `__name__ ==
 "__main__"`, sys.path[0], `__file__`, stdin and stdout.  Its exit status is fasttrace's: the
@@ -33,10 +34,10 @@ if TYPE_CHECKING:
     from types import CodeType
     from typing import Any, Dict, List, Optional, Tuple
 
-USAGE = ("fasttrace run [-o OUT] [--no-c-calls] [--buffer-size BYTES] "
-         "(script.py | -m module | -c code) [args ...]")
+USAGE = ("fasttrace run [-o OUT] [--no-c-calls] [--buffer-size BYTES] [--rate HZ] "
+         "[--clock wall|cpu] (script.py | -m module | -c code) [args ...]")
 # Our options that take a value: the program's own arguments start after these.
-VALUE_OPTIONS = {"-o", "--output", "--buffer-size"}
+VALUE_OPTIONS = {"-o", "--output", "--buffer-size", "--rate", "--clock"}
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -54,6 +55,12 @@ def _options_parser() -> argparse.ArgumentParser:
                    help="do not record calls of C functions (lower overhead)")
     p.add_argument("--buffer-size", type=_size, default=DEFAULT_BUFFER_SIZE, metavar="BYTES",
                    help="ring buffer per thread, e.g. 8M (default 8M)")
+    p.add_argument("--rate", type=float, metavar="HZ",
+                   help="sampling mode: sample every thread's stack HZ times a second "
+                        "(1 to 10000) instead of recording every call")
+    p.add_argument("--clock", choices=["wall", "cpu"],
+                   help="sampling mode: wall (default: all threads, waiting ones too) or cpu "
+                        "(only time on CPU)")
     return p
 
 
@@ -102,8 +109,11 @@ def main_argv(argv: List[str]) -> int:
     if error:
         print(f"fasttrace: error: {error}", file=sys.stderr)
         return 2 if kind == "script" else 1
+    if opts.clock is not None and opts.rate is None:
+        parser.error("--clock needs --rate (it applies to sampling mode)")
     out = opts.output or _default_output(kind, what)
-    return _run(kind, what, prog_args, out, opts.c_calls, opts.buffer_size)
+    return _run(kind, what, prog_args, out, opts.c_calls, opts.buffer_size, opts.rate,
+                opts.clock)
 
 
 def _check_target(kind: str, what: str) -> Optional[str]:
@@ -135,7 +145,7 @@ def _default_output(kind: str, what: str) -> str:
 
 
 def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
-         buffer_size: int) -> int:
+         buffer_size: int, rate: Optional[float] = None, clock: Optional[str] = None) -> int:
     # What the program sees, as under `python script.py`, `python -m mod` or `python -c code`.
     if kind == "script":
         sys.argv = [what, *prog_args]
@@ -151,7 +161,10 @@ def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
     try:
         # The runner's own frames (this function and its callers) stay out of the trace: the
         # program's first frame is a root, as under plain python.
-        _tracer._start(out, c_calls, buffer_size, None, skip_caller_stack=True)
+        # Sampling: the sampler cuts every stack at these frames (the program's code is exec'd
+        # by _run itself, or by runpy's _run_code).
+        _tracer._start(out, c_calls, buffer_size, rate, skip_caller_stack=True, clock=clock,
+                       stop_codes=(_run.__code__, runpy._run_code.__code__))
     except (fasttrace.TracingError, ValueError) as e:
         print(f"fasttrace: error: {e}", file=sys.stderr)
         return 2
@@ -255,8 +268,13 @@ def _finish(out: str, code: int) -> int:
         print(f"fasttrace: error: {e}", file=sys.stderr)
         return code or 1
     dropped = f", {s.dropped:,} dropped" if s.dropped else ""
-    print(f"fasttrace: wrote {s.events:,} events from {s.threads} thread(s) to {out} "
-          f"({s.bytes / 1e6:.1f} MB{dropped}); look at it with: fasttrace info {out}",
+    what = f"{s.events:,} events"
+    if s.sampling is not None:
+        what = (f"{s.sampling.samples:,} samples at {s.sampling.achieved_rate:.0f} Hz"
+                + ("" if s.sampling.rate_met else
+                   f" (RATE NOT MET: {s.sampling.rate:g} Hz requested)"))
+    print(f"fasttrace: wrote {what} from {s.threads} thread(s) to {out} "
+          f"({s.bytes / 1e6:.1f} MB{dropped}); look at it with: fasttrace report {out}",
           file=sys.stderr)
     return code
 

@@ -15,7 +15,7 @@ import zlib
 
 import pytest
 
-from helpers import MAGIC, chunk
+from helpers import MAGIC, chunk, sample_tuple
 from helpers import varint as vi
 
 import fasttrace
@@ -31,6 +31,9 @@ def native_view(path):
         events = []
         for e in t.events():  # a plain loop: no comprehension frame keeps the iterator alive
             events.append((e.kind, e.ts, e.thread, e.function.id, bool(e.synthetic)))
+        samples = []
+        for s in t.samples():
+            samples.append(sample_tuple(s))
         return {
             "header": dict(t.header),
             "functions": {f.id: dict(name=f.name, qualname=f.qualname, filename=f.filename,
@@ -42,16 +45,21 @@ def native_view(path):
             "complete": t._file.complete,
             "duration_ns": t.stats.duration_ns,
             "events": events,
+            "samples": samples,
+            "sampling": t._file.sampling,
+            "stacks": [tuple(f.id for f in st) for st in t._file.stacks],
         }
     finally:
         t.close()
+
 
 
 def py_view(source):
     t = _pyreader.read(source)
     return {"header": t.header, "functions": t.functions, "threads": t.threads,
             "truncated": t.truncated, "complete": t.complete, "duration_ns": t.duration_ns,
-            "events": list(t.events())}
+            "events": list(t.events()), "samples": list(t.samples()),
+            "sampling": t.sampling, "stacks": t.stacks}
 
 
 def outcome(view, source):

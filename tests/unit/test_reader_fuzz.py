@@ -18,13 +18,14 @@ import os
 import struct
 import subprocess
 import sys
+import time
 import zlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import chunk
+from helpers import chunk, sample_tuple
 from helpers import varint as vi
 
 import fasttrace
@@ -52,6 +53,8 @@ def run_native(path):
                 events.append((e.kind, e.ts, e.thread, e.function.id, bool(e.synthetic)))
             for _ in t.events(gaps=True):
                 pass
+            for s in t.samples():
+                events.append(sample_tuple(s))
             err = None
         finally:
             t.close()
@@ -70,6 +73,8 @@ def run_python(data):
         threads = {i: (th["ident"], th["native_id"], th["name"]) for i, th in t.threads.items()}
         for e in t.events():
             events.append(e)
+        for s in t.samples():
+            events.append(s)
         err = None
     except fasttrace.FormatError as e:
         err = (e.offset, e.reason)
@@ -172,9 +177,17 @@ def seeds(tmp_dir):
           + vi(1) + b"\x03" + vi(1) + vi(1) + b"\x06" + vi(1) + vi(2))
     base = struct.unpack_from("<Q", real, 52)[0]
     built = join(header, defs + [[1, 0, 1, 9, base, ev], [1, 1, 7, 0, base + 10, b""]] + tail)
-    for data in (real, built):
+    # and a sampled trace: SAMPLES chunks, STACK / SAMPLING / SAMPLER_STATS defs
+    sp = tmp_dir / "seed-sampled.ftrace"
+    with fasttrace.start(str(sp), rate=2000):
+        deadline = time.perf_counter() + 0.05
+        while time.perf_counter() < deadline:
+            small_program()
+    sampled = sp.read_bytes()
+    for data in (real, built, sampled):
         assert run_python(data)[4] is None
-    return Seeds([real, built])
+    assert len(run_python(sampled)[3]) > 10
+    return Seeds([real, built, sampled])
 
 
 def test_seeds_agree(seeds, tmp_dir):
@@ -207,26 +220,26 @@ def apply(data, ops):
 
 
 @FUZZ
-@given(seed=st.integers(0, 1), ops=edits, cut=st.one_of(st.none(), st.integers(0, 1 << 20)))
+@given(seed=st.integers(0, 2), ops=edits, cut=st.one_of(st.none(), st.integers(0, 1 << 20)))
 def test_byte_mutations(seeds, tmp_dir, seed, ops, cut):
     data = apply(seeds[seed], ops)
     check(data[:cut] if cut is not None else data, tmp_dir)
 
 
 @FUZZ
-@given(seed=st.integers(0, 1), ops=edits, pad=st.integers(0, 40))
+@given(seed=st.integers(0, 2), ops=edits, pad=st.integers(0, 40))
 def test_byte_mutations_with_fixed_crcs(seeds, tmp_dir, seed, ops, pad):
     check(fix_crcs(apply(seeds[seed], ops)) + b"\0" * pad, tmp_dir)
 
 
 @FUZZ
-@given(seed=st.integers(0, 1), which=st.integers(0, 1000), ops=edits,
+@given(seed=st.integers(0, 2), which=st.integers(0, 1000), ops=edits,
        fields=st.lists(st.tuples(st.sampled_from([0, 1, 2, 2, 3, 4, 4]),
                                  st.integers(0, (1 << 64) - 1)),
                        max_size=2))
 def test_payload_mutations(seeds, tmp_dir, seed, which, ops, fields):
     header, chunks = split(seeds[seed])
-    targets = [c for c in chunks if c[0] in (1, 2)]
+    targets = [c for c in chunks if c[0] in (1, 2, 5)]
     c = targets[which % len(targets)]
     c[5] = apply(c[5], ops)
     for index, value in fields:  # type, flags, thread, records, base_tick
@@ -265,6 +278,23 @@ def test_random_records(seeds, tmp_dir, seed, streams, first, bad, keep_tail):
         recs = streams[bad[0] % len(streams)][2]
         recs.insert(bad[1] % (len(recs) + 1), bad[2])
     ev = [[1, 0, tid, len(recs), base, b"".join(recs)] for tid, base, recs in streams]
+    check(join(header, defs + ev + tail), tmp_dir)
+
+
+sample = st.tuples(st.integers(0, 1 << 40), st.integers(0, 5), st.integers(0, 40),
+                   st.integers(0, 1 << 30)).map(
+    lambda r: b"\x09" + vi(r[0]) + vi(r[1]) + vi(r[2]) + vi(r[3]))
+
+
+@FUZZ
+@given(records=st.lists(st.lists(st.one_of(sample, sample, sample, junk), max_size=20),
+                        min_size=1, max_size=3),
+       base=st.integers(0, (1 << 64) - 1), keep_tail=st.booleans())
+def test_random_samples(seeds, tmp_dir, records, base, keep_tail):
+    header, chunks = split(seeds[2])
+    defs = [c for c in chunks if c[0] == 2]
+    tail = [c for c in chunks if c[0] in (3, 4)] if keep_tail else []
+    ev = [[5, 0, 0, len(recs), base, b"".join(recs)] for recs in records]
     check(join(header, defs + ev + tail), tmp_dir)
 
 
