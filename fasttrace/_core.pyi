@@ -17,6 +17,7 @@ def session_start(
     command_line: bytes,
     python_version: str,
     python_version_hex: int,
+    sample: bool = ...,
 ) -> None: ...
 def hooks_retain(threading_active: Any, disable: Any, marker: Any) -> None: ...
 def hooks_release() -> None: ...
@@ -40,7 +41,20 @@ HOOK_EVAL_FRAME: int
 HOOK_NAMES: Dict[int, str]
 def set_thread_name(ident: int, name: str) -> None: ...
 def session_quiesce() -> None: ...
-def session_finish() -> Dict[str, int]: ...
+def session_finish() -> Dict[str, Any]: ...
+
+MAX_STOP_CODES: int
+MAX_SAMPLE_DEPTH: int
+CLOCK_WALL: int
+CLOCK_CPU: int
+SAMPLER_STATS: Tuple[str, ...]
+
+def name_sampled_thread(ident: int, name: str, native_id: Optional[int],
+                        force: bool = ..., after_uid: int = ...) -> None: ...
+def last_thread_uid() -> int: ...
+def sampler_start(rate: float, clock: int, call_opcodes: bytes,
+                  stop_codes: Tuple[Any, ...]) -> None: ...
+def sampler_release() -> None: ...
 def session_abandon() -> None: ...
 
 class Function:
@@ -67,6 +81,17 @@ class Event:
     dropped: int
     start_ts: int
 
+class Sample:
+    ts: int
+    thread: int
+    stack: Tuple[Function, ...]
+    idle: bool
+    in_call: bool
+    torn: bool
+    weight_ns: int
+
+TRUNCATED: Function
+
 class TraceFile:
     path: str
     header: Dict[str, Any]
@@ -82,5 +107,8 @@ class TraceFile:
     writer_error: Optional[int]
     duration_ns: int
     def __init__(self, path: Any) -> None: ...
+    stacks: List[Tuple[Function, ...]]
+    sampling: Optional[Dict[str, Any]]
     def events(self, thread: Optional[int] = ..., gaps: bool = ...) -> Iterator[Event]: ...
+    def samples(self, thread: Optional[int] = ...) -> Iterator[Sample]: ...
     def close(self) -> None: ...

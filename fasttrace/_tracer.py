@@ -91,6 +91,7 @@ class Session:
         # `fasttrace run` leaves its own frames out of the calling thread's start-up stack
         self._skip_caller_stack = False
         self._stop_codes: "tuple[Any, ...]" = ()
+        self._thread_start: Any = None  # sampling: (name, original, wrapper) in threading
 
     def __enter__(self) -> "Session":
         return self
@@ -286,9 +287,54 @@ def _start_sampling(path: str, buffer_size: int, rate: float, clock: str,
         ) from None
     session = Session(path, False, buffer_size, "sampler", rate, clock)
     session._stop_codes = tuple(stop_codes)  # the sampler compares their addresses
+    _name_sampled_threads(force=False)
+    _wrap_thread_start(session)
     _session = session
     atexit.register(_stop_at_exit)
     return session
+
+
+def _name_sampled_threads(force: bool) -> None:
+    for t in threading.enumerate():
+        if t.ident is not None:
+            _core.name_sampled_thread(t.ident, t.name, getattr(t, "native_id", None), force)
+
+
+# The sampler cannot call Python, and a thread may live and die while the main thread is
+# blocked (in join(), say), so names are handed over as threads start: threading's own thread
+# starter is wrapped while sampling runs.  It returns the new thread's ident (3.9-3.12) or a
+# handle that has it (3.13).
+_START_NAMES = ("_start_joinable_thread", "_start_new_thread")
+
+
+def _wrap_thread_start(session: Session) -> None:
+    name = next((n for n in _START_NAMES if hasattr(threading, n)), None)
+    if name is None:
+        return
+    original = getattr(threading, name)
+
+    def start_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
+        before = _core.last_thread_uid()
+        result = original(function, *args, **kwargs)
+        owner = getattr(function, "__self__", None)
+        ident = getattr(result, "ident", result)
+        if isinstance(owner, threading.Thread) and isinstance(ident, int) and \
+                _session is session:
+            _core.name_sampled_thread(ident, owner.name, None, False, before)
+        return result
+
+    start_thread.__wrapped__ = original  # type: ignore[attr-defined]
+    setattr(threading, name, start_thread)
+    session._thread_start = (name, original, start_thread)
+
+
+def _unwrap_thread_start(session: Session) -> None:
+    if session._thread_start is None:
+        return
+    name, original, wrapper = session._thread_start
+    if getattr(threading, name, None) is wrapper:  # unless someone wrapped it after us
+        setattr(threading, name, original)
+    session._thread_start = None
 
 
 _CALL_OPCODES: Optional[bytes] = None
@@ -373,7 +419,8 @@ def stop() -> Summary:
             raise TracingError("fasttrace.stop() was called but no trace is running")
         sampling = session.rate is not None
         if sampling:
-            _core.name_sampled_threads(True)
+            _unwrap_thread_start(session)
+            _name_sampled_threads(force=True)
             _core.session_quiesce()
         else:
             _core.session_quiesce()
@@ -433,6 +480,7 @@ def _after_fork_in_child() -> None:
     if _session is None:
         return
     _core.session_abandon()
+    _unwrap_thread_start(_session)
     if _session.rate is None:
         try:
             _uninstall(_session)

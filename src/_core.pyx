@@ -126,30 +126,17 @@ CLOCK_WALL, CLOCK_CPU = FT_CLOCK_WALL, FT_CLOCK_CPU
 SAMPLER_STATS = ("ticks", "samples", "late_ticks", "torn", "truncated", "dropped",
                  "sampler_cpu_ns", "read_failures", "duration_ns", "realtime")
 
-import threading as _threading
-
 cdef bytes _call_opcodes = None
 cdef tuple _stop_codes = ()
 
 
-def name_sampled_threads(bint force=False):
-    """Names the sampled threads from threading._active (GIL held).  force: rename threads
-    already named (stop() does, since names can change)."""
-    if not ft_sampler_running():
-        return
-    cdef bytes name
-    for ident, t in list(getattr(_threading, "_active", {}).items()):
-        name = str(t.name).encode("utf-8", "replace")
-        ft_sampler_set_thread_name(ident, name, getattr(t, "native_id", None) or 0, force)
-
-
-cdef int _namer(void* arg) noexcept with gil:
-    # A pending call (the main thread, between bytecodes): must never raise into the program.
-    try:
-        name_sampled_threads(False)
-    except BaseException:
-        pass
-    return 0
+def name_sampled_thread(unsigned long long ident, str name, native_id, bint force=False,
+                        uint64_t after_uid=0):
+    """Names the sampled thread with this ident, now or when the sampler meets it (GIL held).
+    force: rename a thread already named (stop() does, since names can change).  after_uid:
+    last_thread_uid() from before the thread was started, if known (idents are reused)."""
+    cdef bytes b = name.encode("utf-8", "replace")
+    ft_sampler_set_thread_name(ident, b, native_id or 0, force, after_uid + 1 if after_uid else 0)
 
 
 def sampler_start(double rate, int clock, bytes call_opcodes, tuple stop_codes):
@@ -170,10 +157,14 @@ def sampler_start(double rate, int clock, bytes call_opcodes, tuple stop_codes):
     cfg.call_opcodes = <const uint8_t*><const char*>_call_opcodes
     cfg.stop_codes = codes
     cfg.n_stop_codes = len(stop_codes)
-    cfg.namer = _namer
     cdef int err = ft_sampler_start(&cfg)
     if err != 0:
         raise OSError(err, _os.strerror(err))
+
+
+def last_thread_uid():
+    """Every thread state made from now on has an id (tstate->id) above this."""
+    return ft_sampler_last_thread_uid()
 
 
 def sampler_release():

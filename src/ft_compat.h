@@ -189,7 +189,7 @@ ft_py_tstate_frame(PyThreadState* ts)
  *   frame             3.9-3.10 f_back, f_code, f_lasti (bytes / code units);
  *                     3.11+ previous, f_code (3.13 f_executable), prev_instr (3.13 instr_ptr),
  *                     owner (3.12+ FRAME_OWNED_BY_CSTACK = shim frame, skipped)
- *   native thread id  3.11+ tstate->native_thread_id; before, 0 (the namer fills it in)
+ *   native thread id  3.11+ tstate->native_thread_id; before, 0 (naming fills it in)
  */
 #ifdef FT_COMPAT_SAMPLER
 #include <stddef.h>
@@ -396,18 +396,14 @@ ft_raw_is_code_type(const PyObject* header_copy)
     return Py_TYPE(header_copy) == &PyCode_Type;
 }
 
-/* Py_AddPendingCall from a thread that is not the main thread queues the call but, before
- * 3.13, recomputes the eval breaker as if the caller were the thread to run it (the main-thread
- * test runs on the calling thread), so a busy main thread never looks.  Setting the breaker
- * (an atomic the interpreter's own signal path sets too) makes the running thread look; the
- * main thread runs the call, any other recomputes the breaker and goes on. */
-static inline void
-ft_raw_poke_eval_breaker(PyInterpreterState* interp)
+/* GIL held: tstate->id of the next thread state to be made is above this. */
+static inline uint64_t
+ft_raw_last_thread_uid(PyInterpreterState* interp)
 {
-#if PY_VERSION_HEX < 0x030D0000
-    __atomic_store_n(&interp->ceval.eval_breaker._value, 1, __ATOMIC_RELAXED);
+#if PY_VERSION_HEX >= 0x030B0000
+    return interp->threads.next_unique_id;
 #else
-    (void)interp;
+    return interp->tstate_next_unique_id;
 #endif
 }
 

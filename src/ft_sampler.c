@@ -35,10 +35,9 @@
 #define PUBLISH_NS 100000000ull   /* a partly filled chunk is handed to the writer this often */
 #define CODE_TABLE_BITS 16        /* code objects remembered; the table is reset when 3/4 full */
 #define STACK_TABLE_BITS 16
-/* A new thread's tstate exists before threading registers it: the namer is asked again this
- * often while a thread younger than NAME_GIVE_UP_NS has no name (C threads never get one). */
-#define NAME_RETRY_NS 20000000ull
-#define NAME_GIVE_UP_NS 2000000000ull
+/* Names given for threads the sampler has not met yet wait this long, at most MAX_PENDING. */
+#define NAME_PENDING_NS 5000000000ull
+#define MAX_PENDING 256
 
 /* ---- state, owned by the sampler thread unless noted --------------------------------------- */
 
@@ -62,7 +61,7 @@ typedef struct {
     uint64_t ident;
     uint64_t native_id;
     uint64_t last_cpu_ns;
-    uint64_t first_seen_ns;
+    uint64_t seen_tick;    /* the sampler's tick count when it last met the thread */
     uint32_t id;           /* the file's thread id */
     int named;             /* guarded by names_lock */
 } thread_entry;
@@ -95,7 +94,15 @@ static struct {
     pthread_mutex_t names_lock; /* guards `threads` against ft_sampler_set_thread_name */
     thread_entry* threads;
     uint32_t n_threads, cap_threads;
-    _Atomic int namer_pending;
+    /* names given (ft_sampler_set_thread_name) before the sampler met the thread */
+    struct pending_name {
+        uint64_t ident;
+        uint64_t min_uid;
+        uint64_t native_id;
+        uint64_t at_ns;
+        char* name;
+    } pending[MAX_PENDING];
+    uint32_t n_pending;
 
     char snap[SNAP_MAX];
     uint32_t fids[FT_SAMPLE_MAX_DEPTH + 1];
@@ -432,7 +439,26 @@ stack_of(const uint32_t* fids, uint32_t depth, uint8_t flags)
 
 /* ---- threads -------------------------------------------------------------------------------- */
 
-static void ask_for_names(void);
+/* names_lock held.  Takes the name waiting for this ident, if any, and writes the THREAD
+ * def (again, when only the ident changed). */
+static void
+define_thread(thread_entry* t)
+{
+    char* name = NULL;
+    for (uint32_t i = 0; t->ident != 0 && i < S.n_pending; i++) {
+        if (S.pending[i].ident == t->ident && t->uid >= S.pending[i].min_uid) {
+            name = S.pending[i].name;
+            if (t->native_id == 0 && S.pending[i].native_id != 0) {
+                __atomic_store_n(&t->native_id, S.pending[i].native_id, __ATOMIC_RELAXED);
+            }
+            S.pending[i] = S.pending[--S.n_pending];
+            t->named = 1;
+            break;
+        }
+    }
+    ft_session_put_thread_def(t->id, t->ident, t->native_id, name);
+    free(name);
+}
 
 static thread_entry*
 thread_of(uint64_t uid, uint64_t ident, uint64_t native_id)
@@ -449,7 +475,7 @@ thread_of(uint64_t uid, uint64_t ident, uint64_t native_id)
                 if (native_id != 0) {
                     __atomic_store_n(&t->native_id, native_id, __ATOMIC_RELAXED);
                 }
-                ft_session_put_thread_def(t->id, ident, native_id, NULL);
+                define_thread(t);
                 pthread_mutex_unlock(&S.names_lock);
             }
             return t;
@@ -472,57 +498,29 @@ thread_of(uint64_t uid, uint64_t ident, uint64_t native_id)
     t->ident = ident;
     t->native_id = native_id;
     t->id = ft_session_new_thread_id();
-    t->first_seen_ns = mono_ns(CLOCK_MONOTONIC);
     S.n_threads++;
-    ft_session_put_thread_def(t->id, ident, native_id, NULL);
+    define_thread(t);
     pthread_mutex_unlock(&S.names_lock);
-    ask_for_names();
     return t;
 }
 
-/* Asks the main thread to name threads (threading knows the names; we cannot call Python). */
-static void
-ask_for_names(void)
-{
-    if (S.cfg.namer == NULL) {
-        return;
-    }
-    if (atomic_exchange(&S.namer_pending, 1)) {
-        ft_raw_poke_eval_breaker(S.interp); /* queued, not run yet: see ft_compat.h */
-        return;
-    }
-    if (Py_AddPendingCall(S.cfg.namer, NULL) != 0) {
-        atomic_store(&S.namer_pending, 0); /* queue full: the retry below tries again */
-        return;
-    }
-    ft_raw_poke_eval_breaker(S.interp);
-}
-
-static void
-retry_names(uint64_t now)
-{
-    int want = 0;
-    pthread_mutex_lock(&S.names_lock);
-    for (uint32_t i = S.n_threads; i-- > 0 && !want;) {
-        want = !S.threads[i].named && now - S.threads[i].first_seen_ns < NAME_GIVE_UP_NS;
-    }
-    pthread_mutex_unlock(&S.names_lock);
-    if (want) {
-        ask_for_names();
-    }
-}
-
 void
-ft_sampler_set_thread_name(uint64_t ident, const char* name, uint64_t native_id, int force)
+ft_sampler_set_thread_name(uint64_t ident, const char* name, uint64_t native_id, int force,
+                           uint64_t min_uid)
 {
-    atomic_store(&S.namer_pending, 0);
-    if (!S.running) {
+    if (!S.running || ident == 0) {
         return;
     }
     pthread_mutex_lock(&S.names_lock);
+    uint64_t ticks = __atomic_load_n(&S.stat[FT_STAT_TICKS], __ATOMIC_RELAXED);
     for (uint32_t i = S.n_threads; i-- > 0;) {
         thread_entry* t = &S.threads[i];
-        if (t->ident == ident) {
+        /* An ident is reused once its thread ends: a thread just started is one made after
+         * min_uid; otherwise an entry the sampler has not met for two ticks is a thread that
+         * ended. */
+        if (t->ident == ident &&
+            (min_uid ? t->uid >= min_uid
+                     : __atomic_load_n(&t->seen_tick, __ATOMIC_RELAXED) + 2 >= ticks)) {
             if (!t->named || force) {
                 ft_session_put_thread_name(t->id, name);
                 t->named = 1;
@@ -530,8 +528,27 @@ ft_sampler_set_thread_name(uint64_t ident, const char* name, uint64_t native_id,
             if (t->native_id == 0 && native_id != 0) {
                 __atomic_store_n(&t->native_id, native_id, __ATOMIC_RELAXED);
             }
-            break; /* older entries with this ident are threads that ended */
+            pthread_mutex_unlock(&S.names_lock);
+            return; /* older entries with this ident are threads that ended */
         }
+    }
+    /* Not met yet (it has just been started): keep the name until it is.  An ident is reused
+     * once its thread ends, so a newer name for it replaces an older one, and names wait only
+     * NAME_PENDING_NS. */
+    uint64_t now = mono_ns(CLOCK_MONOTONIC);
+    for (uint32_t i = 0; i < S.n_pending;) {
+        if (S.pending[i].ident == ident || now - S.pending[i].at_ns > NAME_PENDING_NS) {
+            free(S.pending[i].name);
+            S.pending[i] = S.pending[--S.n_pending];
+        } else {
+            i++;
+        }
+    }
+    char* copy = strdup(name);
+    if (copy != NULL && S.n_pending < MAX_PENDING) {
+        S.pending[S.n_pending++] = (struct pending_name){ident, min_uid, native_id, now, copy};
+    } else {
+        free(copy);
     }
     pthread_mutex_unlock(&S.names_lock);
 }
@@ -655,12 +672,20 @@ static void
 sample_thread(PyThreadState* addr, const ft_raw_tstate* ts, const ft_raw_gil* gil, int gil_ok,
               uint64_t tick, uint64_t interval_ns)
 {
+    /* Frames first: a thread state with none is idle, or new and not yet bound to its
+     * thread (its ident is then 0, or before 3.11 the parent's, so it must not be met). */
+    void* const* slot = ft_raw_top_frame_slot(addr, ts);
+    const void* top = NULL;
+    if (slot == NULL || safe_read(&top, slot, sizeof top) < 0 || top == NULL) {
+        return;
+    }
     int holds = gil_ok && ft_raw_gil_held_by(gil, addr);
     uint64_t native = ft_raw_tstate_native_id(ts);
     thread_entry* te = thread_of(ts->id, (uint64_t)ts->thread_id, native);
     if (te == NULL) {
         return;
     }
+    __atomic_store_n(&te->seen_tick, S.stat[FT_STAT_TICKS], __ATOMIC_RELAXED);
     uint64_t weight = interval_ns;
     if (S.cfg.clock == FT_CLOCK_CPU) {
         uint64_t cpu = thread_cpu_ns(__atomic_load_n(&te->native_id, __ATOMIC_RELAXED));
@@ -676,11 +701,6 @@ sample_thread(PyThreadState* addr, const ft_raw_tstate* ts, const ft_raw_gil* gi
             }
             weight = cpu - prev;
         }
-    }
-    void* const* slot = ft_raw_top_frame_slot(addr, ts);
-    const void* top = NULL;
-    if (slot == NULL || safe_read(&top, slot, sizeof top) < 0 || top == NULL) {
-        return; /* no Python frames */
     }
     walk_result w;
     walk(ts, top, &w);
@@ -748,7 +768,7 @@ tick_once(uint64_t interval_ns)
         sample_thread(addr, &ts, &gil, gil_ok, tick, interval_ns);
         addr = ts.next;
     }
-    S.stat[FT_STAT_TICKS]++;
+    __atomic_store_n(&S.stat[FT_STAT_TICKS], S.stat[FT_STAT_TICKS] + 1, __ATOMIC_RELAXED);
 }
 
 static void*
@@ -764,7 +784,7 @@ sampler_main(void* arg)
         S.stat[FT_STAT_REALTIME] = 1;
     }
     uint64_t start = mono_ns(CLOCK_MONOTONIC);
-    uint64_t next = start, prev_tick_ns = start, names_checked = start;
+    uint64_t next = start, prev_tick_ns = start;
     S.chunk_started_ns = start;
     while (!atomic_load_explicit(&S.stop, memory_order_relaxed)) {
         /* Uniform in [0.5, 1.5] x the interval on an absolute schedule: the mean rate is
@@ -785,10 +805,6 @@ sampler_main(void* arg)
             S.stat[FT_STAT_LATE]++;
             next = done; /* no catch-up burst */
         }
-        if (done - names_checked >= NAME_RETRY_NS) {
-            retry_names(done);
-            names_checked = done;
-        }
         if (S.ring->records > 0 && done - S.chunk_started_ns >= PUBLISH_NS) {
             /* Hand partial chunks over: a killed process loses at most this much. */
             ft_thread_rotate(S.ring, 1);
@@ -805,6 +821,10 @@ sampler_main(void* arg)
 static void
 free_tables(void)
 {
+    for (uint32_t i = 0; i < S.n_pending; i++) {
+        free(S.pending[i].name);
+    }
+    S.n_pending = 0;
     free(S.codes);
     free(S.stacks);
     free(S.stack_arena);
@@ -913,6 +933,12 @@ ft_sampler_stop(ft_sampler_stats* out)
     pthread_mutex_lock(&S.names_lock);
     S.running = 0;
     pthread_mutex_unlock(&S.names_lock);
+}
+
+uint64_t
+ft_sampler_last_thread_uid(void)
+{
+    return ft_raw_last_thread_uid(PyInterpreterState_Get());
 }
 
 void

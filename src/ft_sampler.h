@@ -8,7 +8,7 @@
  * tick, running or not, and costs the application threads nothing.
  *
  * Concurrency: ft_sampler_start/ft_sampler_set_thread_name run with the GIL; the sampler thread
- * runs without it and owns its tables; `names_lock` guards the thread table against the namer;
+ * runs without it and owns its tables; `names_lock` guards the thread table against naming;
  * the code watcher (3.12+, GIL held, any thread) only tombstones entries of dying code objects.
  */
 #ifndef FT_SAMPLER_H
@@ -22,9 +22,6 @@ typedef struct {
     const uint8_t* call_opcodes;   /* 256 flags: the opcode is a call (copied) */
     const void* const* stop_codes; /* code objects whose frames, and all outer ones, are cut */
     int n_stop_codes;              /* at most FT_SAMPLER_MAX_STOP_CODES */
-    /* Runs under the GIL in the main thread (Py_AddPendingCall) when new threads appear: it
-     * names them with ft_sampler_set_thread_name.  It must not raise. */
-    int (*namer)(void* arg);
 } ft_sampler_config;
 
 #define FT_SAMPLER_MAX_STOP_CODES 4
@@ -42,9 +39,14 @@ int ft_sampler_start(const ft_sampler_config* cfg);
 void ft_sampler_stop(ft_sampler_stats* out);
 int ft_sampler_running(void);
 /* GIL held.  Names (and, before 3.11, gives the kernel tid of) the newest sampled thread with
- * this threading ident; unless `force`, a thread already named keeps its name. */
+ * this threading ident; unless `force`, a thread already named keeps its name.  A thread the
+ * sampler has not met yet gets the name when it is met (threads are named as they start).
+ * min_uid: the thread's state was made after ft_sampler_last_thread_uid() returned
+ * min_uid - 1 (0: unknown). */
 void ft_sampler_set_thread_name(uint64_t ident, const char* name, uint64_t native_id,
-                                int force);
+                                int force, uint64_t min_uid);
+/* GIL held: every thread state made from now on has an id above this. */
+uint64_t ft_sampler_last_thread_uid(void);
 /* GIL held, after ft_session_finish: frees the sampler's tables. */
 void ft_sampler_release(void);
 /* After fork in the child: the sampler thread is gone; forget it without joining. */

@@ -8,7 +8,6 @@ cdef extern from "ft_sampler.h":
         const uint8_t* call_opcodes
         const void* const* stop_codes
         int n_stop_codes
-        int (*namer)(void* arg) noexcept
 
     enum:
         FT_SAMPLER_MAX_STOP_CODES
@@ -16,5 +15,6 @@ cdef extern from "ft_sampler.h":
     int ft_sampler_start(const ft_sampler_config* cfg)
     int ft_sampler_running()
     void ft_sampler_set_thread_name(uint64_t ident, const char* name, uint64_t native_id,
-                                    int force)
+                                    int force, uint64_t min_uid)
     void ft_sampler_release()
+    uint64_t ft_sampler_last_thread_uid()

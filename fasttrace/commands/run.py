@@ -163,8 +163,9 @@ def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
         # program's first frame is a root, as under plain python.
         # Sampling: the sampler cuts every stack at these frames (the program's code is exec'd
         # by _run itself, or by runpy's _run_code).
+        runner = (_run.__code__, runpy._run_code.__code__)  # type: ignore[attr-defined]
         _tracer._start(out, c_calls, buffer_size, rate, skip_caller_stack=True, clock=clock,
-                       stop_codes=(_run.__code__, runpy._run_code.__code__))
+                       stop_codes=runner)
     except (fasttrace.TracingError, ValueError) as e:
         print(f"fasttrace: error: {e}", file=sys.stderr)
         return 2

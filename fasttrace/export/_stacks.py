@@ -21,8 +21,9 @@ TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
-    from fasttrace._core import Event, Function
+    from fasttrace._core import Event
     from fasttrace._trace import Trace
+    from fasttrace.export._samples import AnyFunction
 
     Output = Union[str, "os.PathLike[str]", IO[bytes], IO[str]]
     ProgressCallback = Callable[[int, int], None]
@@ -35,7 +36,7 @@ def sanitise(name: str) -> str:
     return name.replace(";", ",").replace("\n", " ").replace("\r", " ")
 
 
-def frame_name(f: Function) -> str:
+def frame_name(f: AnyFunction) -> str:
     """`qualname (file:line)` for Python functions, `qualname` for C functions."""
     if f.is_c:
         return f.qualname or f.name

@@ -19,6 +19,14 @@
   start, args {dropped, gap_us}.  A truncated trace ends with a process-scoped instant
   "fasttrace: trace truncated" (args.damage), and otherData says truncated: true.
 * Events are written as they are read (one per line), so memory does not grow with them.
+
+A sampled trace (see `_samples` for the frames, `<waiting>` and `<truncated>`) becomes the same
+B/E events, made from the samples as the Perfetto exporter does (_samples.slices(): a sample
+covers its thread's stack until the next tick, consecutive samples that share a stack prefix
+extend its slices), so chrome://tracing and Perfetto draw each thread's flame chart over
+time.  Synthetic frames have cat "fasttrace" and no args.  The format's own "samples" and
+"stackFrames" fields are not used: few viewers read them, while every one reads B/E.
+otherData also has mode "sample" and `sampling` (trace.sampling as a dict).
 """
 
 from __future__ import annotations
@@ -27,14 +35,16 @@ import io
 import json
 import os
 
+from fasttrace.export import _samples
 from fasttrace.export.perfetto import open_binary, process_name
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from typing import IO, Any, Callable, Dict, List, Optional, Union
+    from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Union
 
-    from fasttrace._core import Function
+    from fasttrace._core import Event
     from fasttrace._trace import Trace
+    from fasttrace.export._samples import AnyFunction, SliceEvent
 
     Output = Union[str, "os.PathLike[str]", IO[bytes], IO[str]]
     Progress = Optional[Callable[[int, int], None]]
@@ -51,8 +61,10 @@ def _us(ns: int) -> str:
     return "%s%d.%03d" % ("-" if ns < 0 else "", abs(ns) // 1000, abs(ns) % 1000)
 
 
-def _begin(f: Function, head: str) -> str:
+def _begin(f: AnyFunction, head: str) -> str:
     """Everything of f's "B" event before its ts."""
+    if _samples.is_synthetic(f):
+        return f'{head}"cat":"{_samples.SYNTHETIC_CATEGORY}","name":{_dumps(f.qualname)},"ts":'
     if f.is_c:
         return f'{head}"cat":"c","name":{_dumps(f.qualname or f.name)},"ts":'
     loc = _dumps(f"{f.filename}:{f.lineno}")
@@ -65,20 +77,31 @@ def write(trace: Trace, out: Output, *, progress: Progress = None) -> Dict[str, 
     progress(done, total) is called every EVENTS_PER_WRITE events and at the end, with the
     events converted so far and trace.stats.events (done is capped at total: the reader adds
     synthetic events).  Returns {"format", "events" (B and E written), "gaps", "dropped",
-    "orphans", "threads", "bytes", "truncated"}.
+    "orphans", "threads", "bytes", "truncated"}.  A sampled trace: progress counts samples,
+    and the dict also has _samples.Samples.summary().
     """
+    write = _write_samples if trace.mode == "sample" else _write
     if isinstance(out, io.TextIOBase) and getattr(out, "buffer", None) is None:
-        return _write(trace, out.write, progress)  # a StringIO, say
+        return write(trace, out.write, progress)  # a StringIO, say
     f, close = open_binary(out)
     try:
-        return _write(trace, lambda s: f.write(s.encode("utf-8")), progress)
+        return write(trace, lambda s: f.write(s.encode("utf-8")), progress)
     finally:
         f.flush()
         if close:
             f.close()
 
 
-def _write(trace: Trace, emit: Callable[[str], Any], progress: Progress) -> Dict[str, Any]:
+def _write_samples(trace: Trace, emit: Callable[[str], Any], progress: Progress
+                   ) -> Dict[str, Any]:
+    samples = _samples.Samples(trace, progress)
+    result = _write(trace, emit, None, _samples.trace_slices(samples))
+    return samples.summary(**result)
+
+
+def _write(trace: Trace, emit: Callable[[str], Any], progress: Progress,
+           events: Optional[Iterable[Union[Event, SliceEvent]]] = None) -> Dict[str, Any]:
+    """Trace mode: trace.events(); a sampled trace: `events` made from its samples."""
     h = trace.header
     pid = int(h["pid"])
     total = max(int(trace.stats.events), 1)
@@ -94,10 +117,10 @@ def _write(trace: Trace, emit: Callable[[str], Any], progress: Progress) -> Dict
     size = 0
 
     heads: Dict[int, str] = {}  # thread id -> '\n{"ph":"B","pid":P,"tid":T,'
-    begins: Dict[int, Dict[Function, str]] = {}
+    begins: Dict[int, Dict[AnyFunction, str]] = {}
     ends: Dict[int, str] = {}
     cur = -1
-    begin: Dict[Function, str] = {}
+    begin: Dict[AnyFunction, str] = {}
     end = head = ""
     last_us = -1
     us = ""
@@ -106,7 +129,7 @@ def _write(trace: Trace, emit: Callable[[str], Any], progress: Progress) -> Dict
     depths: Dict[int, int] = {}  # thread id -> events open (but the current thread's)
     ts = 0
     w = parts.append
-    for e in trace.events(gaps=True):
+    for e in trace.events(gaps=True) if events is None else events:
         n += 1
         tid = e.thread
         if tid != cur:
@@ -165,6 +188,9 @@ def _write(trace: Trace, emit: Callable[[str], Any], progress: Progress) -> Dict
     other.update(producer="fasttrace", events=stats.events, dropped=stats.dropped,
                  truncated=bool(stats.truncated), damage=trace.damage,
                  duration_ns=stats.duration_ns)
+    if events is not None:
+        sampling = trace.sampling
+        other.update(mode="sample", sampling=sampling._asdict() if sampling is not None else None)
     w(f'\n],\n"displayTimeUnit":"ns",\n"otherData":{_dumps(other)}}}\n')
     chunk = "".join(parts)
     emit(chunk)

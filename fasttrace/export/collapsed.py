@@ -12,10 +12,23 @@ One line per distinct stack of each thread, root first, then its self time in **
 * Self time is the time a stack was the innermost one open (see `_stacks`).  Time with no frame
   open, which includes every gap where events were dropped, is in no line, so a thread's lines
   sum to its traced time minus its gaps.  Stacks with no self time are left out.
+
+A sampled trace (see `_samples`) gives the same lines, one per distinct stack of each thread,
+with the same frame names and thread roots; `<waiting>` ends the stacks of samples that waited
+and `<truncated>` starts those cut at the maximum depth:
+
+    MainThread;main (app.py:10);work (app.py:3);<waiting> 50000000
+
+* The value is the samples' summed weight in **nanoseconds** (wall clock: the ticks' intervals;
+  cpu clock: CPU time), not their count: the unit stays the one of trace mode, so files of
+  both modes compare and a flame graph reads in time whatever the rate was (the count is the
+  weight over the sampling period, give or take late ticks; pprof has both).  Stacks whose
+  weight is 0 are left out.
 """
 
 from __future__ import annotations
 
+from fasttrace.export import _samples
 from fasttrace.export._stacks import aggregate, binary_output, frame_name, sanitise, summary
 from fasttrace.export._stacks import thread_labels
 
@@ -32,7 +45,10 @@ LINES_PER_WRITE = 4096
 def write(trace: Trace, out: Output, *, progress: Optional[ProgressCallback] = None,
           per_thread: bool = True) -> Dict[str, Any]:
     """Writes the folded stacks of `trace` to `out` (a path or a file).  Returns a summary:
-    lines, threads, stacks, self_ns (the sum of the weights), gaps, dropped, gap_ns."""
+    lines, threads, stacks, self_ns (the sum of the weights), gaps, dropped, gap_ns (a sampled
+    trace: lines, unit and _samples.Samples.summary())."""
+    if trace.mode == "sample":
+        return _write_samples(trace, out, progress, per_thread)
     stacks = aggregate(trace, progress)
     names = {f.id: sanitise(frame_name(f)) for f in trace.functions}
     labels = {tid: sanitise(name) for tid, name in thread_labels(trace).items()}
@@ -58,3 +74,28 @@ def write(trace: Trace, out: Output, *, progress: Optional[ProgressCallback] = N
         f.write("".join(buf).encode("utf-8"))
         lines += len(buf)
     return summary(stacks, format="collapsed", unit="nanoseconds", lines=lines)
+
+
+def _write_samples(trace: Trace, out: Output, progress: Optional[ProgressCallback],
+                   per_thread: bool) -> Dict[str, Any]:
+    samples = _samples.Samples(trace, progress)
+    stacks = _samples.aggregate(samples)
+    labels = {tid: sanitise(name) for tid, name in thread_labels(trace).items()}
+    names: Dict[_samples.Frame, str] = {}
+    folded: Dict[str, int] = {}  # line without its weight -> weight, in first-seen order
+    for (tid, stack), (_, weight) in stacks.items():
+        parts = [labels.get(tid, f"thread-{tid}")] if per_thread else []
+        for fr in stack:
+            name = names.get(fr)
+            if name is None:
+                name = names[fr] = sanitise(_samples.label(fr))
+            parts.append(name)
+        key = ";".join(parts)
+        folded[key] = folded.get(key, 0) + weight  # per_thread=False: threads summed
+    with binary_output(out) as f:
+        buf = [f"{key} {weight}\n" for key, weight in folded.items() if weight]
+        for i in range(0, len(buf), LINES_PER_WRITE):
+            f.write("".join(buf[i:i + LINES_PER_WRITE]).encode("utf-8"))
+        lines = len(buf)
+    return samples.summary(format="collapsed", unit="nanoseconds", lines=lines,
+                           threads=len({tid for tid, _ in stacks}))

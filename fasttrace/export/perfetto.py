@@ -23,6 +23,20 @@ memory depends on the number of functions and threads, never on the number of ev
 * A gap (dropped events) -> TYPE_INSTANT "fasttrace: N events dropped" on the thread's track
   at the gap's start, with debug annotations dropped and gap_ns. A truncated trace ends with
   an instant "fasttrace: trace truncated" (annotation damage) on the process track.
+
+A sampled trace (see `_samples` for the frames, `<waiting>` and `<truncated>`) becomes the same
+tracks with slices made from the samples (_samples.slices()): a sample covers its thread's
+stack from its tick to the next one, consecutive samples that share a stack prefix extend its
+slices, so each thread track shows a flame chart of what it was doing over time, as in trace
+mode, and slices nest.  The synthetic frames are in a third category "fasttrace" (iid 3) and
+have no source location.  Slices rather than Perfetto's callstack samples (InternedData frames
+and callstacks with PerfSample or StreamingProfilePacket packets): the UI draws those as marks
+on a track with a flame graph only for a selected area, PerfSample is built around native
+mappings and CPUs, StreamingProfilePacket around Chrome's per-sequence thread descriptor, and
+neither has a place to say that a thread was waiting.  Slices show the timeline, the nesting
+and the waiting at a glance, trace_processor's slice table gives durations per function, and
+the writer is the trace-mode one.  What slices cannot say is that their edges are only known
+to within a sampling period.
 """
 
 from __future__ import annotations
@@ -30,20 +44,22 @@ from __future__ import annotations
 import io
 import os
 
+from fasttrace.export import _samples
 from fasttrace.export._protobuf import varint
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from typing import IO, Any, Callable, Dict, List, Optional, Tuple, Union
+    from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
-    from fasttrace._core import Function, Thread
+    from fasttrace._core import Event, Thread
     from fasttrace._trace import Trace
+    from fasttrace.export._samples import AnyFunction, SliceEvent
 
     Output = Union[str, "os.PathLike[str]", IO[bytes], IO[str]]
     Progress = Optional[Callable[[int, int], None]]
 
 FLUSH_BYTES = 1 << 20
-CAT_PYTHON, CAT_C = 1, 2
+CAT_PYTHON, CAT_C, CAT_SYNTHETIC = 1, 2, 3  # the last only in sampled traces
 _LO14 = [bytes(((i & 0x7F) | 0x80, (i >> 7) | 0x80)) for i in range(1 << 14)]
 
 
@@ -92,14 +108,16 @@ class _Sequence:
     def __init__(self, seq_id: int, uuid: int) -> None:
         self.seq = f_uint(10, seq_id)
         self.uuid = uuid
-        self.raw: Dict[Function, bytes] = {}    # function -> begin packet body (interned)
-        self.cache: Dict[Function, bytes] = {}  # function -> length prefix + body, for ts_len
+        self.raw: Dict[AnyFunction, bytes] = {}    # function -> begin packet body (interned)
+        self.cache: Dict[AnyFunction, bytes] = {}  # function -> length prefix + body, for ts_len
         self.end = b""
 
-    def header(self, pid: int, parent: int, tid: int, name: str) -> bytes:
+    def header(self, pid: int, parent: int, tid: int, name: str, sampled: bool = False) -> bytes:
         defaults = f_bytes(59, f_bytes(11, f_uint(11, self.uuid)))
+        synthetic = (f_bytes(1, f_uint(1, CAT_SYNTHETIC) + f_str(2, _samples.SYNTHETIC_CATEGORY))
+                     if sampled else b"")
         cats = f_bytes(12, f_bytes(1, f_uint(1, CAT_PYTHON) + f_str(2, "python"))
-                       + f_bytes(1, f_uint(1, CAT_C) + f_str(2, "c")))
+                       + f_bytes(1, f_uint(1, CAT_C) + f_str(2, "c")) + synthetic)
         thread = f_uint(1, pid) + f_uint(2, tid) + f_str(5, name)
         desc = f_bytes(60, f_uint(1, self.uuid) + f_uint(5, parent) + f_bytes(4, thread))
         return packet(self.seq + CLEARED + defaults + cats + desc)
@@ -109,7 +127,7 @@ class _Sequence:
         self.end = b"\x0a" + varint(len(body) + ts_len) + body
         self.cache.clear()
 
-    def begin(self, f: Function, ts_len: int) -> bytes:
+    def begin(self, f: AnyFunction, ts_len: int) -> bytes:
         """Prefix + body of a SLICE_BEGIN of f up to the timestamp's bytes.  The first one on
         the sequence carries the interned name (and source location) and is not cached."""
         body = self.raw.get(f)
@@ -117,7 +135,8 @@ class _Sequence:
             b = self.cache[f] = b"\x0a" + varint(len(body) + ts_len) + body
             return b
         iid = f.id
-        ev = f_uint(9, 1) + f_uint(3, CAT_C if f.is_c else CAT_PYTHON) + f_uint(10, iid)
+        cat = CAT_SYNTHETIC if _samples.is_synthetic(f) else CAT_C if f.is_c else CAT_PYTHON
+        ev = f_uint(9, 1) + f_uint(3, cat) + f_uint(10, iid)
         interned = f_bytes(2, f_uint(1, iid) + f_str(2, f.qualname or f.name))
         if not f.is_c and f.filename:
             ev += f_uint(34, iid)
@@ -130,12 +149,12 @@ class _Sequence:
 
 
 def _sequence(seqs: Dict[int, _Sequence], out: bytearray, pid: int, uuid0: int, tid: int,
-              thread: Optional[Thread], ts_len: int) -> _Sequence:
+              thread: Optional[Thread], ts_len: int, sampled: bool = False) -> _Sequence:
     """A new thread's sequence; its first packet goes to out."""
     s = seqs[tid] = _Sequence(1 + tid, uuid0 + tid)
     native = thread.native_id if thread is not None else None
     name = thread.name if thread is not None else f"thread-{tid}"
-    out += s.header(pid, uuid0, int(native) if native else tid, name)
+    out += s.header(pid, uuid0, int(native) if native else tid, name, sampled)
     s.set_ts_len(ts_len)
     return s
 
@@ -178,17 +197,29 @@ def write(trace: Trace, out: Output, *, progress: Progress = None) -> Dict[str, 
     progress(done, total) is called about every megabyte of output and at the end, with the
     events converted so far and trace.stats.events (done is capped at total: the reader adds
     synthetic events).  Returns {"format", "events" (written as slice begins and ends), "gaps",
-    "dropped", "orphans", "threads", "functions", "bytes", "truncated"}.
+    "dropped", "orphans", "threads", "functions", "bytes", "truncated"}.  A sampled trace:
+    progress counts samples, and the dict also has _samples.Samples.summary().
     """
     f, close = open_binary(out)
     try:
+        if trace.mode == "sample":
+            return _write_samples(trace, f, progress)
         return _write(trace, f, progress)
     finally:
         if close:
             f.close()
 
 
-def _write(trace: Trace, f: IO[bytes], progress: Progress) -> Dict[str, Any]:
+def _write_samples(trace: Trace, f: IO[bytes], progress: Progress) -> Dict[str, Any]:
+    samples = _samples.Samples(trace, progress)
+    result = _write(trace, f, None, _samples.trace_slices(samples), True)
+    return samples.summary(**result)
+
+
+def _write(trace: Trace, f: IO[bytes], progress: Progress,
+           events: Optional[Iterable[Union[Event, SliceEvent]]] = None,
+           sampled: bool = False) -> Dict[str, Any]:
+    """Trace mode: trace.events(); a sampled trace: `events` made from its samples (sampled)."""
     h = trace.header
     pid = int(h["pid"])
     argv: List[str] = list(h.get("argv") or [])
@@ -205,7 +236,7 @@ def _write(trace: Trace, f: IO[bytes], progress: Progress) -> Dict[str, Any]:
     hib = b""
     ts_len = 0
     cur_tid = -1
-    cache: Dict[Function, bytes] = {}
+    cache: Dict[AnyFunction, bytes] = {}
     end = b""
     st = _Sequence(0, 0)  # the current thread's, set at the first event
     lo = _LO14
@@ -214,12 +245,14 @@ def _write(trace: Trace, f: IO[bytes], progress: Progress) -> Dict[str, Any]:
     ts = base
     written = 0
     for t in sorted(trace.threads, key=lambda t: t.id):
-        _sequence(seqs, out, pid, uuid0, t.id, t, ts_len)
-    for e in trace.events(gaps=True):
+        _sequence(seqs, out, pid, uuid0, t.id, t, ts_len, sampled)
+    if events is None:
+        events = trace.events(gaps=True)
+    for e in events:
         n += 1
         tid = e.thread
         if tid != cur_tid:
-            st = seqs.get(tid) or _sequence(seqs, out, pid, uuid0, tid, None, ts_len)
+            st = seqs.get(tid) or _sequence(seqs, out, pid, uuid0, tid, None, ts_len, sampled)
             depths[cur_tid] = depth
             cur_tid, cache, end, depth = tid, st.cache, st.end, depths.get(tid, 0)
         ts = e.ts + base

@@ -12,12 +12,25 @@ For `go tool pprof` and the tools that read it.  One sample per distinct stack o
   wall/nanoseconds with period 1 (every call and return was seen, nothing is sampled).
 
 Time with no frame open (including gaps where events were dropped) is in no sample.
+
+A sampled trace (see `_samples` for the frames, `<waiting>` and `<truncated>`) gives one sample
+per distinct stack of each thread:
+
+* values `samples/count` (the samples of that stack) and `wall/nanoseconds` or
+  `cpu/nanoseconds` after the trace's clock (their summed weight_ns), the default sample type;
+* labels `thread` (its name) and `state`: `running`, or `waiting` for samples of a thread that
+  did not hold the GIL (whose leaf is `<waiting>`): `-tagfocus state=running` keeps only the
+  time spent running Python;
+* locations leaf first, one per frame (ids are the frame ids);
+* `period_type` wall|cpu/nanoseconds, `period` = 1e9 / the requested rate, as a Go CPU profile;
+  a comment says the rate asked for and achieved and the clock (`go tool pprof -comments`).
 """
 
 from __future__ import annotations
 
 import gzip
 
+from fasttrace.export import _samples
 from fasttrace.export._protobuf import varint
 from fasttrace.export._stacks import aggregate, binary_output, frame_name, summary, thread_labels
 
@@ -70,7 +83,10 @@ def value_type(strings: Strings, type_: str, unit: str) -> bytes:
 def write(trace: Trace, out: Output, *, progress: Optional[ProgressCallback] = None
           ) -> Dict[str, Any]:
     """Writes `trace` as a gzipped pprof profile to `out` (a path or a binary file).  Returns a
-    summary: samples, functions, threads, stacks, self_ns, gaps, dropped, gap_ns."""
+    summary: samples, functions, threads, stacks, self_ns, gaps, dropped, gap_ns (a sampled
+    trace: samples, functions, threads, stacks and _samples.Samples.summary())."""
+    if trace.mode == "sample":
+        return _write_samples(trace, out, progress)
     stacks = aggregate(trace, progress)
     s = Strings()
     labels = thread_labels(trace)
@@ -121,6 +137,63 @@ def write(trace: Trace, out: Output, *, progress: Optional[ProgressCallback] = N
         f.write(field_int(DEFAULT_SAMPLE_TYPE, s("wall")))
         f.write(s.encode())
     return summary(stacks, format="pprof", samples=samples, functions=len(used))
+
+
+def _write_samples(trace: Trace, out: Output, progress: Optional[ProgressCallback]
+                   ) -> Dict[str, Any]:
+    samples = _samples.Samples(trace, progress)
+    stacks = _samples.aggregate(samples)
+    frames = samples.frames
+    clock = _samples.clock(trace)
+    s = Strings()
+    labels = thread_labels(trace)  # after reading: samples can name threads the file did not
+    used = set()
+    with binary_output(out) as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        f.write(field_bytes(SAMPLE_TYPE, value_type(s, "samples", "count")))
+        f.write(field_bytes(SAMPLE_TYPE, value_type(s, clock, "nanoseconds")))
+        buf: List[bytes] = []
+        for (tid, stack), (count, weight) in stacks.items():
+            locations = [fr.id for fr in reversed(stack)]  # leaf first
+            used.update(locations)
+            thread = labels.get(tid, f"thread-{tid}")
+            state = "waiting" if frames.is_waiting(stack) else "running"
+            label = (field_bytes(3, field_int(1, s("thread")) + field_int(2, s(thread)))
+                     + field_bytes(3, field_int(1, s("state")) + field_int(2, s(state))))
+            buf.append(field_bytes(SAMPLE, field_packed(1, locations)
+                                   + field_packed(2, [count, weight]) + label))
+            if len(buf) >= 1024:
+                f.write(b"".join(buf))
+                buf.clear()
+        f.write(b"".join(buf))
+        f.write(field_bytes(MAPPING, field_int(1, 1) + field_int(5, s(_program(trace)))
+                            + field_int(7, 1)))
+        for fr in frames.frames:
+            if fr.id not in used:
+                continue
+            line = field_int(1, fr.id) + field_int(2, fr.lineno)
+            f.write(field_bytes(LOCATION, field_int(1, fr.id) + field_int(2, 1)
+                                + field_bytes(4, line)))
+            # system_name differs from name (see write()); `<waiting>` would become "" else
+            system_name = f"fasttrace {fr.name}" if fr.synthetic else frame_name(fr)
+            f.write(field_bytes(FUNCTION, field_int(1, fr.id) + field_int(2, s(fr.qualname))
+                                + field_int(3, s(system_name)) + field_int(4, s(fr.filename))
+                                + field_int(5, fr.lineno)))
+        f.write(field_int(TIME_NANOS, trace.header.get("start_wall_ns", 0)))
+        f.write(field_int(DURATION_NANOS, max(trace.stats.duration_ns, samples.last_ts)))
+        f.write(field_bytes(PERIOD_TYPE, value_type(s, clock, "nanoseconds")))
+        f.write(field_int(PERIOD, _samples.period_ns(trace)))
+        argv = trace.header.get("argv") or []
+        if argv:
+            f.write(field_int(COMMENT, s("fasttrace: " + " ".join(argv))))
+        sampling = trace.sampling
+        if sampling is not None:
+            note = (f"fasttrace: sampled at {sampling.rate:g} Hz ({sampling.achieved_rate:.0f} "
+                    f"achieved), {clock} clock, {samples.read} samples")
+            f.write(field_int(COMMENT, s(note)))
+        f.write(field_int(DEFAULT_SAMPLE_TYPE, s(clock)))
+        f.write(s.encode())
+    return samples.summary(format="pprof", samples=len(stacks), functions=len(used),
+                           threads=len({tid for tid, _ in stacks}), stacks=len(stacks))
 
 
 def _program(trace: Trace) -> str:

@@ -11,6 +11,17 @@
 
 The file is written while the trace is read, one thread at a time (each thread's events are
 decoded on their own pass), so memory does not grow with the number of events.
+
+A sampled trace (see `_samples` for the frames, `<waiting>` and `<truncated>`) gives one
+"sampled" profile per thread that has samples, threads in id order, named after the thread:
+
+* `shared.frames`: one per frame the samples use, as above (synthetic frames: a name only);
+* `samples`: stacks as lists of frame indexes, **root first**, in time order, consecutive
+  identical stacks merged into one (speedscope's time-order view draws them as one block
+  anyway); `weights`: their summed weight_ns (`unit: "nanoseconds"`: wall or CPU time, after
+  the trace's clock);
+* `startValue` 0, `endValue` the sum of the weights: a sampled profile's axis is its weight,
+  so threads do not line up in time (the Perfetto and Chrome exporters show that).
 """
 
 from __future__ import annotations
@@ -19,21 +30,23 @@ import json
 from itertools import chain
 
 from fasttrace._version import __version__
+from fasttrace.export import _samples
 from fasttrace.export._stacks import Progress, batches, binary_output, thread_labels
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import IO, Any, Dict, Iterator, List, Optional
 
-    from fasttrace._core import Event, Function
+    from fasttrace._core import Event
     from fasttrace._trace import Trace
+    from fasttrace.export._samples import AnyFunction
     from fasttrace.export._stacks import Output, ProgressCallback
 
 SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 
 
-def _frame(f: Function) -> Dict[str, Any]:
-    if f.is_c:
+def _frame(f: AnyFunction) -> Dict[str, Any]:
+    if f.is_c or _samples.is_synthetic(f):
         return {"name": f.qualname or f.name}
     return {"name": f.qualname, "file": f.filename, "line": f.lineno}
 
@@ -41,7 +54,10 @@ def _frame(f: Function) -> Dict[str, Any]:
 def write(trace: Trace, out: Output, *, progress: Optional[ProgressCallback] = None
           ) -> Dict[str, Any]:
     """Writes `trace` as speedscope JSON to `out` (a path or a file).  Returns a summary:
-    profiles, frames, events (open and close events written), gaps, dropped."""
+    profiles, frames, events (open and close events written), gaps, dropped (a sampled trace:
+    profiles, stacks (samples written) and _samples.Samples.summary())."""
+    if trace.mode == "sample":
+        return _write_samples(trace, out, progress)
     functions = sorted(trace.functions, key=lambda f: f.id)
     index = {f.id: i for i, f in enumerate(functions)}
     # Each event is one %-format of a prebuilt string (the leading comma is cut from a
@@ -78,6 +94,46 @@ def write(trace: Trace, out: Output, *, progress: Optional[ProgressCallback] = N
         f.write(b'],"activeProfileIndex":0}\n' if result["profiles"] else b"]}\n")
     p.finish()
     return result
+
+
+def _write_samples(trace: Trace, out: Output, progress: Optional[ProgressCallback]
+                   ) -> Dict[str, Any]:
+    samples = _samples.Samples(trace, progress)
+    runs = _samples.runs(samples)
+    frames = samples.frames.frames  # index = frame id - 1
+    argv = trace.header.get("argv") or []
+    head = {
+        "$schema": SCHEMA,
+        "name": " ".join(argv) or trace.path,
+        "exporter": f"fasttrace {__version__}",
+        "shared": {"frames": [_frame(f) for f in frames]},
+    }
+    profiles = written = 0
+    with binary_output(out) as f:
+        f.write(json.dumps(head)[:-1].encode("utf-8") + b',"profiles":[')
+        labels = thread_labels(trace)  # after reading: samples can name threads the file did not
+        for tid in sorted(runs):
+            name = labels.get(tid, f"thread-{tid}")
+            stacks, weights = runs[tid]
+            profile = {"type": "sampled", "name": name, "unit": "nanoseconds", "startValue": 0,
+                       "endValue": sum(weights)}
+            f.write((b"," if profiles else b"") + json.dumps(profile)[:-1].encode("utf-8"))
+            profiles += 1
+            f.write(b',"samples":[')
+            indexes: Dict[_samples.Stack, str] = {}
+            for i in range(0, len(stacks), 4096):
+                parts = []
+                for stack in stacks[i:i + 4096]:
+                    text = indexes.get(stack)
+                    if text is None:
+                        text = indexes[stack] = "[%s]" % ",".join(str(fr.id - 1) for fr in stack)
+                    parts.append(text)
+                f.write(((b"," if i else b"") + ",".join(parts).encode("utf-8")))
+            f.write(b'],"weights":' + json.dumps(weights, separators=(",", ":")).encode("utf-8")
+                    + b"}")
+            written += len(stacks)
+        f.write(b'],"activeProfileIndex":0}\n' if profiles else b"]}\n")
+    return samples.summary(format="speedscope", profiles=profiles, stacks=written)
 
 
 def _write_events(f: IO[bytes], events: Iterator[Event], opens: Dict[int, str],
