@@ -44,6 +44,7 @@
 typedef struct {
     _Atomic uintptr_t key; /* code object address; 0 empty; 1 tombstone (the code died) */
     uint32_t fid;
+    int is_module;         /* co_name is "<module>": a module's top-level code */
     const void* bytecode;  /* 3.9-3.10: co_code's data, for the call check */
 } code_entry;
 #define CODE_TOMB ((uintptr_t)1)
@@ -228,7 +229,8 @@ ptr_hash(uintptr_t p, int bits)
     return (uint32_t)(((uint64_t)p * 0x9E3779B97F4A7C15ull) >> (64 - bits));
 }
 
-static void
+/* Writes the FUNCTION def; returns 1 if the code is a module's top level ("<module>"). */
+static int
 put_function_def(uint32_t fid, const ft_raw_code* rc)
 {
     static uint8_t name[4 * MAX_STR], qual[4 * MAX_STR], file[4 * MAX_STR];
@@ -247,8 +249,9 @@ put_function_def(uint32_t fid, const ft_raw_code* rc)
         nf = 0;
     }
     uint8_t* p = ft_defs_begin(1 + 10 + 1 + 10 + 4 * 10 + (size_t)nn + (size_t)nq + (size_t)nf);
+    int is_module = nn == 8 && memcmp(name, "<module>", 8) == 0;
     if (p == NULL) {
-        return; /* out of memory: the reader reports the undefined id */
+        return is_module; /* out of memory: the reader reports the undefined id */
     }
     *p++ = FT_DEF_FUNCTION;
     p = ft_put_varint(p, fid);
@@ -265,12 +268,13 @@ put_function_def(uint32_t fid, const ft_raw_code* rc)
     p += nf;
     p = ft_put_varint(p, 0); /* module: "" for Python code, as in trace mode */
     ft_defs_end(p);
+    return is_module;
 }
 
 /* The function id of the code object at `addr`, defining it at first sight; 0 if `addr` is
  * not a code object (the frame was torn).  *bytecode gets co_code's data (3.9-3.10). */
 static uint32_t
-function_of(const void* addr, const void** bytecode)
+function_of(const void* addr, const void** bytecode, int* is_module)
 {
     uintptr_t key = (uintptr_t)addr;
     uint32_t mask = (1u << CODE_TABLE_BITS) - 1;
@@ -279,6 +283,7 @@ function_of(const void* addr, const void** bytecode)
         uintptr_t k = atomic_load_explicit(&S.codes[i].key, memory_order_acquire);
         if (k == key) {
             *bytecode = S.codes[i].bytecode;
+            *is_module = S.codes[i].is_module;
             return S.codes[i].fid;
         }
         if (k == 0) {
@@ -302,7 +307,7 @@ function_of(const void* addr, const void** bytecode)
     ft_raw_code rc;
     ft_raw_code_decode(&copy, &rc);
     uint32_t fid = ++S.next_fid;
-    put_function_def(fid, &rc);
+    *is_module = put_function_def(fid, &rc);
     *bytecode = rc.bytecode;
     if (atomic_load(&g_code_deaths) != deaths) {
         return fid; /* named correctly for this sample, but not cached: see g_code_deaths */
@@ -312,6 +317,7 @@ function_of(const void* addr, const void** bytecode)
     }
     S.codes[i].fid = fid;
     S.codes[i].bytecode = rc.bytecode;
+    S.codes[i].is_module = *is_module;
     atomic_store_explicit(&S.codes[i].key, key, memory_order_release);
     S.n_codes++;
     if (atomic_load(&g_code_deaths) != deaths) {
@@ -602,6 +608,7 @@ walk(const ft_raw_tstate* ts, const void* top, walk_result* w)
         snap_len = (size_t)(hi - lo);
     }
     const void* fp = top;
+    int leaf_is_module = 0; /* the frame last added is a module's top level */
     ft_raw_frame_struct raw; /* only the first FT_RAW_FRAME_SIZE bytes are read */
     while (fp != NULL) {
         if (w->depth == FT_SAMPLE_MAX_DEPTH) {
@@ -623,10 +630,15 @@ walk(const ft_raw_tstate* ts, const void* top, walk_result* w)
         }
         if (!fr.skip && fr.code != NULL) {
             if (is_stop_code(fr.code)) {
+                /* The runner's frame: what it exec'd (a module's top level) is the root.
+                 * Anything else it called is the runner's own work, not sampled. */
+                if (!leaf_is_module) {
+                    w->depth = 0;
+                }
                 break;
             }
             const void* bytecode = NULL;
-            uint32_t fid = function_of(fr.code, &bytecode);
+            uint32_t fid = function_of(fr.code, &bytecode, &leaf_is_module);
             if (fid == 0) {
                 w->torn = 1;
                 break;

@@ -41,7 +41,8 @@ def main(args: argparse.Namespace) -> int:
     if trace is None:
         return 1
     out = args.output or _default_output(args.trace, args.format)
-    progress = _progress() if sys.stderr.isatty() else None
+    progress = _progress("samples" if trace.mode == "sample" else "events") \
+        if sys.stderr.isatty() else None
     try:
         summary = export.write(trace, out, args.format, progress=progress)
     except OSError as e:
@@ -62,8 +63,11 @@ def main(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"fasttrace: note: {note}", file=sys.stderr)
     size = os.path.getsize(out) if os.path.exists(out) else 0
-    events = summary.get("events", trace.stats.events)
-    print(f"fasttrace: wrote {args.format} to {out} ({size / 1e6:.1f} MB, {events:,} events)",
+    if trace.mode == "sample":
+        count = f"{summary.get('samples_read', trace.stats.events):,} samples"
+    else:
+        count = f"{summary.get('events', trace.stats.events):,} events"
+    print(f"fasttrace: wrote {args.format} to {out} ({size / 1e6:.1f} MB, {count})",
           file=sys.stderr)
     return 0
 
@@ -73,10 +77,10 @@ def _default_output(trace_path: str, fmt: str) -> str:
     return base + export.suffix(fmt)
 
 
-def _progress() -> "Callable[[int, Optional[int]], None]":
+def _progress(what: str) -> "Callable[[int, Optional[int]], None]":
     def show(done: int, total: Optional[int] = None) -> None:
         share = f" ({100 * done / total:.0f}%)" if total else ""
-        print(f"\rfasttrace: converting {done:,} events{share}", end="", file=sys.stderr,
+        print(f"\rfasttrace: converting {done:,} {what}{share}", end="", file=sys.stderr,
               flush=True)
 
     return show
