@@ -467,7 +467,7 @@ def _stop_at_exit() -> None:
         return
     print(
         f"fasttrace: warning: the trace was still running at exit; it was stopped and saved "
-        f"to {path} ({summary.events} events)",
+        f"to {path} ({summary.events} {'samples' if summary.sampling else 'events'})",
         file=sys.stderr,
     )
 
