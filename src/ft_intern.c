@@ -62,29 +62,11 @@ put_function_def(uint32_t fid, int is_c, int lineno, PyObject* name, PyObject* q
     }
     const char* s_file = utf8_or(filename, "", &n_file);
     const char* s_mod = utf8_or(module, "", &n_mod);
-    size_t size = 1 + 5 + 1 + 5 + 4 * 5 + (size_t)(n_name + n_qual + n_file + n_mod);
-    uint8_t* p = ft_defs_begin(size);
-    if (p == NULL) {
-        return; /* the reader shows the id without a name */
+    ft_def_str strs[4] = {{s_name, (size_t)n_name}, {s_qual, (size_t)n_qual},
+                          {s_file, (size_t)n_file}, {s_mod, (size_t)n_mod}};
+    if (ft_session_put_function_def(fid, is_c ? FT_FUNC_IS_C : 0, lineno, strs) == 0) {
+        ft_S.n_functions++;
     }
-    *p++ = FT_DEF_FUNCTION;
-    p = ft_put_varint(p, fid);
-    *p++ = is_c ? FT_FUNC_IS_C : 0;
-    p = ft_put_varint(p, lineno > 0 ? (uint64_t)lineno : 0);
-    p = ft_put_varint(p, (uint64_t)n_name);
-    memcpy(p, s_name, (size_t)n_name);
-    p += n_name;
-    p = ft_put_varint(p, (uint64_t)n_qual);
-    memcpy(p, s_qual, (size_t)n_qual);
-    p += n_qual;
-    p = ft_put_varint(p, (uint64_t)n_file);
-    memcpy(p, s_file, (size_t)n_file);
-    p += n_file;
-    p = ft_put_varint(p, (uint64_t)n_mod);
-    memcpy(p, s_mod, (size_t)n_mod);
-    p += n_mod;
-    ft_S.n_functions++;
-    ft_defs_end(p);
 }
 
 uint32_t

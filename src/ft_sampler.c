@@ -248,27 +248,10 @@ put_function_def(uint32_t fid, const ft_raw_code* rc)
     if (nf < 0) {
         nf = 0;
     }
-    uint8_t* p = ft_defs_begin(1 + 10 + 1 + 10 + 4 * 10 + (size_t)nn + (size_t)nq + (size_t)nf);
-    int is_module = nn == 8 && memcmp(name, "<module>", 8) == 0;
-    if (p == NULL) {
-        return is_module; /* out of memory: the reader reports the undefined id */
-    }
-    *p++ = FT_DEF_FUNCTION;
-    p = ft_put_varint(p, fid);
-    *p++ = 0;
-    p = ft_put_varint(p, rc->firstlineno > 0 ? (uint64_t)rc->firstlineno : 0);
-    p = ft_put_varint(p, (uint64_t)nn);
-    memcpy(p, name, (size_t)nn);
-    p += nn;
-    p = ft_put_varint(p, (uint64_t)nq);
-    memcpy(p, qual, (size_t)nq);
-    p += nq;
-    p = ft_put_varint(p, (uint64_t)nf);
-    memcpy(p, file, (size_t)nf);
-    p += nf;
-    p = ft_put_varint(p, 0); /* module: "" for Python code, as in trace mode */
-    ft_defs_end(p);
-    return is_module;
+    ft_def_str strs[4] = {{(const char*)name, (size_t)nn}, {(const char*)qual, (size_t)nq},
+                          {(const char*)file, (size_t)nf}, {"", 0}}; /* module: "", as traced */
+    ft_session_put_function_def(fid, 0, rc->firstlineno, strs);
+    return nn == 8 && memcmp(name, "<module>", 8) == 0;
 }
 
 /* The function id of the code object at `addr`, defining it at first sight; 0 if `addr` is

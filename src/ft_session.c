@@ -380,6 +380,28 @@ ft_defs_end(uint8_t* end)
     pthread_mutex_unlock(&ft_S.defs_lock);
 }
 
+int
+ft_session_put_function_def(uint32_t fid, uint8_t flags, int lineno, const ft_def_str strs[4])
+{
+    size_t size = 1 + 5 + 1 + 5;
+    for (int i = 0; i < 4; i++) {
+        size += 10 + strs[i].n;
+    }
+    uint8_t* p = ft_defs_begin(size);
+    if (p == NULL) {
+        return -1; /* the reader reports the undefined id */
+    }
+    *p++ = FT_DEF_FUNCTION;
+    p = ft_put_varint(p, fid);
+    *p++ = flags;
+    p = ft_put_varint(p, lineno > 0 ? (uint64_t)lineno : 0);
+    for (int i = 0; i < 4; i++) {
+        p = put_str(p, strs[i].s, strs[i].n);
+    }
+    ft_defs_end(p);
+    return 0;
+}
+
 ft_thread*
 ft_session_sample_ring(void)
 {

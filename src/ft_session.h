@@ -132,6 +132,12 @@ ft_thread* ft_session_sample_ring(void);
 uint32_t ft_session_new_thread_id(void);
 void ft_session_put_thread_def(uint32_t id, uint64_t ident, uint64_t native_id, const char* name);
 void ft_session_put_thread_name(uint32_t id, const char* name);
+/* A FUNCTION def: strs are name, qualname, filename, module (UTF-8).  0, or -1 on ENOMEM. */
+typedef struct {
+    const char* s;
+    size_t n;
+} ft_def_str;
+int ft_session_put_function_def(uint32_t fid, uint8_t flags, int lineno, const ft_def_str strs[4]);
 void ft_session_set_function_count(uint32_t n);
 /* Wakes the writer early (a ring is filling up). */
 void ft_session_kick_writer(void);

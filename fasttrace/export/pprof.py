@@ -36,7 +36,7 @@ from fasttrace.export._stacks import aggregate, binary_output, frame_name, summa
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional
+    from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
     from fasttrace._trace import Trace
     from fasttrace.export._stacks import Output, ProgressCallback
@@ -110,21 +110,10 @@ def write(trace: Trace, out: Output, *, progress: Optional[ProgressCallback] = N
                 f.write(b"".join(buf))
                 buf.clear()
         f.write(b"".join(buf))
-        # One mapping that says the functions are already symbolized: pprof looks for nothing.
-        f.write(field_bytes(MAPPING, field_int(1, 1) + field_int(5, s(_program(trace)))
-                            + field_int(7, 1)))
-        for fn in trace.functions:
-            if fn.id not in used:
-                continue
-            line = field_int(1, fn.id) + field_int(2, fn.lineno)
-            f.write(field_bytes(LOCATION, field_int(1, fn.id) + field_int(2, 1)
-                                + field_bytes(4, line)))
-            # system_name differs from name, or pprof takes `<module>` for an undemangled
-            # C++ name and strips its "template parameters"
-            system_name = fn.name if fn.is_c else frame_name(fn)
-            f.write(field_bytes(FUNCTION, field_int(1, fn.id) + field_int(2, s(fn.qualname))
-                                + field_int(3, s(system_name)) + field_int(4, s(fn.filename))
-                                + field_int(5, fn.lineno)))
+        # system_name differs from name, or pprof takes `<module>` for an undemangled C++ name
+        # and strips its "template parameters"
+        _write_symbols(f, s, trace, trace.functions, used,
+                       lambda fn: fn.name if fn.is_c else frame_name(fn))
         f.write(field_int(TIME_NANOS, trace.header.get("start_wall_ns", 0)))
         # A truncated trace's duration only reaches its last clock record; its events can go on
         end = max([trace.stats.duration_ns] + [last for _, last in stacks.span.values()])
@@ -165,19 +154,9 @@ def _write_samples(trace: Trace, out: Output, progress: Optional[ProgressCallbac
                 f.write(b"".join(buf))
                 buf.clear()
         f.write(b"".join(buf))
-        f.write(field_bytes(MAPPING, field_int(1, 1) + field_int(5, s(_program(trace)))
-                            + field_int(7, 1)))
-        for fr in frames.frames:
-            if fr.id not in used:
-                continue
-            line = field_int(1, fr.id) + field_int(2, fr.lineno)
-            f.write(field_bytes(LOCATION, field_int(1, fr.id) + field_int(2, 1)
-                                + field_bytes(4, line)))
-            # system_name differs from name (see write()); `<waiting>` would become "" else
-            system_name = f"fasttrace {fr.name}" if fr.synthetic else frame_name(fr)
-            f.write(field_bytes(FUNCTION, field_int(1, fr.id) + field_int(2, s(fr.qualname))
-                                + field_int(3, s(system_name)) + field_int(4, s(fr.filename))
-                                + field_int(5, fr.lineno)))
+        # system_name differs from name (see write()); `<waiting>` would become "" else
+        _write_symbols(f, s, trace, frames.frames, used,
+                       lambda fr: f"fasttrace {fr.name}" if fr.synthetic else frame_name(fr))
         f.write(field_int(TIME_NANOS, trace.header.get("start_wall_ns", 0)))
         f.write(field_int(DURATION_NANOS, max(trace.stats.duration_ns, samples.last_ts)))
         f.write(field_bytes(PERIOD_TYPE, value_type(s, clock, "nanoseconds")))
@@ -194,6 +173,23 @@ def _write_samples(trace: Trace, out: Output, progress: Optional[ProgressCallbac
         f.write(s.encode())
     return samples.summary(format="pprof", samples=len(stacks), functions=len(used),
                            threads=len({tid for tid, _ in stacks}), stacks=len(stacks))
+
+
+def _write_symbols(f: Any, s: Strings, trace: Trace, functions: Iterable[Any], used: Set[int],
+                   system_name: Callable[[Any], str]) -> None:
+    """One mapping that says the functions are already symbolized (pprof looks for nothing),
+    then a location (id = the function's) and a function for each function in `used`."""
+    f.write(field_bytes(MAPPING, field_int(1, 1) + field_int(5, s(_program(trace)))
+                        + field_int(7, 1)))
+    for fn in functions:
+        if fn.id not in used:
+            continue
+        line = field_int(1, fn.id) + field_int(2, fn.lineno)
+        f.write(field_bytes(LOCATION, field_int(1, fn.id) + field_int(2, 1)
+                            + field_bytes(4, line)))
+        f.write(field_bytes(FUNCTION, field_int(1, fn.id) + field_int(2, s(fn.qualname))
+                            + field_int(3, s(system_name(fn))) + field_int(4, s(fn.filename))
+                            + field_int(5, fn.lineno)))
 
 
 def _program(trace: Trace) -> str:
