@@ -345,11 +345,15 @@ def _call_opcodes() -> bytes:
     A waiting thread whose innermost frame is at one of them is blocked in that call."""
     global _CALL_OPCODES
     if _CALL_OPCODES is None:
-        import dis
-        import opcode
+        import opcode  # not dis, which costs ~2 ms more at every start
+
         table = bytearray(256)
         names = dict(opcode.opmap)
-        names.update(getattr(dis, "_all_opmap", {}))  # 3.11+: specialized forms too
+        # specialized forms (3.11+), numbered as dis numbers them (dis._all_opmap)
+        names.update(getattr(opcode, "_specialized_opmap", {}))  # 3.13
+        specialized = getattr(opcode, "_specialized_instructions", ())  # 3.11, 3.12
+        free = [op for op, name in enumerate(opcode.opname) if name.startswith("<")]
+        names.update(zip(specialized, free))
         for name, op in names.items():
             if 0 <= op < 256 and ("CALL" in name or "WITH" in name or name == "IMPORT_NAME"):
                 table[op] = 1

@@ -76,6 +76,8 @@ static struct {
     pid_t pid;
     pthread_t thread;
     _Atomic int stop;
+    pthread_mutex_t wake_lock; /* the sampler sleeps on `wake`, so that stop() need not wait */
+    pthread_cond_t wake;       /* for the rest of an interval (up to 1.5 s at 1 Hz) */
     int running;
     uint64_t interval_ns;
     uint64_t rng;
@@ -787,8 +789,11 @@ sampler_main(void* arg)
         uint64_t r = next_random() >> 11;
         next += S.interval_ns / 2 + (uint64_t)((double)S.interval_ns * ((double)r / 9007199254740992.0));
         struct timespec ts = {(time_t)(next / 1000000000ull), (long)(next % 1000000000ull)};
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+        pthread_mutex_lock(&S.wake_lock);
+        while (!atomic_load_explicit(&S.stop, memory_order_relaxed) &&
+               pthread_cond_timedwait(&S.wake, &S.wake_lock, &ts) != ETIMEDOUT) {
         }
+        pthread_mutex_unlock(&S.wake_lock);
         if (atomic_load_explicit(&S.stop, memory_order_relaxed)) {
             break;
         }
@@ -850,6 +855,12 @@ ft_sampler_start(const ft_sampler_config* cfg)
     S.interval_ns = (uint64_t)(1e9 / cfg->rate_hz);
     S.rng = mono_ns(CLOCK_MONOTONIC) | 1;
     pthread_mutex_init(&S.names_lock, NULL);
+    pthread_mutex_init(&S.wake_lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* the schedule's clock */
+    pthread_cond_init(&S.wake, &attr);
+    pthread_condattr_destroy(&attr);
     S.codes = calloc((size_t)1 << CODE_TABLE_BITS, sizeof *S.codes);
     S.stacks_cap = 1u << STACK_TABLE_BITS;
     S.stacks = calloc(S.stacks_cap, sizeof *S.stacks);
@@ -909,7 +920,10 @@ ft_sampler_stop(ft_sampler_stats* out)
     if (!S.running) {
         return;
     }
+    pthread_mutex_lock(&S.wake_lock);
     atomic_store(&S.stop, 1);
+    pthread_cond_signal(&S.wake);
+    pthread_mutex_unlock(&S.wake_lock);
     pthread_join(S.thread, NULL);
     ft_thread_rotate(S.ring, 0);
     uint8_t* p = ft_defs_begin(1 + 10 + FT_STAT_COUNT * 10);
@@ -942,6 +956,10 @@ ft_sampler_release(void)
     /* GIL held: the code watcher, which also runs under the GIL, cannot be looking. */
     if (S.ring != NULL && !S.running) {
         free_tables();
+        pthread_mutex_destroy(&S.names_lock);
+        pthread_mutex_destroy(&S.wake_lock);
+        pthread_cond_destroy(&S.wake);
+        S.ring = NULL;
     }
 }
 
