@@ -275,9 +275,13 @@ def _finish(out: str, code: int) -> int:
                 + ("" if s.sampling.rate_met else
                    f" (RATE NOT MET: {s.sampling.rate:g} Hz requested)"))
     print(f"fasttrace: wrote {what} from {s.threads} thread(s) to {out} "
-          f"({s.bytes / 1e6:.1f} MB{dropped}); look at it with: fasttrace report {out}",
+          f"({_size_text(s.bytes)}{dropped}); look at it with: fasttrace report {out}",
           file=sys.stderr)
     return code
+
+
+def _size_text(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
