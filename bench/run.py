@@ -19,6 +19,7 @@ import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -137,23 +138,36 @@ def tool_command(tool, env, workload, out_base, args):
 
 
 def run_once(argv, env, log_path, timeout):
-    """Wall seconds of one process run timed from outside, and an error text or None."""
+    """Wall seconds of one process run timed from outside, and an error text or None.
+
+    The wait blocks in waitpid and a timer thread enforces the timeout: subprocess.run(...,
+    timeout=) polls instead, sleeping up to 50 ms between polls, which adds 0-50 ms to every
+    time (up to 6-8 % of a workload run)."""
+    timed_out = []
+
+    def kill():
+        timed_out.append(True)
+        proc.kill()
+
     with open(log_path, "wb") as log:
         t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=env.out
+        )
+        timer = threading.Timer(timeout, kill)
+        timer.start()
         try:
-            proc = subprocess.run(
-                argv,
-                check=False,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=env.out,
-                timeout=timeout,
-            )
-            error = None if proc.returncode == 0 else f"exit code {proc.returncode}"
-        except subprocess.TimeoutExpired:
-            error = f"timed out after {timeout} s"
+            returncode = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            timer.cancel()
         wall = time.perf_counter() - t0
+        error = None if returncode == 0 else f"exit code {returncode}"
+        if timed_out:
+            error = f"timed out after {timeout} s"
     if error:
         tail = Path(log_path).read_text(errors="replace").strip().splitlines()[-3:]
         error += f" ({rel(log_path)}: {' | '.join(tail)})"
@@ -180,13 +194,16 @@ def run_notes(tool, log_path, out):
     return notes
 
 
-def measure(tool, env, workload, args):
+def measure(tool, env, workload, args, command=tool_command, notes_of=run_notes, run=run_once):
+    """Alternated (tool, bare) pairs of one tool on one workload.  bench/sampling_overhead.py
+    passes its own `command` (which also gives the "bare" command), `notes_of` and `run`, with
+    the signatures of tool_command, run_notes and run_once."""
     out_base = str(env.out / f"{workload}.{tool}")
     try:
-        tool_argv, out = tool_command(tool, env, workload, out_base, args)
+        tool_argv, out = command(tool, env, workload, out_base, args)
     except LookupError as e:
         return {"status": "skipped", "reason": str(e)}
-    bare_argv, _ = tool_command("bare", env, workload, out_base, args)
+    bare_argv, _ = command("bare", env, workload, out_base, args)
     # Stored without this machine's paths: the venv python as "python", the rest repo-relative.
     shown = ["python" if a == env.python else rel(a) if os.path.isabs(a) else a for a in tool_argv]
     res = {"status": "ok", "argv": shown, "tool_s": [], "bare_s": [], "ratios": [], "runs": []}
@@ -194,10 +211,10 @@ def measure(tool, env, workload, args):
         if out:  # never report a previous run's output or summary
             for stale in (out, out + ".summary.json"):
                 Path(stale).unlink(missing_ok=True)
-        a, err = run_once(tool_argv, env, out_base + ".log", args.timeout)
+        a, err = run(tool_argv, env, out_base + ".log", args.timeout)
         if err is None:
-            notes = run_notes(tool, out_base + ".log", out)
-            b, err = run_once(bare_argv, env, out_base + ".bare.log", args.timeout)
+            notes = notes_of(tool, out_base + ".log", out)
+            b, err = run(bare_argv, env, out_base + ".bare.log", args.timeout)
             err = err and "bare run: " + err
         if err:
             return {"status": "failed", "reason": err, "argv": shown}
@@ -215,7 +232,7 @@ def measure(tool, env, workload, args):
             res["runs"].append(notes)
     ratios = res["ratios"]
     res.update(ratio=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios))
-    if tool.startswith("fasttrace"):
+    if tool.startswith("fasttrace") and notes_of is run_notes:
         res["stats"] = fasttrace_stats(res["runs"])
     return res
 

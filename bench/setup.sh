@@ -3,19 +3,36 @@
 #
 #   bash bench/setup.sh [VERSION ...]      # default: 3.11 3.12 3.13
 #
-# Each venv gets viztracer, trace0 (Python >= 3.13 only) and fasttrace built from this
-# repo (`pip install <repo>`). A fasttrace build failure is reported and does not stop
+# Each venv gets viztracer, trace0 (Python >= 3.13 only), the sampling peers pyinstrument and
+# py-spy (for bench/sampling_overhead.py), and fasttrace built from this repo
+# (`pip install <repo>`). A fasttrace build failure is reported and does not stop
 # the script: bench/run.py then lists fasttrace as skipped for that version.
-# Env: VIZTRACER_SPEC / TRACE0_SPEC override the pinned peer versions;
-#      SKIP_FASTTRACE=1 leaves fasttrace out (e.g. to refresh the peers only).
+# Env: VIZTRACER_SPEC / TRACE0_SPEC / PYINSTRUMENT_SPEC / PYSPY_SPEC override the pinned
+#      peer versions;
+#      SKIP_FASTTRACE=1 leaves fasttrace out (e.g. to refresh the peers only);
+#      FASTTRACE_REV=<commit> builds fasttrace from a clean `git archive` of that commit instead
+#      of the working tree (reproducible numbers while the tree is being edited).
+# Each venv's fasttrace-source.txt says what its fasttrace was built from.
 set -u
 
 bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo_dir=$(dirname "$bench_dir")
 viztracer_spec=${VIZTRACER_SPEC:-viztracer==1.1.1}
 trace0_spec=${TRACE0_SPEC:-trace0==0.1.16}
+pyinstrument_spec=${PYINSTRUMENT_SPEC:-pyinstrument==5.1.3}
+pyspy_spec=${PYSPY_SPEC:-py-spy==0.4.3}
 versions=("$@")
 [ ${#versions[@]} -eq 0 ] && versions=(3.11 3.12 3.13)
+
+fasttrace_src=$repo_dir
+source_note="working tree at $(git -C "$repo_dir" describe --always --dirty 2>/dev/null || echo '?')"
+if [ -n "${FASTTRACE_REV:-}" ] && [ "${SKIP_FASTTRACE:-0}" != 1 ]; then
+    commit=$(git -C "$repo_dir" rev-parse --verify "$FASTTRACE_REV^{commit}") || exit 1
+    fasttrace_src=$(mktemp -d)
+    trap 'rm -rf "$fasttrace_src"' EXIT
+    git -C "$repo_dir" archive "$commit" | tar -x -C "$fasttrace_src" || exit 1
+    source_note="commit $commit (git archive)"
+fi
 
 status=0
 for ver in "${versions[@]}"; do
@@ -42,6 +59,9 @@ for ver in "${versions[@]}"; do
     else
         echo "note: trace0 needs Python >= 3.13, not installed for $ver"
     fi
+    for spec in "$pyinstrument_spec" "$pyspy_spec"; do
+        "${pip[@]}" "$spec" || { echo "FAIL $ver: $spec"; status=1; }
+    done
 
     if [ "${SKIP_FASTTRACE:-0}" = 1 ]; then
         echo "note: SKIP_FASTTRACE=1, fasttrace left as it is"
@@ -50,8 +70,10 @@ for ver in "${versions[@]}"; do
     # Uninstall first so that a failed build never leaves a stale fasttrace being measured.
     "$py" -m pip uninstall --quiet --yes fasttrace >/dev/null 2>&1
     log="$venv/fasttrace-install.log"
-    if "${pip[@]}" --no-deps "$repo_dir" >"$log" 2>&1; then
-        echo "fasttrace installed for $ver"
+    rm -f "$venv/fasttrace-source.txt"
+    if "${pip[@]}" --no-deps "$fasttrace_src" >"$log" 2>&1; then
+        echo "$source_note" >"$venv/fasttrace-source.txt"
+        echo "fasttrace installed for $ver from $source_note"
     else
         echo "WARN $ver: fasttrace did not build/install; run.py will skip it." \
             "Log: ${log#"$repo_dir"/}"

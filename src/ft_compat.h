@@ -252,25 +252,38 @@ ft_raw_tstate_native_id(const ft_raw_tstate* t)
 #endif
 }
 
-/* Where the live thread state keeps its innermost frame pointer: read 8 bytes there.  NULL
- * when the thread has no frame slot (3.11/3.12 before the thread's first cframe). */
+/* Where the innermost frame pointer is.  3.11-3.12 keep it in the _PyCFrame that
+ * tstate->cframe points at: a struct on the thread's C stack that changes whenever the thread
+ * enters or leaves a nested eval loop (a class call running __init__, a dunder in C, ...), and
+ * whose old address is soon reused by other C frames.  So the cframe pointer is read fresh,
+ * just before the frame pointer, and checked unchanged after (a stale cframe from the thread
+ * state copy gave garbage in ~7 % of the samples of raytrace).  Elsewhere the frame pointer is
+ * a field of the thread state itself. */
+#define FT_RAW_TOP_FRAME_INDIRECT (PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000)
+
+#if FT_RAW_TOP_FRAME_INDIRECT
 static inline void* const*
-ft_raw_top_frame_slot(PyThreadState* addr, const ft_raw_tstate* t)
+ft_raw_cframe_field(PyThreadState* addr)
+{
+    return (void* const*)&addr->cframe;
+}
+
+static inline void* const*
+ft_raw_cframe_top_slot(const void* cframe)
+{
+    return (void* const*)((const char*)cframe + offsetof(_PyCFrame, current_frame));
+}
+#else
+static inline void* const*
+ft_raw_top_frame_slot(PyThreadState* addr)
 {
 #if PY_VERSION_HEX >= 0x030D0000
-    (void)t;
     return (void* const*)&addr->current_frame;
-#elif PY_VERSION_HEX >= 0x030B0000
-    (void)addr;
-    if (t->cframe == NULL) {
-        return NULL;
-    }
-    return (void* const*)((char*)t->cframe + offsetof(_PyCFrame, current_frame));
 #else
-    (void)t;
     return (void* const*)&addr->frame;
 #endif
 }
+#endif
 
 /* The live part of the thread's current data-stack chunk, [lo, hi): frames that run on the
  * thread are copied from here in one read.  Both NULL before 3.11. */
@@ -387,7 +400,8 @@ ft_raw_str_layout(const void* addr, const ft_raw_str_header* h, const void** dat
         return 1;
     }
     *data = (const char*)addr + sizeof(PyCompactUnicodeObject);
-    return (int)a->state.kind;
+    int kind = (int)a->state.kind; /* a torn copy can hold any 3 bits here */
+    return kind == 1 || kind == 2 || kind == 4 ? kind : 0;
 }
 
 static inline int

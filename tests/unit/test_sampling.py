@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -359,3 +360,80 @@ def test_sampling_still_running_at_exit_is_saved(tmp_path):
     trace = fasttrace.load(out)
     assert not trace.stats.truncated
     assert trace.sampling.samples == sum(1 for _ in trace.samples()) > 20
+
+
+CALL_DENSE = """
+import sys, threading, time
+
+class Vec:
+    __slots__ = ("x", "y")
+    def __init__(self, x, y):  # a class call: a nested eval loop on 3.11 and 3.12
+        self.x, self.y = x, y
+    def __add__(self, o):
+        return Vec(self.x + o.x, self.y + o.y)
+    @property
+    def norm(self):
+        return abs(self.x) + abs(self.y)
+
+def gen(n):
+    for i in range(n):
+        yield Vec(i, -i)
+
+def rec(n):
+    if n == 0:
+        try:
+            raise ValueError
+        except ValueError:
+            return Vec(0, 0)
+    return rec(n - 1) + Vec(n, n)
+
+def work(seconds):
+    end = time.perf_counter() + seconds
+    total = 0
+    while time.perf_counter() < end:
+        acc = Vec(0, 0)
+        for v in gen(50):
+            acc = acc + v
+        total += acc.norm + rec(40).norm
+    return total
+
+threads = [threading.Thread(target=work, args=(1.0,)) for _ in range(3)]
+for t in threads:
+    t.start()
+work(1.0)
+for t in threads:
+    t.join()
+"""
+
+
+def test_sampler_survives_call_dense_code(tmp_path):
+    # The sampler reads stacks that change under it: every pointer it follows may be stale.
+    # A bug in that handling crashes the process, so each run is a separate one.
+    (tmp_path / "dense.py").write_text(CALL_DENSE)
+    for rate in ("5000", "997"):
+        out = tmp_path / f"dense-{rate}.ftrace"
+        r = subprocess.run([sys.executable, "-m", "fasttrace", "run", "--rate", rate, "-o",
+                            str(out), "dense.py"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        trace = fasttrace.load(out)
+        samples = list(trace.samples())
+        assert len({s.thread for s in samples}) == 4
+        names = {f.name for s in samples for f in s.stack}
+        assert {"work", "rec", "__init__", "gen", "__add__"} <= names
+        torn = sum(s.torn for s in samples)
+        assert torn <= 0.1 * len(samples), (torn, len(samples))
+
+
+@pytest.mark.parametrize("workload", ["deltablue", "raytrace", "go"])
+def test_sampler_survives_benchmark_programs(tmp_path, workload):
+    # pyperformance programs (bench/workloads): the one that found a crash (a stale frame
+    # pointer near the top of the address space wrapped past a bounds check) among them.
+    path = Path(__file__).resolve().parents[2] / "bench" / "workloads" / f"{workload}.py"
+    out = tmp_path / "w.ftrace"
+    r = subprocess.run([sys.executable, "-m", "fasttrace", "run", "--rate", "2000", "-o",
+                        str(out), str(path)], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    trace = fasttrace.load(out)
+    assert trace.sampling.samples > 0.5 * trace.sampling.ticks
