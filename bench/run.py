@@ -252,21 +252,28 @@ def fasttrace_stats(runs):
     }
 
 
+def version_entry(results, ver, pairs, packages):
+    """(PythonEnv, its results["versions"] entry), the entry None when that Python cannot run
+    (the reason is recorded in the results and printed)."""
+    env = PythonEnv(ver)
+    entry = {"python": env.label, "problem": env.problem}
+    results["versions"][ver] = entry
+    if env.problem:
+        print(f"[{ver}] skipped: {env.problem}", file=sys.stderr)
+        return env, None
+    entry.update(version=env.full_version, minor=env.minor, pairs=pairs, workloads={})
+    entry["packages"] = {p: env.package_version(p) for p in packages}
+    return env, entry
+
+
 def run_all(args):
     meta = {"argv": sys.argv[1:], "pairs": args.pairs, "warmup": args.warmup}
     meta.update(viz_entries=args.viz_entries, started=time.strftime("%Y-%m-%d %H:%M:%S"))
     results = {"meta": meta, "versions": {}}
     for ver in args.python:
-        env = PythonEnv(ver)
-        entry = {"python": env.label, "problem": env.problem}
-        results["versions"][ver] = entry
-        if env.problem:
-            print(f"[{ver}] skipped: {env.problem}", file=sys.stderr)
+        env, entry = version_entry(results, ver, args.pairs, ("viztracer", "trace0", "fasttrace"))
+        if entry is None:
             continue
-        entry.update(version=env.full_version, minor=env.minor, pairs=args.pairs, workloads={})
-        entry["packages"] = {
-            p: env.package_version(p) for p in ("viztracer", "trace0", "fasttrace")
-        }
         for wl in args.workloads:
             row = entry["workloads"][wl] = {}
             for tool in args.tools:
@@ -415,12 +422,18 @@ def parse_args():
         action="append",
         help="print tables/targets from earlier results file(s), no runs (repeatable)",
     )
+    return checked_args(ap, WORKLOADS, ALL_TOOLS)
+
+
+def checked_args(ap, workloads, tools):
+    """Parses the command line shared with sampling_overhead.py: comma lists split, names and
+    --pairs checked against what the script knows."""
     args = ap.parse_args()
     args.python = args.python or ["3.13"]
     args.workloads = [w for w in args.workloads.split(",") if w]
     args.tools = [t for t in args.tools.split(",") if t]
-    unknown = [w for w in args.workloads if w not in WORKLOADS]
-    unknown += [t for t in args.tools if t not in ALL_TOOLS]
+    unknown = [w for w in args.workloads if w not in workloads]
+    unknown += [t for t in args.tools if t not in tools]
     if unknown:
         ap.error(f"unknown workload/tool: {', '.join(unknown)}")
     if args.pairs < 1:
@@ -428,14 +441,20 @@ def parse_args():
     return args
 
 
+def load_results(paths):
+    """Earlier results files merged: a later file's entry for the same version wins."""
+    results = {"meta": {}, "versions": {}}
+    for path in paths:
+        loaded = json.loads(Path(path).read_text())
+        results["meta"].update(loaded["meta"])
+        results["versions"].update(loaded["versions"])
+    return results
+
+
 def main():
     args = parse_args()
-    if args.from_json:  # merge: a later file's entry for the same version wins
-        results = {"meta": {}, "versions": {}}
-        for path in args.from_json:
-            loaded = json.loads(Path(path).read_text())
-            results["meta"].update(loaded["meta"])
-            results["versions"].update(loaded["versions"])
+    if args.from_json:
+        results = load_results(args.from_json)
     else:
         results = run_all(args)
         path = BENCH / "out" / f"results-{time.strftime('%Y%m%d-%H%M%S')}.json"

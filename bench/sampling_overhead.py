@@ -28,7 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-from run import BENCH, WORKLOADS, PythonEnv, measure, rel, run_once
+from run import (BENCH, WORKLOADS, checked_args, load_results, measure, rel, run_once,
+                 version_entry)
 
 # name: (tool, setting, column label).  fasttrace's setting is the rate (None: control, the
 # sampler never started), pyinstrument's its interval in seconds, py-spy's its rate.
@@ -230,16 +231,10 @@ def run_all(args):
     meta["repo_commit"] = head.stdout.strip() or None
     results = {"meta": meta, "versions": {}}
     for ver in args.python:
-        env = PythonEnv(ver)
-        entry = {"python": env.label, "problem": env.problem}
-        results["versions"][ver] = entry
-        if env.problem:
-            print(f"[{ver}] skipped: {env.problem}", file=sys.stderr)
+        packages = ("fasttrace", "pyinstrument", "py-spy")
+        env, entry = version_entry(results, ver, args.pairs, packages)
+        if entry is None:
             continue
-        entry.update(version=env.full_version, minor=env.minor, pairs=args.pairs, workloads={})
-        entry["packages"] = {
-            p: env.package_version(p) for p in ("fasttrace", "pyinstrument", "py-spy")
-        }
         source = env.venv / "fasttrace-source.txt"  # written by setup.sh
         entry["fasttrace_source"] = source.read_text().strip() if source.exists() else None
         entry.update(started=utc_now(), load_start=load1())
@@ -455,28 +450,13 @@ def parse_args():
         action="append",
         help="print the report from earlier results file(s), no runs (repeatable)",
     )
-    args = ap.parse_args()
-    args.python = args.python or ["3.13"]
-    args.workloads = [w for w in args.workloads.split(",") if w]
-    args.tools = [t for t in args.tools.split(",") if t]
-    unknown = [w for w in args.workloads if w not in [STARTUP, *WORKLOADS]]
-    unknown += [t for t in args.tools if t not in CONFIGS]
-    if unknown:
-        ap.error(f"unknown workload/tool: {', '.join(unknown)}")
-    if args.pairs < 1:
-        ap.error("--pairs must be >= 1")
-    return args
+    return checked_args(ap, [STARTUP, *WORKLOADS], CONFIGS)
 
 
 def main():
     args = parse_args()
-    if args.from_json:  # merge: a later file's entry for the same version wins
-        results = {"meta": {}, "versions": {}}
-        for path in args.from_json:
-            loaded = json.loads(Path(path).read_text())
-            results["meta"].update(loaded["meta"])
-            results["versions"].update(loaded["versions"])
-        print("\n".join(report(results)))
+    if args.from_json:
+        print("\n".join(report(load_results(args.from_json))))
         return
     results = run_all(args)
     path = (

@@ -45,6 +45,17 @@ if TYPE_CHECKING:
 SCHEMA = "https://www.speedscope.app/file-format-schema.json"
 
 
+def _head(trace: Trace, frames: Any) -> Dict[str, Any]:
+    """The file's fields before its profiles: schema, name, exporter, the shared frames."""
+    argv = trace.header.get("argv") or []
+    return {
+        "$schema": SCHEMA,
+        "name": " ".join(argv) or trace.path,
+        "exporter": f"fasttrace {__version__}",
+        "shared": {"frames": [_frame(f) for f in frames]},
+    }
+
+
 def _frame(f: AnyFunction) -> Dict[str, Any]:
     if f.is_c or _samples.is_synthetic(f):
         return {"name": f.qualname or f.name}
@@ -64,13 +75,7 @@ def write(trace: Trace, out: Output, *, progress: Optional[ProgressCallback] = N
     # profile's first event)
     opens = {f.id: ',{"type":"O","frame":%d,"at":%%d}' % index[f.id] for f in functions}
     closes = {f.id: ',{"type":"C","frame":%d,"at":%%d}' % index[f.id] for f in functions}
-    argv = trace.header.get("argv") or []
-    head = {
-        "$schema": SCHEMA,
-        "name": " ".join(argv) or trace.path,
-        "exporter": f"fasttrace {__version__}",
-        "shared": {"frames": [_frame(f) for f in functions]},
-    }
+    head = _head(trace, functions)
     p = Progress(progress, trace)
     result: Dict[str, Any] = {"format": "speedscope", "profiles": 0, "frames": len(functions),
                               "events": 0, "gaps": 0, "dropped": 0}
@@ -101,13 +106,7 @@ def _write_samples(trace: Trace, out: Output, progress: Optional[ProgressCallbac
     samples = _samples.Samples(trace, progress)
     runs = _samples.runs(samples)
     frames = samples.frames.frames  # index = frame id - 1
-    argv = trace.header.get("argv") or []
-    head = {
-        "$schema": SCHEMA,
-        "name": " ".join(argv) or trace.path,
-        "exporter": f"fasttrace {__version__}",
-        "shared": {"frames": [_frame(f) for f in frames]},
-    }
+    head = _head(trace, frames)
     profiles = written = 0
     with binary_output(out) as f:
         f.write(json.dumps(head)[:-1].encode("utf-8") + b',"profiles":[')
