@@ -247,13 +247,18 @@ def test_deep_recursion_is_cut_at_the_maximum_depth(trace_path):
         sys.setrecursionlimit(limit)
     trace = fasttrace.load(trace_path)
     leaf_spin = [s for s in trace.samples() if s.stack and s.stack[-1].name == "spin"]
-    deep = [s for s in leaf_spin if not s.torn]  # a torn walk keeps only the frames it read
+    # A torn walk keeps only the frames it read; on 3.9-3.10 a walk can also end early on a
+    # recycled frame object that still looks valid (see README, known biases).  Most samples
+    # see the whole stack, and every full one is cut at the maximum depth under the marker.
+    deep = [s for s in leaf_spin if len(s.stack) > _core.MAX_SAMPLE_DEPTH]
     assert len(deep) >= 0.8 * len(leaf_spin) > 0
+    for s in leaf_spin:
+        assert len(s.stack) <= _core.MAX_SAMPLE_DEPTH + 1
+        assert (s.stack[0] is _core.TRUNCATED) == (s in deep)
     for s in deep:
-        assert s.stack[0] is _core.TRUNCATED
         assert s.stack[0].qualname == "<truncated>"
-        assert len(s.stack) == _core.MAX_SAMPLE_DEPTH + 1
-        assert [f.name for f in s.stack[-3:]] == ["down", "down", "spin"]
+        assert [f.name for f in s.stack[1:-1]] == ["down"] * (_core.MAX_SAMPLE_DEPTH - 1)
+        assert s.stack[-1].name == "spin"
     assert session.summary.sampling.truncated >= len(deep)
     assert trace.sampling.truncated == session.summary.sampling.truncated
 
