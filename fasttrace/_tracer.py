@@ -30,6 +30,28 @@ if TYPE_CHECKING:
 CHUNK_SIZE = 64 * 1024
 DEFAULT_BUFFER_SIZE = 8 * 1024 * 1024  # per thread
 MIN_BUFFER_SIZE = 4 * CHUNK_SIZE
+# The ring is reserved per thread and committed as it fills: a size beyond physical memory can
+# never be used and would fail (or be skipped) at a thread's first event, so start() refuses it.
+# 2**40 caps it where physical memory cannot be read.
+MAX_BUFFER_SIZE_CAP = 1 << 40
+
+
+def max_buffer_size() -> int:
+    """The largest buffer_size start() accepts: this machine's physical memory."""
+    try:
+        phys = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        phys = 0
+    return min(phys, MAX_BUFFER_SIZE_CAP) if phys > 0 else MAX_BUFFER_SIZE_CAP
+
+
+def format_size(n: int) -> str:
+    """n bytes as 8 MiB, 1.5 GiB, 512 KiB or 100 bytes."""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            v = n / (1 << shift)
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
+    return f"{n} bytes"
 TOOL_ID = 2  # sys.monitoring.PROFILER_ID
 
 
@@ -230,6 +252,10 @@ def _start(path: "str | os.PathLike[str]", c_calls: bool, buffer_size: int,
         raise TypeError(f"buffer_size must be an int, not {type(buffer_size).__name__}")
     if buffer_size < MIN_BUFFER_SIZE:
         raise ValueError(f"buffer_size must be at least {MIN_BUFFER_SIZE} bytes, got {buffer_size}")
+    if buffer_size > max_buffer_size():
+        raise ValueError(
+            f"buffer_size must be at most {format_size(max_buffer_size())} (this machine's "
+            f"memory; the ring is per thread), got {format_size(buffer_size)}")
     path = os.fspath(path)
     with _lock:
         if _session is not None:
