@@ -10,8 +10,10 @@ class TracingError(RuntimeError):
 class FormatError(ValueError):
     """A trace file is malformed.  `path`, `offset` and `reason` say where and why."""
 
-    def __init__(self, path: str, offset: int, reason: str) -> None:
-        super().__init__(f"{path}: byte {offset}: {reason}")
+    def __init__(self, path: str, offset: "int | None", reason: str) -> None:
+        # offset None: the file itself is the problem (missing, unreadable, not a file)
+        where = f"{path}: " if offset is None else f"{path}: byte {offset}: "
+        super().__init__(where + reason)
         self.path = path
         self.offset = offset
         self.reason = reason

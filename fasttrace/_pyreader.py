@@ -16,6 +16,7 @@ import zlib
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 from fasttrace._errors import FormatError
+from fasttrace._files import open_trace
 
 MAGIC = b"\x89FTRACE\n"
 FORMAT_VERSION = 1
@@ -156,6 +157,7 @@ class PyTrace:
 
     def _scan(self) -> None:
         d, size, off = self._d, len(self._d), self.first_chunk
+        last_chunk: Dict[int, Tuple[int, int, int]] = {}
         while off < size:
             left = size - off
             if left < CHUNK.size:
@@ -180,6 +182,7 @@ class PyTrace:
             if ctype == EVENTS:
                 if thread == 0 or thread > len(self.threads) + MAX_ID_JUMP:
                     raise self._fail(off, f"events chunk with invalid thread id {thread}")
+                last_chunk[thread] = (pay, psize, base)
                 self._chunks.append((pay, psize, thread, base))
                 self.chunk_events += records
                 self.threads.setdefault(thread, {"ident": None, "native_id": None,
@@ -208,6 +211,56 @@ class PyTrace:
             self.truncated = True
             self.damage = (f"no trailer after byte {off}: the traced process did not stop "
                            f"the trace (killed or crashed); everything before it was loaded")
+        if not self.complete:
+            # Without a trailer the trace ends at its last record (FORMAT.md §4, end of trace).
+            for pay, psize, base in last_chunk.values():
+                self.end_tick = max(self.end_tick, self._last_event_tick(pay, pay + psize, base))
+            if self._sample_chunks:
+                pay, psize, base = self._sample_chunks[-1]
+                self.end_tick = max(self.end_tick, self._last_sample_tick(pay, pay + psize, base))
+
+    def _last_event_tick(self, p: int, end: int, tick: int) -> int:
+        """The tick of the last well-formed record of an events chunk (tags and varints only)."""
+        d = self._d
+        try:
+            while p < end:
+                tag = d[p]
+                p += 1
+                if tag in (CALL, C_CALL, ORPHAN_RETURN, ORPHAN_C_RETURN):
+                    _fid, p = _varint(d, p, end)
+                    dt, p = _varint(d, p, end)
+                elif tag in (RETURN, C_RETURN):
+                    dt, p = _varint(d, p, end)
+                elif tag in (STACK, DROP):
+                    if tag == DROP:
+                        _dropped, p = _varint(d, p, end)
+                    dt, p = _varint(d, p, end)
+                    depth, p = _varint(d, p, end)
+                    if depth > end - p:
+                        break
+                    for _ in range(depth):
+                        _fid, p = _varint(d, p, end)
+                else:
+                    break
+                tick = (tick + dt) & M64
+        except _Short:
+            pass
+        return tick
+
+    def _last_sample_tick(self, p: int, end: int, tick: int) -> int:
+        d = self._d
+        try:
+            while p < end and d[p] == SAMPLE:
+                dt, p = _varint(d, p + 1, end)
+                tid, p = _varint(d, p, end)
+                _sid, p = _varint(d, p, end)
+                _w, p = _varint(d, p, end)
+                if tid == 0 or tid > 0xFFFFFFFF:
+                    break
+                tick = (tick + dt) & M64
+        except _Short:
+            pass
+        return tick
 
     def _damaged(self, off: int, reason: str) -> None:
         self.truncated = True
@@ -293,11 +346,13 @@ class PyTrace:
         except _Short:
             raise self._fail(rec, f"truncated definition record 0x{tag:02x}") from None
         if tag == DEF_SAMPLING:
+            if rate == 0:
+                raise self._fail(rec, "sampling definition with rate 0")
             self.sampling = {"rate_hz": rate, "clock": "cpu" if clock == 1 else "wall",
                              "max_depth": max_depth, "stats": None}
         elif tag == DEF_SAMPLER_STATS:
             if self.sampling is None:
-                self.sampling = {"rate_hz": 0, "clock": "wall", "max_depth": 0, "stats": None}
+                raise self._fail(rec, "sampler statistics before the sampling definition")
             self.sampling["stats"] = dict(zip(SAMPLER_STATS, values))
         else:
             if sid == 0 or sid > 0xFFFFFFFF:
@@ -444,9 +499,7 @@ def read(source: Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]) -
     if isinstance(source, (bytes, bytearray, memoryview)):
         return PyTrace(bytes(source), "<bytes>")
     path = os.fspath(source)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise FormatError(path, 0, f"cannot open: {e.strerror}") from None
+    fd, _size = open_trace(path)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read()
     return PyTrace(data, path)

@@ -17,7 +17,6 @@ from ft_reader cimport *
 from ft_sampler cimport *
 from ft_session cimport *
 
-import mmap as _mmap
 import os as _os
 
 USE_MONITORING = bool(FT_USE_MONITORING)
@@ -304,13 +303,12 @@ cdef inline str _text(ft_str s):
 
 
 cdef class TraceFile:
-    """A mapped .ftrace file.  Construction validates every chunk's checksum and loads the
-    definitions; events are decoded lazily by events()."""
-    cdef object _file
-    cdef object _map
-    cdef object _view
-    cdef const uint8_t* _data
-    cdef size_t _size
+    """An open .ftrace file.  Construction validates every chunk's checksum and loads the
+    definitions; events are decoded lazily by events().  The file is read with pread, never
+    mapped, so a file that shrinks or is rewritten under its reader gives an error (or what was
+    intact), never SIGBUS; every chunk is checked again when it is decoded."""
+    cdef int _fd
+    cdef uint64_t _size
     cdef ft_header _h
     cdef readonly str path
     cdef readonly dict header
@@ -326,9 +324,9 @@ cdef class TraceFile:
     cdef readonly object writer_error
     cdef readonly list stacks             # sampling: index = stack id, tuples of Functions
     cdef readonly dict sampling           # sampling: rate_hz, clock, max_depth, stats; or None
-    cdef list _sample_chunks              # (payload offset, size, base_tick)
+    cdef list _sample_chunks              # (chunk offset, payload size, base_tick)
     cdef bytearray _fid_kind
-    cdef list _chunks                     # (payload offset, size, thread, base_tick)
+    cdef list _chunks                     # (chunk offset, payload size, thread, base_tick)
     cdef uint32_t _max_thread
     cdef uint64_t _end_tick
     cdef double _ns_per_tick
@@ -337,6 +335,7 @@ cdef class TraceFile:
     cdef int _iterating                   # live events() generators: close() must wait
 
     def __cinit__(self, path):
+        self._fd = -1
         self.path = _os.fspath(path)
         self.functions = [None]
         self.threads = {}
@@ -348,29 +347,31 @@ cdef class TraceFile:
         self.thread_records = {}
         self.damage = None
 
+    def __dealloc__(self):
+        if self._fd >= 0:
+            _os.close(self._fd)
+            self._fd = -1
+
     def __init__(self, path):
         from fasttrace._errors import FormatError
         cdef ft_read_error err
+        cdef ft_rfile rf
+        from fasttrace._files import open_trace
+        self._fd, self._size = open_trace(self.path)
+        ft_rfile_init(&rf, self._fd, self._size)
         try:
-            self._file = open(self.path, "rb")
-        except OSError as e:
-            raise FormatError(self.path, 0, f"cannot open: {e.strerror}") from None
-        size = _os.fstat(self._file.fileno()).st_size
-        if size == 0:
-            raise FormatError(self.path, 0, "empty file")
-        self._map = _mmap.mmap(self._file.fileno(), 0, access=_mmap.ACCESS_READ)
-        self._view = memoryview(self._map)  # while exported, the map cannot be closed under us
-        cdef const uint8_t[::1] bytes_view = self._view
-        self._data = &bytes_view[0]
-        self._size = len(self._view)
-        if ft_read_header(self._data, self._size, &self._h, &err) < 0:
-            raise FormatError(self.path, err.offset, err.reason.decode("utf-8", "replace"))
-        self._ns_per_tick = 1e9 / self._h.tick_hz
-        self._clock_tick = self._h.start_tick
-        self._clock_mono = self._h.start_mono_ns
-        self._end_tick = self._h.start_tick
-        self.header = self._header_dict()
-        self._scan(FormatError)
+            if ft_rfile_header(&rf, &self._h, &err) < 0:
+                raise FormatError(self.path, err.offset, err.reason.decode("utf-8", "replace"))
+            self.header = self._header_dict()
+            # the strings pointed into the read window
+            self._h.command_line = self._h.python_version = NULL
+            self._ns_per_tick = 1e9 / self._h.tick_hz
+            self._clock_tick = self._h.start_tick
+            self._clock_mono = self._h.start_mono_ns
+            self._end_tick = self._h.start_tick
+            self._scan(&rf, FormatError)
+        finally:
+            ft_rfile_free(&rf)
 
     cdef dict _header_dict(self):
         argv = (<const char*>self._h.command_line)[:self._h.command_line_size]
@@ -394,22 +395,23 @@ cdef class TraceFile:
                     if argv else [],
         }
 
-    cdef _scan(self, FormatError):
+    cdef _scan(self, ft_rfile* rf, FormatError):
         cdef ft_read_error err
         cdef ft_chunk_header ch
         cdef const uint8_t* payload
-        cdef size_t offset = self._h.first_chunk
+        cdef uint64_t offset = self._h.first_chunk
         cdef int rc
         cdef uint64_t tick, mono
+        cdef dict last_chunk = {}  # thread id -> index in _chunks of its last events chunk
         while True:
-            rc = ft_read_chunk(self._data, self._size, offset, &ch, &payload, &err)
+            rc = ft_rfile_chunk(rf, offset, &ch, &payload, &err)
             if rc == FT_READ_END:
                 break
-            if rc == FT_READ_TRUNCATED:
+            if rc == FT_READ_TRUNCATED or rc == FT_READ_CHANGED:
                 self.truncated = True
                 self.damage = (f"damaged tail at byte {err.offset}: "
                                f"{err.reason.decode('utf-8', 'replace')}; "
-                               f"the {err.offset} bytes before it were loaded")
+                               f"the {offset} bytes before it were loaded")
                 break
             if rc == FT_READ_CORRUPT:
                 raise FormatError(self.path, err.offset, err.reason.decode("utf-8", "replace"))
@@ -417,8 +419,8 @@ cdef class TraceFile:
                 if ch.thread == 0 or ch.thread > len(self.threads) + MAX_ID_JUMP:
                     raise FormatError(self.path, offset, f"events chunk with invalid thread id "
                                                          f"{ch.thread}")
-                self._chunks.append((offset + FT_CHUNK_HEADER_SIZE, ch.payload_size,
-                                     ch.thread, ch.base_tick))
+                last_chunk[ch.thread] = len(self._chunks)
+                self._chunks.append((offset, ch.payload_size, ch.thread, ch.base_tick))
                 self.chunk_events += ch.records
                 self.thread_records[ch.thread] = self.thread_records.get(ch.thread, 0) + ch.records
                 if ch.thread > self._max_thread:
@@ -426,8 +428,7 @@ cdef class TraceFile:
                 if ch.thread not in self.threads:
                     self._add_thread(ch.thread, None, None, f"thread-{ch.thread}")
             elif ch.type == FT_CHUNK_SAMPLES:
-                self._sample_chunks.append((offset + FT_CHUNK_HEADER_SIZE, ch.payload_size,
-                                            ch.base_tick))
+                self._sample_chunks.append((offset, ch.payload_size, ch.base_tick))
                 self.chunk_events += ch.records
             elif ch.type == FT_CHUNK_DEFS:
                 self._read_defs(payload, ch.payload_size, offset + FT_CHUNK_HEADER_SIZE,
@@ -445,6 +446,34 @@ cdef class TraceFile:
             self.truncated = True
             self.damage = (f"no trailer after byte {offset}: the traced process did not stop "
                            f"the trace (killed or crashed); everything before it was loaded")
+        if not self.complete:
+            self._end_at_last_record(rf, last_chunk)
+
+    cdef _end_at_last_record(self, ft_rfile* rf, dict last_chunk):
+        """Without a trailer the trace ends at its last record, whichever thread wrote it: the
+        last clock record can be a quarter of a second (or the whole trace) earlier."""
+        cdef ft_read_error err
+        cdef ft_chunk_header ch
+        cdef const uint8_t* payload
+        cdef uint64_t tick
+        cdef size_t pos
+        cdef ft_sample s
+        candidates = [self._chunks[i] for i in last_chunk.values()]
+        if self._sample_chunks:
+            candidates.append(self._sample_chunks[len(self._sample_chunks) - 1])  # no wraparound
+        for entry in candidates:
+            offset = entry[0]
+            if ft_rfile_chunk(rf, offset, &ch, &payload, &err) != FT_READ_OK:
+                continue
+            if ch.type == FT_CHUNK_EVENTS:
+                ft_events_last_tick(payload, ch.payload_size, ch.base_tick, &tick)
+            else:
+                tick = ch.base_tick
+                pos = 0
+                while ft_next_sample(payload, ch.payload_size, &pos, 0, &tick, &s, &err) == 1:
+                    pass
+            if tick > self._end_tick:
+                self._end_tick = tick
 
     cdef _add_clock(self, uint64_t tick, uint64_t mono):
         # ns = start_mono + (tick - start_tick) * rate, with the rate taken over the longest
@@ -484,7 +513,9 @@ cdef class TraceFile:
         cdef int rc
         cdef Function f
         cdef Thread t
+        cdef size_t start
         while True:
+            start = pos
             rc = ft_next_def(payload, size, &pos, base, &d, &err)
             if rc == 0:
                 break
@@ -520,10 +551,15 @@ cdef class TraceFile:
             elif d.tag == FT_DEF_STACK:
                 self._read_stack_def(&d, base + pos, FormatError)
             elif d.tag == FT_DEF_SAMPLING:
+                if d.rate == 0:
+                    raise FormatError(self.path, base + start, "sampling definition with rate 0")
                 self.sampling = {"rate_hz": d.rate,
                                  "clock": "cpu" if d.clock == FT_CLOCK_CPU else "wall",
                                  "max_depth": d.max_depth, "stats": None}
             elif d.tag == FT_DEF_SAMPLER_STATS:
+                if self.sampling is None:
+                    raise FormatError(self.path, base + start,
+                                      "sampler statistics before the sampling definition")
                 self._read_sampler_stats(&d)
 
     cdef _read_stack_def(self, ft_def* d, size_t end_offset, FormatError):
@@ -573,11 +609,27 @@ cdef class TraceFile:
     def close(self):
         if self._iterating:
             raise RuntimeError("cannot close a trace while events() is being iterated")
-        if self._view is not None:
-            self._view.release()
-            self._view = None
-            self._map.close()
-            self._file.close()
+        if self._fd >= 0:
+            _os.close(self._fd)
+            self._fd = -1
+
+    cdef const uint8_t* _reread(self, ft_rfile* rf, uint64_t offset, uint32_t size,
+                                uint8_t type, uint32_t thread, uint64_t base_tick) except NULL:
+        """The payload of a chunk the scan validated, read and checked again: the file may have
+        been truncated or rewritten since (another trace written to the same path)."""
+        cdef ft_read_error err
+        cdef ft_chunk_header ch
+        cdef const uint8_t* payload = NULL
+        cdef int rc = ft_rfile_chunk(rf, offset, &ch, &payload, &err)
+        if rc == FT_READ_OK and ch.type == type and ch.payload_size == size and \
+                (ch.thread == thread or type == FT_CHUNK_SAMPLES) and ch.base_tick == base_tick:
+            return payload
+        from fasttrace._errors import FormatError
+        why = (err.reason.decode("utf-8", "replace") if rc != FT_READ_OK
+               else "it holds a different chunk now")
+        raise FormatError(self.path, offset,
+                          f"the file changed after it was loaded ({why}); the events before "
+                          "this chunk were read")
 
 
 cdef class _EventIter:
@@ -589,6 +641,7 @@ cdef class _EventIter:
     cdef ft_thread_decoder* decs
     cdef size_t n_decs
     cdef ft_event_buf buf
+    cdef ft_rfile rf
     cdef ft_functions_view fv
     cdef const uint8_t[::1] kinds
     cdef list functions
@@ -598,8 +651,9 @@ cdef class _EventIter:
     cdef uint32_t tid         # thread of the events in buf
 
     def __cinit__(self, TraceFile f, int want, bint gaps):
-        if f._view is None:
+        if f._fd < 0:
             raise ValueError(f"{f.path}: the trace is closed")
+        ft_rfile_init(&self.rf, f._fd, f._size)
         self.f = f
         self.want = want
         self.gaps = gaps
@@ -627,6 +681,7 @@ cdef class _EventIter:
             self.decs = NULL
             self.f._iterating -= 1
         ft_event_buf_free(&self.buf)
+        ft_rfile_free(&self.rf)
         self.i = 0
 
     def __iter__(self):
@@ -639,6 +694,7 @@ cdef class _EventIter:
         cdef size_t off, size
         cdef uint32_t tid
         cdef uint64_t base_tick, end_tick
+        cdef const uint8_t* payload
         cdef TraceFile f = self.f
         if self.decs == NULL:
             return False
@@ -649,8 +705,14 @@ cdef class _EventIter:
             self.chunk += 1
             if self.want >= 0 and <int>tid != self.want:
                 continue
-            if ft_decode_events(&self.decs[tid], &self.fv, f._data + off, size, off, base_tick,
-                                &self.buf, &err) < 0:
+            try:
+                payload = f._reread(&self.rf, off, <uint32_t>size, FT_CHUNK_EVENTS, tid,
+                                    base_tick)
+            except BaseException:
+                self._finish()
+                raise
+            if ft_decode_events(&self.decs[tid], &self.fv, payload, size,
+                                off + FT_CHUNK_HEADER_SIZE, base_tick, &self.buf, &err) < 0:
                 self._finish()
                 from fasttrace._errors import FormatError
                 raise FormatError(f.path, err.offset, err.reason.decode("utf-8", "replace"))
@@ -707,10 +769,13 @@ cdef class _SampleIter:
     cdef uint64_t tick
     cdef bint open_chunk
     cdef bint live
+    cdef ft_rfile rf
+    cdef const uint8_t* payload
 
     def __cinit__(self, TraceFile f, int want):
-        if f._view is None:
+        if f._fd < 0:
             raise ValueError(f"{f.path}: the trace is closed")
+        ft_rfile_init(&self.rf, f._fd, f._size)
         self.f = f
         self.want = want
         self.live = True
@@ -723,6 +788,7 @@ cdef class _SampleIter:
         if self.live:
             self.live = False
             self.f._iterating -= 1
+        ft_rfile_free(&self.rf)
 
     def __iter__(self):
         return self
@@ -742,8 +808,15 @@ cdef class _SampleIter:
                 self.off, self.size, self.tick = f._sample_chunks[self.chunk]
                 self.chunk += 1
                 self.pos = 0
+                try:
+                    self.payload = f._reread(&self.rf, self.off, <uint32_t>self.size,
+                                             FT_CHUNK_SAMPLES, 0, self.tick)
+                except BaseException:
+                    self._finish()
+                    raise
+                self.off += FT_CHUNK_HEADER_SIZE
                 self.open_chunk = True
-            rc = ft_next_sample(f._data + self.off, self.size, &self.pos, self.off, &self.tick,
+            rc = ft_next_sample(self.payload, self.size, &self.pos, self.off, &self.tick,
                                 &s, &err)
             if rc == 0:
                 self.open_chunk = False

@@ -130,58 +130,6 @@ ft_read_header(const uint8_t* data, size_t size, ft_header* h, ft_read_error* e)
     return 0;
 }
 
-/* ---- chunks ------------------------------------------------------------------------------ */
-
-int
-ft_read_chunk(const uint8_t* data, size_t size, size_t offset, ft_chunk_header* h,
-              const uint8_t** payload, ft_read_error* e)
-{
-    if (offset >= size) {
-        return FT_READ_END;
-    }
-    size_t left = size - offset;
-    if (left < FT_CHUNK_HEADER_SIZE) {
-        for (size_t i = 0; i < left; i++) {
-            if (data[offset + i] != 0) {
-                fail(e, offset, "file ends inside a chunk header (%zu of 32 bytes)", left);
-                return FT_READ_TRUNCATED;
-            }
-        }
-        return FT_READ_END;
-    }
-    memcpy(h, data + offset, FT_CHUNK_HEADER_SIZE);
-    if (h->magic != FT_CHUNK_MAGIC) {
-        int zeros = 1;
-        for (size_t i = 0; i < left && zeros; i++) {
-            zeros = data[offset + i] == 0;
-        }
-        if (zeros) {
-            return FT_READ_END; /* zero padding after the last chunk */
-        }
-        fail(e, offset, "bad chunk magic 0x%08x", h->magic);
-        return FT_READ_CORRUPT;
-    }
-    if (h->payload_size > left - FT_CHUNK_HEADER_SIZE) {
-        fail(e, offset, "file ends inside a chunk (%u payload bytes declared, %zu present)",
-             h->payload_size, left - FT_CHUNK_HEADER_SIZE);
-        return FT_READ_TRUNCATED;
-    }
-    const uint8_t* p = data + offset + FT_CHUNK_HEADER_SIZE;
-    uLong crc = crc32(0, data + offset + 12, FT_CHUNK_HEADER_SIZE - 12);
-    crc = crc32(crc, p, h->payload_size);
-    if ((uint32_t)crc != h->crc32) {
-        fail(e, offset, "chunk checksum mismatch (%u-byte chunk of type %u)", h->payload_size,
-             h->type);
-        return FT_READ_CORRUPT;
-    }
-    if (h->type < FT_CHUNK_EVENTS || h->type > FT_CHUNK_SAMPLES) {
-        fail(e, offset, "unknown chunk type %u", h->type);
-        return FT_READ_CORRUPT;
-    }
-    *payload = p;
-    return FT_READ_OK;
-}
-
 /* ---- definitions ------------------------------------------------------------------------- */
 
 /* Skips `count` varints, recording where they are. */
@@ -497,4 +445,52 @@ ft_event_buf_free(ft_event_buf* b)
 {
     free(b->ev);
     memset(b, 0, sizeof *b);
+}
+
+int
+ft_events_last_tick(const uint8_t* payload, size_t size, uint64_t base_tick, uint64_t* out)
+{
+    const uint8_t* p = payload;
+    const uint8_t* end = payload + size;
+    uint64_t tick = base_tick, v, depth;
+    *out = base_tick;
+    while (p < end) {
+        uint8_t tag = *p++;
+        switch (tag) {
+        case FT_REC_CALL:
+        case FT_REC_C_CALL:
+        case FT_REC_ORPHAN_RETURN:
+        case FT_REC_ORPHAN_C_RETURN:
+            if (!get_varint(&p, end, &v) || !get_varint(&p, end, &v)) {
+                return -1;
+            }
+            break;
+        case FT_REC_RETURN:
+        case FT_REC_C_RETURN:
+            if (!get_varint(&p, end, &v)) {
+                return -1;
+            }
+            break;
+        case FT_REC_STACK:
+        case FT_REC_DROP: {
+            uint64_t dt;
+            if ((tag == FT_REC_DROP && !get_varint(&p, end, &v)) || !get_varint(&p, end, &dt) ||
+                !get_varint(&p, end, &depth) || depth > (uint64_t)(end - p)) {
+                return -1;
+            }
+            for (uint64_t i = 0; i < depth; i++) {
+                if (!get_varint(&p, end, &v)) {
+                    return -1;
+                }
+            }
+            v = dt;
+            break;
+        }
+        default:
+            return -1;
+        }
+        tick += v; /* the record's dt is the last varint read, except for STACK and DROP */
+        *out = tick;
+    }
+    return 0;
 }

@@ -43,11 +43,6 @@ enum ft_chunk_status {
     FT_READ_CORRUPT = -2,   /* bad magic, size or checksum */
 };
 
-/* Reads the chunk header at `offset` and checks its checksum.  On FT_READ_OK, *payload points
- * into `data` and the next chunk starts at offset + 32 + h->payload_size. */
-int ft_read_chunk(const uint8_t* data, size_t size, size_t offset, ft_chunk_header* h,
-                  const uint8_t** payload, ft_read_error* e);
-
 /* ---- definitions ---- */
 
 typedef struct {
@@ -140,6 +135,10 @@ int ft_decode_events(ft_thread_decoder* d, const ft_functions_view* fv, const ui
 int ft_close_open(ft_thread_decoder* d, const ft_functions_view* fv, uint64_t tick,
                   ft_event_buf* out);
 void ft_thread_decoder_free(ft_thread_decoder* d);
+/* The tick of the last record of an events chunk (base_tick if it has none), without
+ * decoding events: a killed trace ends at its last event, not at its last clock record.
+ * Returns 0, or -1 if the records are malformed (*out then holds the last tick read). */
+int ft_events_last_tick(const uint8_t* payload, size_t size, uint64_t base_tick, uint64_t* out);
 void ft_event_buf_free(ft_event_buf* b);
 
 #endif /* FT_READER_H */

@@ -86,9 +86,6 @@ cdef extern from "ft_reader.h" nogil:
         FT_READ_TRUNCATED
         FT_READ_CORRUPT
 
-    int ft_read_chunk(const uint8_t* data, size_t size, size_t offset, ft_chunk_header* h,
-                      const uint8_t** payload, ft_read_error* e)
-
     ctypedef struct ft_str:
         const uint8_t* s
         size_t n
@@ -161,3 +158,19 @@ cdef extern from "ft_reader.h" nogil:
                       ft_event_buf* out)
     void ft_thread_decoder_free(ft_thread_decoder* d)
     void ft_event_buf_free(ft_event_buf* b)
+    int ft_events_last_tick(const uint8_t* payload, size_t size, uint64_t base_tick,
+                            uint64_t* out)
+
+cdef extern from "ft_rfile.h" nogil:
+    ctypedef struct ft_rfile:
+        int fd
+        uint64_t size
+
+    enum:
+        FT_READ_CHANGED
+
+    void ft_rfile_init(ft_rfile* f, int fd, uint64_t size)
+    void ft_rfile_free(ft_rfile* f)
+    int ft_rfile_header(ft_rfile* f, ft_header* h, ft_read_error* e)
+    int ft_rfile_chunk(ft_rfile* f, uint64_t offset, ft_chunk_header* h, const uint8_t** payload,
+                       ft_read_error* e)
