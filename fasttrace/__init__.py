@@ -15,7 +15,7 @@ except ImportError as e:  # pragma: no cover - depends on how fasttrace was inst
     raise ImportError(
         f"fasttrace's native module is missing from {_os.path.dirname(__file__)}: this looks "
         "like the source tree shadowing the installed package (run from another directory), or "
-        "an unbuilt checkout (pip install . or an editable install builds it)"
+        f"an unbuilt checkout (pip install . or an editable install builds it): {e}"
     ) from e
 
 from fasttrace._errors import FormatError, TracingError

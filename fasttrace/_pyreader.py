@@ -30,8 +30,9 @@ CALL, RETURN, C_CALL, C_RETURN, ORPHAN_RETURN, ORPHAN_C_RETURN, STACK, DROP = ra
 WITH_FID = (CALL, C_CALL, ORPHAN_RETURN, ORPHAN_C_RETURN)
 KIND = {CALL: "call", RETURN: "return", C_CALL: "c_call", C_RETURN: "c_return",
         ORPHAN_RETURN: "return", ORPHAN_C_RETURN: "c_return"}
-HOOKS = {0: "profile", 1: "monitoring", 2: "eval_frame"}  # header flags bits 1-2
+HOOKS = {0: "profile", 1: "monitoring", 2: "eval_frame", 3: "sampler"}  # header flags bits 1-2
 DEF_FUNCTION, DEF_THREAD, DEF_THREAD_NAME = 0x10, 0x11, 0x12
+DEF_HOOK_LOST = 0x16
 DEF_STACK, DEF_SAMPLING, DEF_SAMPLER_STATS = 0x13, 0x14, 0x15
 SAMPLE = 0x09
 SAMPLER_STATS = ("ticks", "samples", "late_ticks", "torn", "truncated", "dropped",
@@ -92,6 +93,8 @@ class PyTrace:
         self._sample_chunks: List[Tuple[int, int, int]] = []  # payload offset, size, base
         self.stacks: List[Tuple[int, ...]] = [()]
         self.sampling: Optional[Dict[str, Any]] = None
+        self.lost_threads = 0
+        self._hook_lost: List[Tuple[int, int, str]] = []  # thread, tick, what
         self._read_header()
         self._scan()
 
@@ -199,11 +202,12 @@ class PyTrace:
             else:
                 if psize < TRAILER.size:
                     raise self._fail(off, "trailer chunk too short")
-                events, dropped, stop_tick, stop_mono, _w, _t, _f, error, _r = \
+                events, dropped, stop_tick, stop_mono, _w, _t, _f, error, lost = \
                     TRAILER.unpack_from(d, pay)
                 self.complete = True
                 self.trailer_events, self.trailer_dropped = events, dropped
                 self.writer_error = error or None
+                self.lost_threads = lost
                 self._add_clock(stop_tick, stop_mono)
                 self.end_tick = stop_tick
             off = pay + psize
@@ -282,7 +286,7 @@ class PyTrace:
             if tag in (DEF_STACK, DEF_SAMPLING, DEF_SAMPLER_STATS):
                 p = self._read_sampling_def(tag, rec, p, end)
                 continue
-            if tag not in (DEF_FUNCTION, DEF_THREAD, DEF_THREAD_NAME):
+            if tag not in (DEF_FUNCTION, DEF_THREAD, DEF_THREAD_NAME, DEF_HOOK_LOST):
                 raise self._fail(rec, f"unknown definition record 0x{tag:02x}")
             try:
                 ident, p = _varint(d, p, end)
@@ -298,6 +302,8 @@ class PyTrace:
                 elif tag == DEF_THREAD:
                     tident, p = _varint(d, p, end)
                     native, p = _varint(d, p, end)
+                elif tag == DEF_HOOK_LOST:
+                    tick, p = _varint(d, p, end)
                 name, p = (b"", p) if tag == DEF_FUNCTION else _str(d, p, end)
             except _Short:
                 raise self._fail(rec, f"truncated definition record 0x{tag:02x}") from None
@@ -317,6 +323,8 @@ class PyTrace:
                     raise self._fail(p, f"thread id {ident} out of sequence")
                 self.threads[ident] = {"ident": tident, "native_id": native,
                                        "name": _text(name) or f"thread-{ident}"}
+            elif tag == DEF_HOOK_LOST:
+                self._hook_lost.append((ident, tick, _text(name)))
             elif ident in self.threads and name:
                 self.threads[ident]["name"] = _text(name)
 
@@ -412,6 +420,10 @@ class PyTrace:
     @property
     def duration_ns(self) -> int:
         return self.ns(self.end_tick)
+
+    @property
+    def hook_lost(self) -> List[Tuple[int, int, str]]:
+        return [(tid, self.ns(tick), what) for tid, tick, what in self._hook_lost]
 
     def events(self, thread: Optional[int] = None) -> Iterator[Event]:
         """(kind, ts_ns, thread, function id, synthetic), as _core.TraceFile.events(): chunk by

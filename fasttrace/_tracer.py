@@ -12,6 +12,7 @@ cover both paths).
 from __future__ import annotations
 
 import atexit
+import errno
 import os
 import sys
 import threading
@@ -20,6 +21,7 @@ from collections import namedtuple
 
 from fasttrace import _core
 from fasttrace._errors import TracingError
+from fasttrace._output import open_output
 
 # As typing.TYPE_CHECKING, without importing typing (~9 ms): importing fasttrace stays cheap,
 # since it runs in every traced process.
@@ -52,19 +54,26 @@ def format_size(n: int) -> str:
             v = n / (1 << shift)
             return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
     return f"{n} bytes"
-TOOL_ID = 2  # sys.monitoring.PROFILER_ID
+# sys.monitoring tool ids that no standard tool claims (0 debugger, 1 coverage, 2 profiler as
+# cProfile uses it, 5 optimizer), so that cProfile and profilers that follow the convention
+# run beside fasttrace.  The first free one is taken.
+TOOL_IDS = (4, 3)
 
 
 # What stop() returns.  A namedtuple, not a dataclass: importing dataclasses costs ~15 ms,
 # which would count as tracing overhead in every short traced process.
 Summary = namedtuple(
     "Summary",
-    ["path", "events", "dropped", "duration_ns", "bytes", "threads", "functions", "sampling"],
-    defaults=(None,),
+    ["path", "events", "dropped", "duration_ns", "bytes", "threads", "functions", "sampling",
+     "lost_threads", "hook_lost_threads"],
+    defaults=(None, 0, 0),
 )
 Summary.__doc__ = (
-    "What stop() returns: path, events, dropped, duration_ns, bytes, threads, functions, and "
-    "in sampling mode `sampling` (a SamplingStats; None in trace mode)."
+    "What stop() returns: path, events, dropped, duration_ns, bytes, threads, functions, in "
+    "sampling mode `sampling` (a SamplingStats; None in trace mode), lost_threads (threads "
+    "whose ring could not be allocated: their events are counted in dropped) and "
+    "hook_lost_threads (threads whose hook another tool replaced: nothing after that was "
+    "recorded there)."
 )
 
 # Sampling mode's account of itself.  rate_met is False when the sampler fell more than 10 %
@@ -113,7 +122,12 @@ class Session:
         # `fasttrace run` leaves its own frames out of the calling thread's start-up stack
         self._skip_caller_stack = False
         self._stop_codes: "tuple[Any, ...]" = ()
-        self._thread_start: Any = None  # sampling: (name, original, wrapper) in threading
+        # thread starters replaced while this session runs: (module, name, original, wrapper)
+        self._thread_starts: "list[tuple[Any, str, Any, Any]]" = []
+        #: sys.monitoring tool id (3.12+), else None
+        self.tool_id: Optional[int] = None
+        self._monitoring_events = 0
+        self._bootstrap: Any = None  # 3.9-3.11: what threading.setprofile was given
 
     def __enter__(self) -> "Session":
         return self
@@ -169,32 +183,17 @@ def _check_no_other_profiler(hook: str) -> None:
             "another tool (a debugger or a JIT) has replaced CPython's frame evaluator "
             "(PEP 523); stop it before fasttrace.start(), or pass c_calls=True"
         )
-    if _core.USE_MONITORING:
-        holder = sys.monitoring.get_tool(TOOL_ID)
-        if holder is not None:
-            raise TracingError(
-                f"sys.monitoring tool id {TOOL_ID} (PROFILER_ID) is held by {holder!r}; "
-                "stop that profiler before fasttrace.start()"
-            )
 
 
-def _open_output(path: str) -> int:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
-    try:
-        return os.open(path, flags, 0o644)
-    except IsADirectoryError:
-        raise TracingError(f"cannot write trace to {path!r}: it is a directory") from None
-    except FileNotFoundError:
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise TracingError(
-                f"cannot write trace to {path!r}: directory {parent!r} does not exist"
-            ) from None
-        raise TracingError(f"cannot write trace to {path!r}: cannot create the file") from None
-    except PermissionError:
-        raise TracingError(f"cannot write trace to {path!r}: permission denied") from None
-    except OSError as e:
-        raise TracingError(f"cannot write trace to {path!r}: {e.strerror}") from None
+def _free_tool_id() -> int:
+    """The first of TOOL_IDS that no tool holds, or TracingError naming the holders."""
+    holders = {i: sys.monitoring.get_tool(i) for i in TOOL_IDS}
+    for i, holder in holders.items():
+        if holder is None:
+            return i
+    taken = ", ".join(f"{i} by {h!r}" for i, h in holders.items())
+    raise TracingError(f"no free sys.monitoring tool id for fasttrace (it uses {TOOL_IDS}; "
+                       f"held: {taken}); stop one of those tools before fasttrace.start()")
 
 
 def _command_line() -> bytes:
@@ -267,20 +266,15 @@ def _start(path: "str | os.PathLike[str]", c_calls: bool, buffer_size: int,
             return _start_sampling(path, buffer_size, float(rate), clock or "wall", stop_codes)
         hook = _choose_hook(c_calls)
         _check_no_other_profiler(hook)
-        _core.hooks_init()
-        fd = _open_output(path)
+        tool_id = _free_tool_id() if hook == "monitoring" else None
+        _prepare_core()
+        fd = open_output(path)
         n_chunks = buffer_size // CHUNK_SIZE
         hook_id = {"profile": _core.HOOK_PROFILE, "monitoring": _core.HOOK_MONITORING,
                    "eval_frame": _core.HOOK_EVAL_FRAME}[hook]
-        try:
-            _core.session_start(
-                fd, c_calls, hook_id, CHUNK_SIZE, n_chunks, _command_line(), sys.version,
-                sys.hexversion,
-            )
-        except OSError as e:
-            os.close(fd)
-            raise TracingError(f"cannot start writing {path!r}: {e.strerror}") from None
+        _session_start(fd, path, buffer_size, c_calls, hook_id, n_chunks, False)
         session = Session(path, c_calls, buffer_size, hook)
+        session.tool_id = tool_id
         session._skip_caller_stack = skip_caller_stack
         _install(session)
         _session = session
@@ -288,17 +282,35 @@ def _start(path: "str | os.PathLike[str]", c_calls: bool, buffer_size: int,
         return session
 
 
+def _prepare_core() -> None:
+    _core.hooks_init()  # fork and exit handlers; once per process
+    # start() and stop() are not the program's: their frames, and what they call, are not
+    # recorded (the code object's filename is this module's)
+    _core.set_own_files((__file__,))
+
+
+def _session_start(fd: int, path: str, buffer_size: int, c_calls: bool, hook_id: int,
+                   n_chunks: int, sample: bool) -> None:
+    try:
+        _core.session_start(fd, c_calls, hook_id, CHUNK_SIZE, n_chunks, _command_line(),
+                            sys.version, sys.hexversion, sample, path)
+    except OSError as e:
+        os.close(fd)
+        if e.errno == errno.ENOMEM:
+            raise TracingError(
+                f"cannot reserve a ring buffer of {format_size(buffer_size)} per thread: out of "
+                "memory (pass a smaller buffer_size)") from None
+        raise TracingError(f"cannot start writing {path!r}: {e.strerror}") from None
+
+
 def _start_sampling(path: str, buffer_size: int, rate: float, clock: str,
                     stop_codes: "tuple[Any, ...]") -> Session:
     """Sampling mode: no hook at all, so it runs beside debuggers and other profilers."""
     global _session
-    fd = _open_output(path)
-    try:
-        _core.session_start(fd, False, _core.HOOK_PROFILE, CHUNK_SIZE, buffer_size // CHUNK_SIZE,
-                            _command_line(), sys.version, sys.hexversion, True)
-    except OSError as e:
-        os.close(fd)
-        raise TracingError(f"cannot start writing {path!r}: {e.strerror}") from None
+    _prepare_core()
+    fd = open_output(path)
+    _session_start(fd, path, buffer_size, False, _core.HOOK_SAMPLER, buffer_size // CHUNK_SIZE,
+                   True)
     try:
         _core.sampler_start(rate, _core.CLOCK_CPU if clock == "cpu" else _core.CLOCK_WALL,
                             _call_opcodes(), tuple(stop_codes))
@@ -328,7 +340,8 @@ def _name_sampled_threads(force: bool) -> None:
 
 # The sampler cannot call Python, and a thread may live and die while the main thread is
 # blocked (in join(), say), so names are handed over as threads start: threading's own thread
-# starter is wrapped while sampling runs.  It returns the new thread's ident (3.9-3.12) or a
+# starter is wrapped while sampling runs, by a C wrapper (no Python frame of ours sits on the
+# caller's stack while the starter blocks).  It returns the new thread's ident (3.9-3.12) or a
 # handle that has it (3.13).
 _START_NAMES = ("_start_joinable_thread", "_start_new_thread")
 
@@ -337,30 +350,29 @@ def _wrap_thread_start(session: Session) -> None:
     name = next((n for n in _START_NAMES if hasattr(threading, n)), None)
     if name is None:
         return
-    original = getattr(threading, name)
 
-    def start_thread(function: Any, *args: Any, **kwargs: Any) -> Any:
-        before = _core.last_thread_uid()
-        result = original(function, *args, **kwargs)
+    def name_started(function: Any, result: Any, uid_before: int) -> None:
         owner = getattr(function, "__self__", None)
         ident = getattr(result, "ident", result)
         if isinstance(owner, threading.Thread) and isinstance(ident, int) and \
                 _session is session:
-            _core.name_sampled_thread(ident, owner.name, None, False, before)
-        return result
+            _core.name_sampled_thread(ident, owner.name, None, False, uid_before)
 
-    start_thread.__wrapped__ = original  # type: ignore[attr-defined]
-    setattr(threading, name, start_thread)
-    session._thread_start = (name, original, start_thread)
+    _patch(session, threading, name, name_started, install_hook=False)
+
+
+def _patch(session: Session, module: Any, name: str, after: Any, install_hook: bool) -> None:
+    original = getattr(module, name)
+    wrapper = _core.wrap_thread_start(original, after, install_hook)
+    setattr(module, name, wrapper)
+    session._thread_starts.append((module, name, original, wrapper))
 
 
 def _unwrap_thread_start(session: Session) -> None:
-    if session._thread_start is None:
-        return
-    name, original, wrapper = session._thread_start
-    if getattr(threading, name, None) is wrapper:  # unless someone wrapped it after us
-        setattr(threading, name, original)
-    session._thread_start = None
+    for module, name, original, wrapper in reversed(session._thread_starts):
+        if getattr(module, name, None) is wrapper:  # unless someone wrapped it after us
+            setattr(module, name, original)
+    session._thread_starts = []
 
 
 _CALL_OPCODES: Optional[bytes] = None
@@ -394,29 +406,40 @@ def _install(session: Session) -> None:
     if session.hook == "monitoring":
         mon = sys.monitoring
         ev = mon.events
-        mon.use_tool_id(TOOL_ID, "fasttrace")
+        tool = session.tool_id
+        assert tool is not None
+        mon.use_tool_id(tool, "fasttrace")
         if _disabled_call_sites:
             mon.restart_events()  # re-arm call sites a previous trace disabled
         enter, exit_, call, c_exit = _core.monitoring_callbacks()
         events = 0
         for e in (ev.PY_START, ev.PY_RESUME, ev.PY_THROW):
-            mon.register_callback(TOOL_ID, e, enter)
+            mon.register_callback(tool, e, enter)
             events |= e
         for e in (ev.PY_RETURN, ev.PY_YIELD, ev.PY_UNWIND):
-            mon.register_callback(TOOL_ID, e, exit_)
+            mon.register_callback(tool, e, exit_)
             events |= e
         if session.c_calls:
-            mon.register_callback(TOOL_ID, ev.CALL, call)
+            mon.register_callback(tool, ev.CALL, call)
             for e in (ev.C_RETURN, ev.C_RAISE):
-                mon.register_callback(TOOL_ID, e, c_exit)
+                mon.register_callback(tool, e, c_exit)
             events |= ev.CALL | ev.C_RETURN | ev.C_RAISE
             _disabled_call_sites = True
-        _core.install_monitoring(mon.set_events, TOOL_ID, events, session._skip_caller_stack)
+        _core.install_monitoring(mon.set_events, tool, events, session._skip_caller_stack)
+        # as get_events() reports them (C_RETURN and C_RAISE come with CALL, unlisted)
+        session._monitoring_events = mon.get_events(tool)
     elif session.hook == "eval_frame":
         _core.install_eval_frame()  # checked free under the lock in start()
     else:
         session._prev_threading_profile = getattr(threading, "_profile_hook", None)
-        threading.setprofile(_core.legacy_bootstrap())
+        session._bootstrap = _core.legacy_bootstrap()
+        threading.setprofile(session._bootstrap)
+        # threading.setprofile reaches threading.Thread only; threads started with _thread get
+        # the hook from a wrapper of its starters
+        import _thread
+        for name in ("start_new_thread", "start_new"):
+            if hasattr(_thread, name):
+                _patch(session, _thread, name, None, install_hook=True)
         _core.install_legacy(session._skip_caller_stack)
 
 
@@ -425,19 +448,46 @@ def _uninstall(session: Session) -> None:
         _core.remove_eval_frame()
     elif session.hook == "monitoring":
         mon = sys.monitoring
-        mon.set_events(TOOL_ID, 0)
-        for e in _all_monitoring_events():
-            mon.register_callback(TOOL_ID, e, None)
-        mon.free_tool_id(TOOL_ID)
+        tool = session.tool_id
+        if mon.get_tool(tool) == "fasttrace":  # else someone freed it under us
+            mon.set_events(tool, 0)
+            for e in _all_monitoring_events():
+                mon.register_callback(tool, e, None)
+            mon.free_tool_id(tool)
     else:
         _core.remove_legacy()
-        threading.setprofile(session._prev_threading_profile)
+        if getattr(threading, "_profile_hook", None) is session._bootstrap:
+            threading.setprofile(session._prev_threading_profile)
+        _unwrap_thread_start(session)
 
 
 def _all_monitoring_events() -> "list[int]":
     ev = sys.monitoring.events
     return [ev.PY_START, ev.PY_RESUME, ev.PY_THROW, ev.PY_RETURN, ev.PY_YIELD, ev.PY_UNWIND,
             ev.CALL, ev.C_RETURN, ev.C_RAISE]
+
+
+def _check_hooks(session: Session) -> "list[str]":
+    """Marks in the file the threads whose hook another tool replaced, and returns what the
+    user must be told about the rest."""
+    notes = []
+    if session.hook == "monitoring":
+        mon = sys.monitoring
+        tool = session.tool_id
+        if mon.get_tool(tool) != "fasttrace":
+            what = f"sys.monitoring tool id {tool} was freed by someone else"
+        elif mon.get_events(tool) != session._monitoring_events:
+            what = f"the events of sys.monitoring tool id {tool} were changed by someone else"
+        else:
+            what = ""
+        if what:
+            _core.lose_hooks(what)
+    elif session.hook == "profile" and \
+            getattr(threading, "_profile_hook", None) is not session._bootstrap:
+        notes.append("threading.setprofile() replaced fasttrace's hook for new threads while "
+                     "tracing: threads started after that were not traced")
+    _core.check_hooks()
+    return notes
 
 
 def stop() -> Summary:
@@ -448,11 +498,13 @@ def stop() -> Summary:
         if session is None:
             raise TracingError("fasttrace.stop() was called but no trace is running")
         sampling = session.rate is not None
+        notes: "list[str]" = []
         if sampling:
             _unwrap_thread_start(session)
             _name_sampled_threads(force=True)
             _core.session_quiesce()
         else:
+            notes = _check_hooks(session)
             _core.session_quiesce()
             _uninstall(session)
             for t in threading.enumerate():
@@ -475,6 +527,8 @@ def stop() -> Summary:
         functions=result["functions"],
         sampling=sampling_stats(session.rate, session.clock, result["sampler"])
         if session.rate is not None else None,
+        lost_threads=result["lost_threads"],
+        hook_lost_threads=result["hook_lost_threads"],
     )
     session.summary = summary
     if result["error"]:
@@ -483,7 +537,21 @@ def stop() -> Summary:
             f"{os.strerror(result['error'])}; tracing stopped there and the "
             f"{result['error_offset']} bytes before it are readable"
         )
+    for note in _losses(summary) + notes:
+        warnings.warn(f"fasttrace: {note}", RuntimeWarning, stacklevel=2)
     return summary
+
+
+def _losses(summary: Summary) -> "list[str]":
+    notes = []
+    if summary.lost_threads:
+        notes.append(f"{summary.lost_threads} thread(s) could not get a ring buffer (out of "
+                     "memory): their events were not recorded and are counted as dropped")
+    if summary.hook_lost_threads:
+        notes.append(f"on {summary.hook_lost_threads} thread(s) another tool replaced "
+                     "fasttrace's hook (sys.setprofile, cProfile or another profiler): "
+                     "nothing after that was recorded there; `fasttrace info` shows where")
+    return notes
 
 
 def _stop_at_exit() -> None:

@@ -25,8 +25,9 @@ FORMAT_VERSION = FT_FORMAT_VERSION
 CHUNK_HEADER_SIZE = FT_CHUNK_HEADER_SIZE
 # The hook that recorded a trace (header flags bits 1-2).
 HOOK_PROFILE, HOOK_MONITORING, HOOK_EVAL_FRAME = FT_HOOK_PROFILE, FT_HOOK_MONITORING, FT_HOOK_EVAL_FRAME
+HOOK_SAMPLER = FT_HOOK_SAMPLER
 HOOK_NAMES = {FT_HOOK_PROFILE: "profile", FT_HOOK_MONITORING: "monitoring",
-              FT_HOOK_EVAL_FRAME: "eval_frame"}
+              FT_HOOK_EVAL_FRAME: "eval_frame", FT_HOOK_SAMPLER: "sampler"}
 
 
 # ---- session and hooks (GIL held unless marked) -------------------------------------------
@@ -37,11 +38,13 @@ def hooks_init():
 
 def session_start(int fd, bint c_calls, int hook, uint32_t chunk_size, uint32_t n_chunks,
                   bytes command_line, str python_version, uint32_t python_version_hex,
-                  bint sample=False):
-    """Writes the header and starts the writer thread.  Raises OSError; the caller keeps fd."""
+                  bint sample=False, str path=""):
+    """Writes the header and starts the writer thread.  Raises OSError; the caller keeps fd.
+    ENOMEM: a ring of chunk_size * n_chunks bytes cannot be reserved."""
     cdef ft_config cfg
     cdef bytes py = python_version.encode("utf-8", "replace")
-    cfg.path = NULL
+    cdef bytes path_b = _os.fsencode(path)
+    cfg.path = path_b
     cfg.fd = fd
     cfg.c_calls = c_calls
     cfg.hook = hook
@@ -109,6 +112,32 @@ def eval_frame_taken():
 
 def legacy_bootstrap():
     return ft_hooks_legacy_bootstrap()
+
+
+def set_own_files(tuple files):
+    """Code of these files is fasttrace's own: never recorded, nor what it calls."""
+    ft_intern_set_own_files(files)
+
+
+def check_hooks():
+    """Marks threads whose hook another tool replaced (3.9-3.11); see ft_hooks.h."""
+    ft_hooks_check()
+
+
+def lose_hooks(str what):
+    """Marks every live thread's hook as lost, for `what` reason."""
+    cdef bytes b = what.encode("utf-8", "replace")
+    ft_hooks_lose_all(b)
+
+
+def run_unmuted(code, dict globals):
+    """exec(code, globals), recorded although the caller's frames are muted (fasttrace run)."""
+    return ft_hooks_run_unmuted(code, globals)
+
+
+def wrap_thread_start(original, after, bint install_hook):
+    """A C wrapper of a thread starter; see ft_spawn.h."""
+    return ft_spawn_wrap(original, after, install_hook)
 
 
 def set_thread_name(unsigned long long ident, str name):
@@ -189,6 +218,8 @@ def session_finish():
         "duration_ns": s.duration_ns,
         "threads": s.threads,
         "functions": s.functions,
+        "lost_threads": s.lost_threads,
+        "hook_lost_threads": s.hook_lost_threads,
         "error": s.error,
         "error_offset": s.error_offset,
         "sampler": {k: s.sampler[i] for i, k in enumerate(SAMPLER_STATS)},
@@ -322,6 +353,8 @@ cdef class TraceFile:
     cdef readonly uint64_t chunk_events   # sum of the chunk headers' record counts
     cdef readonly dict thread_records     # thread id -> records in its chunks
     cdef readonly object writer_error
+    cdef readonly object lost_threads     # threads whose ring could not be allocated
+    cdef list _hook_lost                  # (thread id, tick, what)
     cdef readonly list stacks             # sampling: index = stack id, tuples of Functions
     cdef readonly dict sampling           # sampling: rate_hz, clock, max_depth, stats; or None
     cdef list _sample_chunks              # (chunk offset, payload size, base_tick)
@@ -346,6 +379,8 @@ cdef class TraceFile:
         self.sampling = None
         self.thread_records = {}
         self.damage = None
+        self.lost_threads = 0
+        self._hook_lost = []
 
     def __dealloc__(self):
         if self._fd >= 0:
@@ -493,6 +528,7 @@ cdef class TraceFile:
         self.trailer_events = tr.events
         self.trailer_dropped = tr.dropped
         self.writer_error = tr.error or None
+        self.lost_threads = tr.lost_threads
         self._add_clock(tr.stop_tick, tr.stop_mono_ns)
         self._end_tick = tr.stop_tick
 
@@ -556,6 +592,8 @@ cdef class TraceFile:
                 self.sampling = {"rate_hz": d.rate,
                                  "clock": "cpu" if d.clock == FT_CLOCK_CPU else "wall",
                                  "max_depth": d.max_depth, "stats": None}
+            elif d.tag == FT_DEF_HOOK_LOST:
+                self._hook_lost.append((d.id, d.tick, _text(d.name)))
             elif d.tag == FT_DEF_SAMPLER_STATS:
                 if self.sampling is None:
                     raise FormatError(self.path, base + start,
@@ -596,6 +634,12 @@ cdef class TraceFile:
     @property
     def duration_ns(self):
         return self._ns(self._end_tick)
+
+    @property
+    def hook_lost(self):
+        """(thread id, ts, what) for each thread whose hook another tool replaced: nothing of
+        that thread after ts was recorded."""
+        return [(tid, self._ns(tick), what) for tid, tick, what in self._hook_lost]
 
     def events(self, thread=None, bint gaps=False):
         """Events chunk by chunk: in order within each thread; threads interleave by chunk.

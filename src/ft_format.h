@@ -36,6 +36,7 @@ enum ft_hook_kind {
     FT_HOOK_PROFILE = 0,    /* a C profile function (PyEval_SetProfile), 3.9-3.11 */
     FT_HOOK_MONITORING = 1, /* sys.monitoring C callbacks, 3.12+ */
     FT_HOOK_EVAL_FRAME = 2, /* a PEP 523 frame evaluator, 3.11 with c_calls=False */
+    FT_HOOK_SAMPLER = 3,    /* sampling mode: no hook, a sampler thread */
 };
 
 /* Chunk types. */
@@ -107,6 +108,8 @@ enum ft_def_tag {
                                   first) */
     FT_DEF_SAMPLING = 0x14,    /* varint rate_hz, u8 clock (ft_sample_clock), varint max_depth */
     FT_DEF_SAMPLER_STATS = 0x15, /* varint count, count x varint value (ft_sampler_stat order) */
+    FT_DEF_HOOK_LOST = 0x16,     /* varint thread, varint tick, str what: another tool replaced
+                                    this thread's hook; nothing after `tick` was recorded */
 };
 
 enum ft_stack_flags {
@@ -150,7 +153,7 @@ typedef struct {
     uint32_t threads;
     uint32_t functions;
     uint32_t error; /* errno of a writer failure, 0 if none */
-    uint32_t reserved;
+    uint32_t lost_threads; /* threads whose ring could not be allocated (0 before this field) */
 } ft_trailer;
 
 _Static_assert(sizeof(ft_trailer) == 56, "trailer is 56 bytes");

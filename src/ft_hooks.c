@@ -21,6 +21,7 @@
 
 static FT_TLS uint32_t tls_gen;
 static FT_TLS ft_thread* tls_thread;
+static FT_TLS int tls_lost; /* this thread's ring could not be allocated in session tls_gen */
 
 static pthread_key_t g_exit_key;
 static int g_ready;
@@ -52,13 +53,13 @@ attach_slow(void)
     ft_py_err_save(&err);
     ft_thread* t = ft_session_attach_thread(PyThread_get_thread_ident(),
                                             PyThread_get_thread_native_id(), NULL);
+    tls_lost = t == NULL;
     if (t != NULL) {
         /* The key holds (generation, id) as an integer, never a pointer, so a late exit of a
          * thread from an earlier session cannot reach freed memory. */
         pthread_setspecific(g_exit_key, (void*)(((uintptr_t)gen << 32) | t->id));
         if (ft_thread_try_name(t)) {
-            t->name_pending = 0;
-            t->limit = t->real_limit;
+            ft_thread_named(t);
         }
     }
     ft_py_err_restore(&err);
@@ -73,6 +74,29 @@ current_thread(void)
         return tls_thread;
     }
     return attach_slow();
+}
+
+/* An event current_thread() had no buffer for.  If the session is running, the thread's ring
+ * could not be allocated: count the event as lost, so that nothing is lost silently. */
+static void
+note_untraced(void)
+{
+    if (tls_lost && tls_gen == atomic_load_explicit(&ft_active_gen, memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&ft_S.lost_events, 1, memory_order_relaxed);
+    }
+}
+
+/* ---- fasttrace's own code ---------------------------------------------------------------- */
+
+/* ft_intern.c calls this when the code being interned is fasttrace's own (start(), stop()):
+ * the event about to be emitted, and everything under it, is not recorded. */
+static void
+mute_own_code(void)
+{
+    if (tls_thread != NULL &&
+        tls_gen == atomic_load_explicit(&ft_active_gen, memory_order_relaxed)) {
+        ft_thread_mute(tls_thread, 0);
+    }
 }
 
 int
@@ -117,7 +141,14 @@ static inline void
 emit_enter(ft_thread* t, uint8_t tag, uint32_t fid)
 {
     uint64_t now = tick_after(t);
-    if (FT_UNLIKELY(t->pos > t->limit) && !ft_thread_make_room(t, now)) {
+    int room = FT_ROOM_WRITE;
+    if (FT_UNLIKELY(t->pos > t->limit)) {
+        room = ft_thread_make_room(t, now, 1);
+        if (room == FT_ROOM_SKIP) {
+            return; /* fasttrace's own frame */
+        }
+    }
+    if (FT_UNLIKELY(room == FT_ROOM_DROP)) {
         t->dropped++;
     }
     else {
@@ -142,7 +173,14 @@ static inline void
 emit_exit(ft_thread* t, uint8_t tag, uint32_t orphan_fid)
 {
     uint64_t now = tick_after(t);
-    if (FT_UNLIKELY(t->pos > t->limit) && !ft_thread_make_room(t, now)) {
+    int room = FT_ROOM_WRITE;
+    if (FT_UNLIKELY(t->pos > t->limit)) {
+        room = ft_thread_make_room(t, now, 0);
+        if (room == FT_ROOM_SKIP) {
+            return;
+        }
+    }
+    if (FT_UNLIKELY(room == FT_ROOM_DROP)) {
         t->dropped++;
     }
     else {
@@ -213,6 +251,9 @@ mon_enter(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
     if (FT_LIKELY(t != NULL && nargs >= 1)) {
         emit_enter(t, FT_REC_CALL, ft_intern_code((PyCodeObject*)args[0]));
     }
+    else if (t == NULL) {
+        note_untraced();
+    }
     Py_RETURN_NONE;
 }
 
@@ -223,6 +264,9 @@ mon_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
     ft_thread* t = current_thread();
     if (FT_LIKELY(t != NULL && nargs >= 1)) {
         on_py_exit(t, (PyCodeObject*)args[0]);
+    }
+    else if (t == NULL) {
+        note_untraced();
     }
     Py_RETURN_NONE;
 }
@@ -239,6 +283,9 @@ mon_call(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
         ft_thread* t = current_thread();
         if (FT_LIKELY(t != NULL)) {
             emit_enter(t, FT_REC_C_CALL, ft_intern_cfunc(callable));
+        }
+        else {
+            note_untraced();
         }
         Py_RETURN_NONE;
     }
@@ -260,6 +307,9 @@ mon_c_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
         ft_thread* t = current_thread();
         if (FT_LIKELY(t != NULL)) {
             on_c_exit(t, args[2]);
+        }
+        else {
+            note_untraced();
         }
     }
     Py_RETURN_NONE;
@@ -299,6 +349,7 @@ legacy_profile(PyObject* obj, PyFrameObject* frame, int what, PyObject* arg)
     (void)obj;
     ft_thread* t = current_thread();
     if (FT_UNLIKELY(t == NULL)) {
+        note_untraced();
         return 0;
     }
     switch (what) {
@@ -346,6 +397,39 @@ ft_hooks_remove_legacy(void)
         if (ft_py_tstate_profilefunc(ts) == legacy_profile &&
             _PyEval_SetProfile(ts, NULL, NULL) < 0) {
             PyErr_Clear();
+        }
+    }
+}
+
+void
+ft_hooks_install_legacy_current(void)
+{
+    if (atomic_load_explicit(&ft_active_gen, memory_order_relaxed) != FT_GEN_NONE &&
+        PyEval_GetProfile() == NULL) {
+        PyEval_SetProfile(legacy_profile, g_marker);
+        PyErr_Clear(); /* an audit hook said no: this thread stays untraced */
+    }
+}
+
+/* A thread we follow whose profile function is no longer ours: sys.setprofile(),
+ * cProfile.enable() or another profiler replaced it (or removed it) on that thread.  Its
+ * last record is where the gap begins.  GIL held. */
+static void
+check_legacy_hooks(void)
+{
+    PyThreadState* ts = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(
+        PyThreadState_Get()));
+    for (; ts != NULL; ts = PyThreadState_Next(ts)) {
+        if (ft_py_tstate_profilefunc(ts) == legacy_profile) {
+            continue;
+        }
+        /* A thread that has not had its first event yet has no buffer: nothing to lose. */
+        ft_thread* t = ft_session_find_thread(ft_py_tstate_ident(ts));
+        if (t != NULL && !t->hook_lost) {
+            ft_session_hook_lost(t, ft_py_tstate_profilefunc(ts) == NULL
+                                        ? "its profile function was removed (sys.setprofile)"
+                                        : "another profile function replaced fasttrace's "
+                                          "(sys.setprofile, cProfile or another profiler)");
         }
     }
 }
@@ -411,6 +495,9 @@ eval_frame(PyThreadState* ts, ft_py_iframe* frame, int throwflag)
     if (FT_LIKELY(t != NULL)) {
         emit_enter(t, FT_REC_CALL, ft_intern_code(co));
     }
+    else {
+        note_untraced();
+    }
     PyObject* result = _PyEval_EvalFrameDefault(ts, frame, throwflag);
     /* Look the thread up again: the trace may have stopped, or stopped and started again,
      * inside this frame.  In a new session nothing of this frame is open, so its exit is an
@@ -418,6 +505,9 @@ eval_frame(PyThreadState* ts, ft_py_iframe* frame, int throwflag)
     t = current_thread();
     if (FT_LIKELY(t != NULL)) {
         on_py_exit(t, co);
+    }
+    else {
+        note_untraced();
     }
     return result;
 }
@@ -429,6 +519,18 @@ ft_hooks_eval_frame_taken(void)
            _PyEval_EvalFrameDefault;
 }
 
+static void
+lose_eval_frame(ft_thread* t, void* arg)
+{
+    (void)arg;
+    if (!t->hook_lost) {
+        ft_session_hook_lost(t, "another tool (a debugger or a JIT) replaced fasttrace's "
+                                "frame evaluator (PEP 523)");
+    }
+}
+
+static int g_eval_frame_installed;
+
 int
 ft_hooks_install_eval_frame(void)
 {
@@ -437,6 +539,7 @@ ft_hooks_install_eval_frame(void)
         return -1;
     }
     _PyInterpreterState_SetEvalFrameFunc(interp, eval_frame);
+    g_eval_frame_installed = 1;
     return 0;
 }
 
@@ -447,8 +550,23 @@ ft_hooks_remove_eval_frame(void)
     if (_PyInterpreterState_GetEvalFrameFunc(interp) == eval_frame) {
         _PyInterpreterState_SetEvalFrameFunc(interp, _PyEval_EvalFrameDefault);
     }
+    g_eval_frame_installed = 0;
+}
+
+static void
+check_eval_frame(void)
+{
+    if (g_eval_frame_installed &&
+        _PyInterpreterState_GetEvalFrameFunc(PyInterpreterState_Get()) != eval_frame) {
+        ft_session_each_thread(lose_eval_frame, NULL);
+    }
 }
 #else
+static void
+check_eval_frame(void)
+{
+}
+
 int
 ft_hooks_eval_frame_taken(void)
 {
@@ -467,6 +585,34 @@ ft_hooks_remove_eval_frame(void)
 }
 #endif
 
+/* ---- another tool took the hook ----------------------------------------------------------- */
+
+void
+ft_hooks_check(void)
+{
+    if (atomic_load_explicit(&ft_active_gen, memory_order_relaxed) == FT_GEN_NONE) {
+        return;
+    }
+#if !FT_USE_MONITORING
+    check_legacy_hooks();
+#endif
+    check_eval_frame();
+}
+
+static void
+lose_all(ft_thread* t, void* what)
+{
+    if (!t->hook_lost) {
+        ft_session_hook_lost(t, (const char*)what);
+    }
+}
+
+void
+ft_hooks_lose_all(const char* what)
+{
+    ft_session_each_thread(lose_all, (void*)what);
+}
+
 /* ---- set-up ----------------------------------------------------------------------------- */
 
 /* In a forked child the writer thread is gone and the session's locks may be held by threads
@@ -476,6 +622,18 @@ static void
 on_fork_child(void)
 {
     atomic_store(&ft_active_gen, FT_GEN_NONE);
+}
+
+static void
+on_fork_prepare(void)
+{
+    ft_session_fork_prepare();
+}
+
+static void
+on_fork_parent(void)
+{
+    ft_session_fork_parent();
 }
 
 int
@@ -490,10 +648,17 @@ ft_hooks_init(void)
         return -1;
     }
     if (pthread_key_create(&g_exit_key, on_thread_exit) != 0 ||
-        pthread_atfork(NULL, NULL, on_fork_child) != 0) {
+        pthread_atfork(on_fork_prepare, on_fork_parent, on_fork_child) != 0) {
         PyErr_SetString(PyExc_RuntimeError, "fasttrace: pthread_key_create/atfork failed");
         return -1;
     }
+    /* After the interpreter is gone: a trace started too late for atexit is still saved. */
+    if (Py_AtExit(ft_session_at_exit) < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "fasttrace: no room for a Py_AtExit function");
+        return -1;
+    }
+    ft_intern_set_own_code_callback(mute_own_code);
+    ft_thread_on_handoff = ft_hooks_check;
     g_ready = 1;
     return 0;
 }
@@ -536,34 +701,53 @@ ft_hooks_snapshot_threads(int skip_current)
 {
     PyThreadState* self = PyThreadState_Get();
     PyThreadState* ts = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(self));
-    uint32_t cap = 256, depth;
+    uint32_t cap = 256, depth, muted;
     uint32_t* fids = PyMem_RawMalloc(cap * sizeof *fids);
     if (fids == NULL) {
         return;
     }
     for (; ts != NULL; ts = PyThreadState_Next(ts)) {
-        depth = 0;
-        if (skip_current && ts == self) {
-            ft_session_add_snapshot(ft_py_tstate_ident(ts), fids, 0);
-            continue;
-        }
+        depth = muted = 0;
+        int leading_own = ts == self; /* start()'s own frames sit on top of the caller's */
         PyFrameObject* frame = ft_py_tstate_frame(ts); /* new reference */
         while (frame != NULL && depth < FT_MAX_DEPTH) {
-            if (depth == cap) {
-                uint32_t* grown = PyMem_RawRealloc(fids, 2 * cap * sizeof *fids);
-                if (grown == NULL) {
-                    break;
-                }
-                fids = grown;
-                cap *= 2;
+            PyCodeObject* co = ft_py_frame_code(frame);
+            if (ts == self && (skip_current || (leading_own && ft_intern_is_own(co)))) {
+                muted++; /* not recorded, and neither are their returns */
             }
-            fids[depth++] = ft_intern_code(ft_py_frame_code(frame));
+            else {
+                leading_own = 0;
+                if (depth == cap) {
+                    uint32_t* grown = PyMem_RawRealloc(fids, 2 * cap * sizeof *fids);
+                    if (grown == NULL) {
+                        break;
+                    }
+                    fids = grown;
+                    cap *= 2;
+                }
+                fids[depth++] = ft_intern_code(co);
+            }
             PyFrameObject* back = PyFrame_GetBack(frame); /* new reference */
             Py_DECREF(frame);
             frame = back;
         }
         Py_XDECREF(frame);
-        ft_session_add_snapshot(ft_py_tstate_ident(ts), fids, depth);
+        ft_session_add_snapshot(ft_py_tstate_ident(ts), fids, depth, muted);
     }
     PyMem_RawFree(fids);
+}
+
+PyObject*
+ft_hooks_run_unmuted(PyObject* code, PyObject* globals)
+{
+    uint32_t gen = atomic_load_explicit(&ft_active_gen, memory_order_relaxed);
+    ft_thread* t = gen != FT_GEN_NONE ? current_thread() : NULL;
+    uint32_t saved = t != NULL ? ft_thread_set_muted(t, 0) : 0;
+    PyObject* result = PyEval_EvalCode(code, globals, globals); /* new reference, or NULL */
+    /* The program may have stopped this trace and started another: leave that one alone. */
+    if (t != NULL && tls_thread == t && tls_gen == gen &&
+        atomic_load_explicit(&ft_active_gen, memory_order_relaxed) == gen) {
+        ft_thread_set_muted(t, saved);
+    }
+    return result;
 }

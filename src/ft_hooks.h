@@ -16,10 +16,24 @@ void ft_hooks_release(void);
 /* threading.get_ident() of a thread with a profile function set, or 0. */
 unsigned long ft_hooks_find_profiled_thread(void);
 
-/* Records every thread's current Python stack for its first event to open with.  With
- * skip_current, the calling thread's frames are left out: `fasttrace run` starts from inside
- * its own runner, whose frames are not the program's (their returns become orphans). */
+/* Records every thread's current Python stack for its first event to open with.  The calling
+ * thread's innermost frames that are fasttrace's own (start() and what it calls) are left out
+ * and muted: neither they, their returns nor what they call are recorded.  With skip_current
+ * all the calling thread's frames are muted that way: `fasttrace run` starts from inside its
+ * own runner, whose frames are not the program's; it runs the program with
+ * ft_hooks_run_unmuted. */
 void ft_hooks_snapshot_threads(int skip_current);
+/* Evaluates `code` in `globals` (borrowed) with the calling thread's muted region suspended.
+ * Returns a new reference, or NULL with an exception set. */
+PyObject* ft_hooks_run_unmuted(PyObject* code, PyObject* globals);
+
+/* Looks for threads whose hook another tool replaced (3.9-3.11: their profile function;
+ * 3.11: the frame evaluator) and marks each with a HOOK_LOST def.  Runs at every chunk
+ * hand-off and at stop().  GIL held. */
+void ft_hooks_check(void);
+/* Marks every live thread's hook as lost (3.12+: stop() found fasttrace's sys.monitoring
+ * tool id or events changed by someone else). */
+void ft_hooks_lose_all(const char* what);
 
 #if FT_USE_MONITORING
 /* New reference: (enter, exit, call, c_exit) callables for sys.monitoring.register_callback:
@@ -32,6 +46,7 @@ PyObject* ft_hooks_monitoring_callbacks(void);
 static inline void ft_hooks_install_legacy(void) {}
 static inline void ft_hooks_remove_legacy(void) {}
 static inline PyObject* ft_hooks_legacy_bootstrap(void) { Py_RETURN_NONE; }
+static inline void ft_hooks_install_legacy_current(void) {}
 #else
 /* Installs the C profile function on every existing thread of the interpreter. */
 void ft_hooks_install_legacy(void);
@@ -40,6 +55,9 @@ void ft_hooks_remove_legacy(void);
 /* New reference: the callable for threading.setprofile that swaps in the C hook on a new
  * thread's first event. */
 PyObject* ft_hooks_legacy_bootstrap(void);
+/* Installs the C hook on the calling thread if a trace runs and no profile function is set
+ * (a thread started with _thread.start_new_thread, see ft_spawn.c). */
+void ft_hooks_install_legacy_current(void);
 static inline PyObject* ft_hooks_monitoring_callbacks(void) { Py_RETURN_NONE; }
 #endif
 

@@ -16,6 +16,13 @@ cdef extern from "ft_hooks.h":
     int ft_hooks_install_eval_frame()
     void ft_hooks_remove_eval_frame()
     int ft_hooks_eval_frame_taken()
+    void ft_hooks_check()
+    void ft_hooks_lose_all(const char* what)
+    object ft_hooks_run_unmuted(object code, object globals)
+
+cdef extern from "ft_spawn.h":
+    object ft_spawn_wrap(object original, object after, int install_hook)
 
 cdef extern from "ft_intern.h":
     void ft_intern_reset()
+    int ft_intern_set_own_files(object files) except -1

@@ -6,6 +6,8 @@
 Py_ssize_t ft_code_extra_index = -1;
 
 static uint32_t g_next_fid;
+static PyObject* g_own_files;          /* strong: tuple of str */
+static void (*g_on_own_code)(void);
 
 typedef struct {
     const PyMethodDef* key;
@@ -69,9 +71,55 @@ put_function_def(uint32_t fid, int is_c, int lineno, PyObject* name, PyObject* q
     }
 }
 
+int
+ft_intern_set_own_files(PyObject* files)
+{
+    if (!PyTuple_Check(files)) {
+        PyErr_SetString(PyExc_TypeError, "own files must be a tuple of str");
+        return -1;
+    }
+    Py_INCREF(files);
+    Py_XSETREF(g_own_files, files);
+    return 0;
+}
+
+void
+ft_intern_set_own_code_callback(void (*fn)(void))
+{
+    g_on_own_code = fn;
+}
+
+int
+ft_intern_is_own(PyCodeObject* co)
+{
+    if (g_own_files == NULL) {
+        return 0;
+    }
+    PyObject* name = co->co_filename; /* borrowed */
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(g_own_files); i++) {
+        PyObject* own = PyTuple_GET_ITEM(g_own_files, i); /* borrowed */
+        if (name == own) {
+            return 1;
+        }
+        /* Two exact str objects compare without raising, so a pending exception of the
+         * traced program (this can run while it unwinds) is never touched. */
+        if (PyUnicode_CheckExact(name) && PyUnicode_CheckExact(own) &&
+            PyUnicode_Compare(name, own) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 uint32_t
 ft_intern_code_slow(PyCodeObject* co)
 {
+    if (FT_UNLIKELY(ft_intern_is_own(co))) {
+        if (g_on_own_code != NULL) {
+            g_on_own_code();
+        }
+        return 0;
+    }
     ft_py_err_state err;
     ft_py_err_save(&err);
     uint32_t fid = g_next_fid++;

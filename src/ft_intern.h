@@ -16,6 +16,14 @@ extern Py_ssize_t ft_code_extra_index;
 
 /* Returns 0 if the index cannot be had (too many co_extra users). */
 int ft_intern_init(void);
+
+/* fasttrace's own code: code objects of these files (a tuple of str, kept) are never given an
+ * id; each time one is about to be recorded the callback runs (the hooks mute that frame and
+ * what it calls) and ft_intern_code returns 0.  Own code runs only at start() and stop(), so
+ * it may take the slow path every time. */
+int ft_intern_set_own_files(PyObject* files);
+void ft_intern_set_own_code_callback(void (*fn)(void));
+int ft_intern_is_own(PyCodeObject* co);
 void ft_intern_reset(void);
 uint32_t ft_intern_code_slow(PyCodeObject* co);
 /* `callable` is a PyCFunction or a method descriptor (borrowed).  Returns 0 for anything else. */

@@ -211,6 +211,10 @@ ft_next_def(const uint8_t* payload, size_t size, size_t* pos, size_t base, ft_de
         ok = get_varint(&p, end, &d->count) && get_varint_list(&p, end, d->count, &d->list);
         d->id = 1;
         break;
+    case FT_DEF_HOOK_LOST:
+        ok = get_varint(&p, end, &d->id) && get_varint(&p, end, &d->tick) &&
+             get_str(&p, end, &d->name);
+        break;
     default:
         return fail(e, base + *pos, "unknown definition record 0x%02x", d->tag);
     }

@@ -63,6 +63,7 @@ typedef struct {
     uint64_t count;
     ft_str list;
     uint64_t rate, clock, max_depth;
+    uint64_t tick; /* HOOK_LOST: id = thread, tick, name = what replaced the hook */
 } ft_def;
 
 /* Decodes up to `n` varints of a STACK or SAMPLER_STATS list (validated by ft_next_def). */

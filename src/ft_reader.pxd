@@ -21,6 +21,7 @@ cdef extern from "ft_format.h" nogil:
         uint32_t threads
         uint32_t functions
         uint32_t error
+        uint32_t lost_threads
 
     enum:
         FT_CHUNK_EVENTS
@@ -31,6 +32,7 @@ cdef extern from "ft_format.h" nogil:
         FT_DEF_STACK
         FT_DEF_SAMPLING
         FT_DEF_SAMPLER_STATS
+        FT_DEF_HOOK_LOST
         FT_STACK_TRUNCATED
         FT_SAMPLE_IDLE
         FT_SAMPLE_IN_CALL
@@ -52,6 +54,7 @@ cdef extern from "ft_format.h" nogil:
         FT_HOOK_PROFILE
         FT_HOOK_MONITORING
         FT_HOOK_EVAL_FRAME
+        FT_HOOK_SAMPLER
         FT_FORMAT_VERSION
 
 cdef extern from "ft_reader.h" nogil:
@@ -106,6 +109,7 @@ cdef extern from "ft_reader.h" nogil:
         uint64_t rate
         uint64_t clock
         uint64_t max_depth
+        uint64_t tick
 
     size_t ft_def_list(const ft_def* d, uint64_t* out, size_t n)
 

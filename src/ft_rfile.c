@@ -128,13 +128,9 @@ ft_rfile_header(ft_rfile* f, ft_header* h, ft_read_error* e)
             return -1;
         }
     }
-    if (ft_read_header(p, n, h, e) < 0) {
-        if (e->offset == n && n < f->size) {
-            e->offset = (size_t)f->size; /* "ends inside the header": name the real end */
-        }
-        return -1;
-    }
-    return 0;
+    /* n is the whole file when the declared header is longer than it, so offsets past the
+     * header's end are the file's end, as ft_read_header reports them. */
+    return ft_read_header(p, n, h, e);
 }
 
 /* 1 if bytes [off, size) are all zero (the padding a preallocating writer leaves), 0 if not,

@@ -2,6 +2,7 @@
 #include "ft_session.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -104,12 +105,22 @@ ft_session_start(const ft_config* cfg)
         g_last_gen = 1; /* 0 is every new thread's cached generation */
     }
     ft_S.gen = g_last_gen;
+    /* A ring that cannot even be reserved now would make every thread's first event fail:
+     * say so at start() instead of recording nothing. */
+    ft_thread* probe = ft_thread_new(0, cfg->chunk_size, cfg->n_chunks);
+    if (probe == NULL) {
+        return ENOMEM;
+    }
+    ft_thread_free(probe);
+    ft_S.path = cfg->path != NULL ? strdup(cfg->path) : NULL;
     ft_clock_sample(&ft_S.start_clock);
     int err = write_header(cfg, clock_kind);
     if (err == 0) {
         err = ft_writer_start();
     }
     if (err != 0) {
+        free(ft_S.path);
+        ft_S.path = NULL;
         return err;
     }
     ft_S.running = 1;
@@ -161,6 +172,7 @@ ft_session_finish(ft_summary* out)
     while (ft_writer_drain() > 0) {
     }
     ft_writer_drain(); /* frees the threads finished in the last round */
+    ft_S.dropped += atomic_load(&ft_S.lost_events);
     ft_writer_write_clock();
     ft_writer_write_trailer(&stop);
     if (ft_S.fd >= 0) {
@@ -170,7 +182,9 @@ ft_session_finish(ft_summary* out)
 
     memset(out, 0, sizeof *out);
     out->events = ft_S.events;
-    out->dropped = ft_S.dropped;
+    out->dropped = ft_S.dropped; /* the trailer's count: rings and threads with none */
+    out->lost_threads = ft_S.lost_threads;
+    out->hook_lost_threads = ft_S.hook_lost_threads;
     out->bytes = ft_S.bytes;
     out->duration_ns = stop.mono_ns - ft_S.start_clock.mono_ns;
     out->threads = ft_S.n_threads + ft_S.n_sampled_threads;
@@ -189,7 +203,41 @@ ft_session_finish(ft_summary* out)
     free(ft_S.defs);
     ft_S.defs = NULL;
     free_snapshots();
+    free(ft_S.path);
+    ft_S.path = NULL;
     ft_S.running = 0;
+}
+
+void
+ft_session_at_exit(void)
+{
+    if (!ft_S.running) {
+        return;
+    }
+    ft_session_quiesce();
+    char* path = ft_S.path != NULL ? strdup(ft_S.path) : NULL;
+    ft_summary sum;
+    ft_session_finish(&sum);
+    char line[512];
+    int n;
+    if (sum.error != 0) {
+        n = snprintf(line, sizeof line,
+                     "fasttrace: writing %s failed at byte %llu: %s; tracing stopped there\n",
+                     path ? path : "the trace", (unsigned long long)sum.error_offset,
+                     strerror(sum.error));
+    }
+    else {
+        n = snprintf(line, sizeof line,
+                     "fasttrace: warning: the trace was still running when the interpreter "
+                     "exited (started after atexit handlers ran?); it was stopped and saved "
+                     "to %s (%llu records)\n",
+                     path ? path : "its file", (unsigned long long)sum.events);
+    }
+    free(path);
+    if (n > 0) {
+        ssize_t w = write(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+        (void)w;
+    }
 }
 
 void
@@ -203,7 +251,7 @@ ft_session_abandon(void)
         close(ft_S.fd);
     }
     ft_sampler_abandon();
-    memset(&ft_S, 0, sizeof ft_S);
+    memset(&ft_S, 0, sizeof ft_S); /* ft_S.path leaks with the rest */
     ft_S.fd = -1;
 }
 
@@ -223,7 +271,8 @@ take_snapshot(uint64_t ident)
 }
 
 void
-ft_session_add_snapshot(uint64_t ident, const uint32_t* fids_leaf_first, uint32_t depth)
+ft_session_add_snapshot(uint64_t ident, const uint32_t* fids_leaf_first, uint32_t depth,
+                        uint32_t muted)
 {
     ft_snapshot* s = calloc(1, sizeof *s);
     if (s == NULL || (depth > 0 && (s->fids = malloc(depth * sizeof(uint32_t))) == NULL)) {
@@ -232,6 +281,7 @@ ft_session_add_snapshot(uint64_t ident, const uint32_t* fids_leaf_first, uint32_
     }
     s->ident = ident;
     s->depth = depth;
+    s->muted = muted;
     for (uint32_t i = 0; i < depth; i++) {
         s->fids[i] = fids_leaf_first[depth - 1 - i];
     }
@@ -273,6 +323,8 @@ ft_session_attach_thread(uint64_t ident, uint64_t native_id, const char* name)
     }
     ft_thread* t = ft_thread_new(ft_S.n_threads + 1, ft_S.chunk_size, ft_S.n_chunks);
     if (t == NULL) {
+        /* Out of memory (or address space): this thread goes unrecorded, and says so. */
+        ft_S.lost_threads++;
         pthread_mutex_unlock(&ft_S.lock);
         return NULL;
     }
@@ -286,8 +338,7 @@ ft_session_attach_thread(uint64_t ident, uint64_t native_id, const char* name)
     t->chunk_base_tick = t->last_tick;
     ft_session_put_thread_def(t->id, t->ident, t->native_id, name);
     if (name != NULL) {
-        t->name_pending = 0;
-        t->limit = t->real_limit;
+        ft_thread_named(t);
     }
     if (snap != NULL) {
         /* Frames that were already running at start() open at the start time. */
@@ -296,6 +347,9 @@ ft_session_attach_thread(uint64_t ident, uint64_t native_id, const char* name)
         }
         t->depth = snap->depth;
         ft_thread_put_stack(t, FT_REC_STACK, 0, ft_S.start_clock.tick);
+        if (snap->muted > 0) {
+            ft_thread_mute(t, snap->muted);
+        }
         free(snap->fids);
         free(snap);
     }
@@ -314,6 +368,52 @@ ft_session_thread_exit(uint32_t gen, uint32_t id)
         }
     }
     pthread_mutex_unlock(&ft_S.lock);
+}
+
+ft_thread*
+ft_session_find_thread(uint64_t ident)
+{
+    ft_thread* found = NULL;
+    pthread_mutex_lock(&ft_S.lock);
+    for (uint32_t i = 0; i < ft_S.n_threads && found == NULL; i++) {
+        ft_thread* t = ft_S.threads[i];
+        if (t != NULL && !t->finished && t->ident == ident) {
+            found = t;
+        }
+    }
+    pthread_mutex_unlock(&ft_S.lock);
+    return found;
+}
+
+void
+ft_session_each_thread(void (*fn)(ft_thread* t, void* arg), void* arg)
+{
+    pthread_mutex_lock(&ft_S.lock);
+    for (uint32_t i = 0; i < ft_S.n_threads; i++) {
+        ft_thread* t = ft_S.threads[i];
+        if (t != NULL && !t->finished) {
+            fn(t, arg);
+        }
+    }
+    pthread_mutex_unlock(&ft_S.lock);
+}
+
+void
+ft_session_hook_lost(ft_thread* t, const char* what)
+{
+    if (!ft_thread_lose_hook(t)) {
+        return;
+    }
+    ft_S.hook_lost_threads++;
+    size_t n = strlen(what);
+    uint8_t* p = ft_defs_begin(1 + 10 + 10 + 10 + n);
+    if (p != NULL) {
+        *p++ = FT_DEF_HOOK_LOST;
+        p = ft_put_varint(p, t->id);
+        p = ft_put_varint(p, t->last_tick);
+        p = put_str(p, what, n);
+        ft_defs_end(p);
+    }
 }
 
 void

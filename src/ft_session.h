@@ -42,13 +42,15 @@ typedef struct {
 
 typedef struct {
     uint64_t events;
-    uint64_t dropped;
+    uint64_t dropped;     /* events lost to full rings and to threads with no ring */
     uint64_t bytes;
     uint64_t duration_ns;
     uint32_t threads;
     uint32_t functions;
-    int error;            /* errno of the first write failure, 0 if none */
-    uint64_t error_offset; /* file offset where it happened */
+    uint32_t lost_threads;      /* threads whose ring could not be allocated */
+    uint32_t hook_lost_threads; /* threads whose hook another tool replaced */
+    int error;             /* errno of the first write failure, 0 if none */
+    uint64_t error_offset; /* end of the last chunk written whole before it */
     uint64_t sampler[16]; /* sampling mode: ft_sampler_stat values */
 } ft_summary;
 
@@ -56,6 +58,7 @@ typedef struct {
 typedef struct ft_snapshot {
     uint64_t ident;
     uint32_t depth;
+    uint32_t muted; /* fasttrace's own frames running above these: their returns are muted */
     uint32_t* fids; /* root first */
     struct ft_snapshot* next;
 } ft_snapshot;
@@ -63,6 +66,7 @@ typedef struct ft_snapshot {
 typedef struct {
     uint32_t gen; /* this session's generation (never FT_GEN_NONE) */
     int running;
+    char* path;   /* for the message of a trace saved at exit (owned) */
     int c_calls;
     int fd;
     uint32_t chunk_size;
@@ -94,10 +98,19 @@ typedef struct {
     _Atomic int writer_stop;
     _Atomic int writer_error;
     uint64_t error_offset;
+    uint64_t good_bytes; /* end of the last chunk written whole; written by the writer only */
     uint64_t bytes;  /* file offset; written by the writer only */
     uint64_t events; /* records written */
     uint64_t dropped;
     uint64_t last_clock_ns;
+    int writer_exited;   /* under wake_lock: the writer saw writer_stop and is leaving */
+    _Atomic int writer_tid;
+    int writer_paused;   /* fork: the writer was stopped in prepare; restart in the parent */
+
+    /* threads the trace could not follow */
+    _Atomic uint64_t lost_events; /* events of threads whose ring could not be allocated */
+    uint32_t lost_threads;
+    uint32_t hook_lost_threads;
 } ft_session;
 
 extern ft_session ft_S;
@@ -114,12 +127,29 @@ void ft_session_quiesce(void);
 void ft_session_finish(ft_summary* out);
 /* In a forked child: forget the parent's session without touching its file or threads. */
 void ft_session_abandon(void);
+/* Py_AtExit: a trace still running when the interpreter is gone (start() called from an
+ * atexit handler, whose own handler never runs) is finished here and a line is written to
+ * stderr.  No Python: the interpreter is finalized. */
+void ft_session_at_exit(void);
+/* pthread_atfork: the writer thread is stopped around fork() (CPython warns about forking a
+ * multi-threaded process, and the child must not inherit a writer mid-write); the parent
+ * restarts it. */
+void ft_session_fork_prepare(void);
+void ft_session_fork_parent(void);
 
 /* ---- used by the hooks' slow paths and by start() ---- */
 
 /* Creates this thread's buffer (and its THREAD def); NULL when not tracing or out of memory. */
 ft_thread* ft_session_attach_thread(uint64_t ident, uint64_t native_id, const char* name);
-void ft_session_add_snapshot(uint64_t ident, const uint32_t* fids_leaf_first, uint32_t depth);
+void ft_session_add_snapshot(uint64_t ident, const uint32_t* fids_leaf_first, uint32_t depth,
+                             uint32_t muted);
+/* The thread's hook was replaced by another tool (see ft_thread_lose_hook): a HOOK_LOST def
+ * says on which thread, from which tick, and what replaced it.  GIL held. */
+void ft_session_hook_lost(ft_thread* t, const char* what);
+/* The live (not finished) thread with this ident, or NULL.  Takes the registry lock. */
+ft_thread* ft_session_find_thread(uint64_t ident);
+/* Calls fn on every live thread (registry lock held: fn must not take it). */
+void ft_session_each_thread(void (*fn)(ft_thread* t, void* arg), void* arg);
 /* Defs stream.  ft_defs_begin returns room for `size` bytes (lock taken) and ft_defs_end
  * commits `used` of them (lock released).  NULL from begin means out of memory (no lock). */
 uint8_t* ft_defs_begin(size_t size);

@@ -22,6 +22,8 @@ cdef extern from "ft_session.h" nogil:
         uint64_t duration_ns
         uint32_t threads
         uint32_t functions
+        uint32_t lost_threads
+        uint32_t hook_lost_threads
         int error
         uint64_t error_offset
         uint64_t sampler[16]

@@ -13,6 +13,8 @@
  * being checked. */
 #define FT_NAME_RECHECK_BYTES 0
 
+void (*ft_thread_on_handoff)(void);
+
 /* A chunk-less thread points pos and limit here so that every event takes the slow path. */
 static uint8_t g_no_room[FT_MAX_EVENT_SIZE * 2];
 
@@ -81,9 +83,78 @@ static void
 set_limit(ft_thread* t)
 {
     t->limit = t->real_limit;
+    if (t->muted || t->mute_next) {
+        /* Below pos: every event takes the slow path, which skips it.  pos is never the
+         * first byte of the ring (chunk headers precede payloads), so pos - 1 is in bounds. */
+        if (t->limit >= t->pos) {
+            t->limit = t->pos - 1;
+        }
+        return;
+    }
     if (t->name_pending && t->pos + FT_NAME_RECHECK_BYTES < t->real_limit) {
         t->limit = t->pos + FT_NAME_RECHECK_BYTES;
     }
+}
+
+void
+ft_thread_mute(ft_thread* t, uint32_t open_frames)
+{
+    if (open_frames > 0) {
+        t->muted += open_frames;
+    }
+    else {
+        t->mute_next = 1;
+    }
+    set_limit(t);
+}
+
+void
+ft_thread_named(ft_thread* t)
+{
+    t->name_pending = 0;
+    set_limit(t);
+}
+
+uint32_t
+ft_thread_set_muted(ft_thread* t, uint32_t muted)
+{
+    uint32_t was = t->muted;
+    t->muted = muted;
+    t->mute_next = 0;
+    set_limit(t);
+    return was;
+}
+
+int
+ft_thread_lose_hook(ft_thread* t)
+{
+    if (t->hook_lost || t->finished) {
+        return 0;
+    }
+    t->hook_lost = 1;
+    return 1;
+}
+
+/* A muted event: nothing is written and the shadow stack does not move. */
+static int
+follow_mute(ft_thread* t, int enter)
+{
+    int own = t->mute_next;
+    t->mute_next = 0;
+    if (t->muted > 0) {
+        if (enter) {
+            t->muted++;
+        }
+        else {
+            t->muted--;
+        }
+    }
+    else if (own && enter) {
+        t->muted = 1; /* one of our own frames opens: mute until it returns */
+    }
+    /* else the return of one of our own frames that opened before the trace did */
+    set_limit(t);
+    return FT_ROOM_SKIP;
 }
 
 static uint8_t*
@@ -128,8 +199,11 @@ take_chunk(ft_thread* t)
 }
 
 int
-ft_thread_make_room(ft_thread* t, uint64_t now)
+ft_thread_make_room(ft_thread* t, uint64_t now, int enter)
 {
+    if (FT_UNLIKELY(t->muted || t->mute_next)) {
+        return follow_mute(t, enter);
+    }
     if (t->dropping) {
         if (!take_chunk(t)) {
             return 0;
@@ -153,6 +227,9 @@ ft_thread_make_room(ft_thread* t, uint64_t now)
     if (!take_chunk(t)) {
         t->dropping = 1;
         return 0;
+    }
+    if (ft_thread_on_handoff != NULL) {
+        ft_thread_on_handoff();
     }
     return 1;
 }
@@ -212,6 +289,23 @@ ft_thread_rotate(ft_thread* t, int more)
 void
 ft_thread_finish(ft_thread* t, uint64_t now)
 {
+    if (t->hook_lost) {
+        /* Nothing reopens after the gap that began at the thread's last record. */
+        t->depth = 0;
+        t->excess = 0;
+    }
+    if (t->hook_lost && !t->dropping) {
+        /* Close that gap: the reader closes the frames that were open at its start. */
+        if (t->pos + 32 > t->real_limit) { /* put_stack needs 31 bytes below real_limit */
+            publish(t, 0);
+            if (!take_chunk(t)) {
+                t->dropping = 1;
+            }
+        }
+        if (!t->dropping) {
+            ft_thread_put_stack(t, FT_REC_DROP, 0, now);
+        }
+    }
     if (t->dropping && take_chunk(t)) {
         t->dropping = 0;
         ft_thread_put_stack(t, FT_REC_DROP, t->dropped, now);

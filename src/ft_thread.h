@@ -43,6 +43,14 @@ typedef struct ft_thread {
     uint8_t* real_limit; /* `limit` is lowered below this while the thread name is unknown */
     int dropping;
     int name_pending;
+    /* fasttrace's own frames (start(), stop()) and everything they call are not recorded:
+     * `muted` counts the frames of that region still open, `mute_next` marks the event being
+     * emitted as one of fasttrace's own.  Either sends every event down the slow path. */
+    uint32_t muted;
+    int mute_next;
+    /* Another tool replaced this thread's hook: nothing after its last record was seen.  The
+     * gap is closed (a DROP with no frames) when the thread finishes. */
+    int hook_lost;
     uint64_t dropped_total;
     uint64_t chunk_base_tick;
 
@@ -74,10 +82,34 @@ ft_thread* ft_thread_new(uint32_t id, uint32_t chunk_size, uint32_t n_chunks);
 void ft_thread_free(ft_thread* t);
 
 /* Slow path of every record write, called when pos > limit.  Publishes the full chunk, takes
- * the next one, resumes from a gap (writing a DROP record) or re-checks the thread name.
- * Returns 1 if a record of FT_MAX_EVENT_SIZE bytes may now be written at pos, 0 if the event
- * must be dropped.  Needs the GIL only for the name check (hook context). */
-int ft_thread_make_room(ft_thread* t, uint64_t now);
+ * the next one, resumes from a gap (writing a DROP record), re-checks the thread name, or
+ * follows a muted region.  `enter` is 1 for a call, 0 for a return.  Returns FT_ROOM_WRITE if
+ * a record of FT_MAX_EVENT_SIZE bytes may now be written at pos, FT_ROOM_DROP if the event
+ * must be dropped (and counted), FT_ROOM_SKIP if it is one of fasttrace's own (not recorded,
+ * not on the shadow stack).  Needs the GIL only for the name check (hook context). */
+enum { FT_ROOM_DROP = 0, FT_ROOM_WRITE = 1, FT_ROOM_SKIP = 2 };
+int ft_thread_make_room(ft_thread* t, uint64_t now, int enter);
+
+/* Starts a muted region on this thread: its next event is one of fasttrace's own (enter), or
+ * `open_frames` own frames are already running (their returns, and what they call, are not
+ * recorded).  Producer only. */
+void ft_thread_mute(ft_thread* t, uint32_t open_frames);
+
+/* The thread's name is known: its events stop taking the slow path for the name check. */
+void ft_thread_named(ft_thread* t);
+
+/* Sets the muted depth (0 ends the muted region) and returns the previous one.  Producer
+ * only. */
+uint32_t ft_thread_set_muted(ft_thread* t, uint32_t muted);
+
+/* Called (in hook context, GIL held) each time a thread hands a full chunk to the writer: the
+ * hooks check there that no other tool took their place.  Set by ft_hooks.c; a callback so
+ * that this layer does not call up into the hooks. */
+extern void (*ft_thread_on_handoff)(void);
+
+/* Marks that another tool replaced this thread's hook (GIL held; the thread's own hook no
+ * longer runs, so the caller may act as its producer).  Returns 1 the first time. */
+int ft_thread_lose_hook(ft_thread* t);
 
 /* Writes a STACK or DROP record of the current shadow stack into the current chunk (which the
  * caller made room in).  `tag` is FT_REC_STACK or FT_REC_DROP. */

@@ -1,10 +1,13 @@
 /* ft_writer.c: the writer thread.  It drains every thread's published chunks into the file,
  * never holds the GIL and never calls Python. */
+#define _GNU_SOURCE /* pthread_timedjoin_np, gettid */
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,17 +28,22 @@ fail(int err)
      * application goes on; stop() reports the error. */
     int expected = 0;
     if (atomic_compare_exchange_strong(&ft_S.writer_error, &expected, err)) {
-        ft_S.error_offset = ft_S.bytes;
+        /* What a reader will load: chunks written whole, not the bytes of a partial one. */
+        ft_S.error_offset = ft_S.good_bytes;
         atomic_store(&ft_active_gen, FT_GEN_NONE);
     }
 }
 
+/* Writes n iovecs, `per_chunk` of which make one chunk, and keeps good_bytes at the end of
+ * the last chunk written whole. */
 static void
-writev_all(struct iovec* iov, int n)
+writev_all(struct iovec* iov, int n, int per_chunk)
 {
     if (atomic_load_explicit(&ft_S.writer_error, memory_order_relaxed) != 0) {
         return;
     }
+    int done = 0;
+    uint64_t chunk_bytes = 0;
     while (n > 0) {
         ssize_t w = writev(ft_S.fd, iov, n);
         if (w < 0) {
@@ -48,12 +56,18 @@ writev_all(struct iovec* iov, int n)
         ft_S.bytes += (uint64_t)w;
         while (n > 0 && (size_t)w >= iov->iov_len) {
             w -= (ssize_t)iov->iov_len;
+            chunk_bytes += iov->iov_len;
+            if (++done % per_chunk == 0) {
+                ft_S.good_bytes += chunk_bytes;
+                chunk_bytes = 0;
+            }
             iov++;
             n--;
         }
         if (n > 0) {
             iov->iov_base = (uint8_t*)iov->iov_base + w;
             iov->iov_len -= (size_t)w;
+            chunk_bytes += (uint64_t)w;
         }
     }
 }
@@ -80,7 +94,7 @@ write_small_chunk(uint8_t type, const void* payload, uint32_t size)
     ft_chunk_header h;
     fill_header(&h, type, 0, 0, 0, 0, payload, size);
     struct iovec iov[2] = {{&h, sizeof h}, {(void*)payload, size}};
-    writev_all(iov, 2);
+    writev_all(iov, 2, 2);
 }
 
 static void
@@ -118,13 +132,13 @@ drain_ring(ft_thread* t, uint64_t head)
         niov++;
         chunks++;
         if (niov == FT_MAX_IOV) {
-            writev_all(iov, niov);
+            writev_all(iov, niov, 1);
             niov = 0;
             atomic_store_explicit(&t->tail, tail + 1, memory_order_release);
         }
     }
     if (niov > 0) {
-        writev_all(iov, niov);
+        writev_all(iov, niov, 1);
     }
     atomic_store_explicit(&t->tail, tail, memory_order_release);
     return chunks;
@@ -207,6 +221,7 @@ ft_writer_write_trailer(const ft_clock_sync* stop)
     tr.threads = ft_S.n_threads;
     tr.functions = ft_S.n_functions;
     tr.error = (uint32_t)atomic_load(&ft_S.writer_error);
+    tr.lost_threads = ft_S.lost_threads;
     write_small_chunk(FT_CHUNK_TRAILER, &tr, sizeof tr);
 }
 
@@ -214,10 +229,19 @@ static void*
 writer_main(void* arg)
 {
     (void)arg;
-    while (!atomic_load(&ft_S.writer_stop)) {
+    atomic_store(&ft_S.writer_tid, (int)syscall(SYS_gettid));
+    for (;;) {
         size_t n = ft_writer_drain();
         if (ft_clock_mono_ns() - ft_S.last_clock_ns >= FT_CLOCK_PERIOD_NS) {
             ft_writer_write_clock();
+        }
+        /* The decision to leave is made under wake_lock, so that the fork handlers know
+         * whether a writer asked to stop has left or may still be told to stay. */
+        pthread_mutex_lock(&ft_S.wake_lock);
+        if (atomic_load(&ft_S.writer_stop)) {
+            ft_S.writer_exited = 1;
+            pthread_mutex_unlock(&ft_S.wake_lock);
+            break;
         }
         if (n == 0) {
             struct timespec until;
@@ -227,12 +251,9 @@ writer_main(void* arg)
                 until.tv_sec++;
                 until.tv_nsec -= 1000000000;
             }
-            pthread_mutex_lock(&ft_S.wake_lock);
-            if (!atomic_load(&ft_S.writer_stop)) {
-                pthread_cond_timedwait(&ft_S.wake, &ft_S.wake_lock, &until);
-            }
-            pthread_mutex_unlock(&ft_S.wake_lock);
+            pthread_cond_timedwait(&ft_S.wake, &ft_S.wake_lock, &until);
         }
+        pthread_mutex_unlock(&ft_S.wake_lock);
     }
     return NULL;
 }
@@ -241,8 +262,11 @@ int
 ft_writer_start(void)
 {
     atomic_store(&ft_S.writer_stop, 0);
+    ft_S.writer_exited = 0;
     /* The first clock record comes 10 ms after start, the next ones every period. */
-    ft_S.last_clock_ns = ft_S.start_clock.mono_ns - FT_CLOCK_PERIOD_NS + FT_FIRST_CLOCK_NS;
+    if (ft_S.last_clock_ns == 0) {
+        ft_S.last_clock_ns = ft_S.start_clock.mono_ns - FT_CLOCK_PERIOD_NS + FT_FIRST_CLOCK_NS;
+    }
     /* Signals belong to the application's threads; the writer must never take one. */
     sigset_t all, old;
     sigfillset(&all);
@@ -260,4 +284,83 @@ ft_writer_join(void)
     pthread_cond_signal(&ft_S.wake);
     pthread_mutex_unlock(&ft_S.wake_lock);
     pthread_join(ft_S.writer, NULL);
+}
+
+/* ---- fork ---------------------------------------------------------------------------------- */
+
+#define FT_FORK_JOIN_NS 50000000L  /* a writer stuck in write() (a stalled pipe) is left alone */
+#define FT_FORK_TASK_NS 20000000L
+
+static void
+add_ns(struct timespec* t, long ns)
+{
+    t->tv_nsec += ns;
+    while (t->tv_nsec >= 1000000000L) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000L;
+    }
+}
+
+/* pthread_join returns when the thread has released its stack, a moment before the kernel
+ * stops counting it in the process's threads, which is what CPython's fork warning reads
+ * (/proc/self/stat): wait, briefly, for its task to go. */
+static void
+wait_task_gone(int tid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/task/%d", tid);
+    struct timespec start, now, pause = {0, 20000};
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (access(path, F_OK) == 0) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) >
+            FT_FORK_TASK_NS) {
+            return;
+        }
+        nanosleep(&pause, NULL);
+    }
+}
+
+void
+ft_session_fork_prepare(void)
+{
+    ft_S.writer_paused = 0;
+    if (!ft_S.running || atomic_load(&ft_S.writer_stop)) {
+        return;
+    }
+    pthread_mutex_lock(&ft_S.wake_lock);
+    atomic_store(&ft_S.writer_stop, 1);
+    pthread_cond_signal(&ft_S.wake);
+    pthread_mutex_unlock(&ft_S.wake_lock);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    add_ns(&until, FT_FORK_JOIN_NS);
+    if (pthread_timedjoin_np(ft_S.writer, NULL, &until) == 0) {
+        ft_S.writer_paused = 1;
+        wait_task_gone(atomic_load(&ft_S.writer_tid));
+    }
+    else {
+        ft_S.writer_paused = 2; /* still inside a write: decided in the parent handler */
+    }
+}
+
+void
+ft_session_fork_parent(void)
+{
+    if (ft_S.writer_paused == 1) {
+        ft_writer_start();
+    }
+    else if (ft_S.writer_paused == 2) {
+        pthread_mutex_lock(&ft_S.wake_lock);
+        int exited = ft_S.writer_exited;
+        if (!exited) {
+            atomic_store(&ft_S.writer_stop, 0); /* it has not looked yet: it stays */
+        }
+        pthread_mutex_unlock(&ft_S.wake_lock);
+        if (exited) {
+            pthread_join(ft_S.writer, NULL);
+            ft_writer_start();
+        }
+    }
+    ft_S.writer_paused = 0;
 }
