@@ -42,6 +42,9 @@
 #define NAME_PENDING_NS 5000000000ull
 #define MAX_PENDING 256
 #define IOV_BATCH 1024            /* UIO_MAXIOV: process_vm_readv takes at most this many a side */
+/* Thread states closer than SPAN_GAP bytes are read as one span (at most SPAN_MAX bytes). */
+#define SPAN_GAP 1024
+#define SPAN_MAX (64 * 1024)
 /* The sampler's own CPU budget: if over one window it used more than this share of a core, it
  * halves its rate, down to RATE_FLOOR_HZ (or the requested rate if lower).  At 1000 Hz on one
  * thread it uses 2-5 % (bench/README.md), so only a rate the machine cannot serve trips it.
@@ -144,7 +147,17 @@ static struct {
     known_thread** cur;       /* MAX_THREADS_PER_TICK */
     const ft_raw_tstate** cur_ts;
     uint32_t n_known;
-    ft_raw_tstate* fresh;     /* this tick's copies, indexed as `known` */
+    int known_moved;          /* `known` is not the list the read plan below was made for */
+    /* The read plan: known thread states sorted by address and grouped into spans of nearby
+     * memory, each span one iovec.  The kernel pins the pages of every remote iovec on its
+     * own (measured: ~0.4 us per thread state read one by one, most of the cost), and thread
+     * states sit close together on the heap. */
+    struct span { const char* at; size_t len; uint32_t first, count; } * spans;
+    uint32_t n_spans, cap_spans;
+    uint32_t* order;          /* indices of `known` by address */
+    size_t* fresh_at;         /* where known[j]'s copy is in `span_buf` */
+    char* span_buf;
+    size_t span_buf_len;
     uint8_t* fresh_ok;        /* 1 read, 2 read and placed in this tick's list */
     uint32_t cap_fresh;
     uint32_t* amap;           /* address -> index in `known`, open addressing; 0 empty */
@@ -203,30 +216,121 @@ safe_read(void* dst, const void* src, size_t n)
     return -1;
 }
 
-/* The known thread states, re-read in one process_vm_readv per IOV_BATCH of them: with many
- * idle threads the syscalls, not the copying, were the sampler's cost.  A call stops at the
- * first block it cannot read (it never splits one): that block is marked unread and the next
- * call starts after it. */
+static int
+by_address(const void* a, const void* b)
+{
+    uintptr_t x = (uintptr_t)S.known[*(const uint32_t*)a]->addr;
+    uintptr_t y = (uintptr_t)S.known[*(const uint32_t*)b]->addr;
+    return x < y ? -1 : x > y;
+}
+
+/* Makes the read plan for S.known (when the list changed: rarely).  0, or -1 on ENOMEM. */
+static int
+plan_reads(void)
+{
+    uint32_t n = S.n_known;
+    for (uint32_t j = 0; j < n; j++) {
+        S.order[j] = j;
+    }
+    qsort(S.order, n, sizeof *S.order, by_address);
+    S.n_spans = 0;
+    size_t total = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        const char* at = (const char*)S.known[S.order[k]]->addr;
+        struct span* last = S.n_spans ? &S.spans[S.n_spans - 1] : NULL;
+        /* The next state joins the span if it starts at or after the span's end, close to it
+         * (a copy of a few hundred bytes costs less than pinning another page). */
+        if (last != NULL && at >= last->at + last->len &&
+            (size_t)(at - (last->at + last->len)) <= SPAN_GAP &&
+            (size_t)(at - last->at) + sizeof(ft_raw_tstate) <= SPAN_MAX) {
+            size_t len = (size_t)(at - last->at) + sizeof(ft_raw_tstate);
+            total += len - last->len;
+            last->len = len;
+            last->count++;
+        } else {
+            if (S.n_spans == S.cap_spans) {
+                uint32_t cap = S.cap_spans ? S.cap_spans * 2 : 64;
+                struct span* grown = realloc(S.spans, cap * sizeof *grown);
+                if (grown == NULL) {
+                    return -1;
+                }
+                S.spans = grown;
+                S.cap_spans = cap;
+            }
+            S.spans[S.n_spans++] = (struct span){at, sizeof(ft_raw_tstate), k, 1};
+            total += sizeof(ft_raw_tstate);
+        }
+    }
+    if (total > S.span_buf_len) {
+        char* grown = realloc(S.span_buf, total);
+        if (grown == NULL) {
+            return -1;
+        }
+        S.span_buf = grown;
+        S.span_buf_len = total;
+    }
+    size_t base = 0;
+    for (uint32_t i = 0; i < S.n_spans; i++) {
+        struct span* sp = &S.spans[i];
+        for (uint32_t k = sp->first; k < sp->first + sp->count; k++) {
+            uint32_t j = S.order[k];
+            S.fresh_at[j] = base + (size_t)((const char*)S.known[j]->addr - sp->at);
+        }
+        base += sp->len;
+    }
+    S.known_moved = 0;
+    return 0;
+}
+
+static const ft_raw_tstate*
+fresh_state(uint32_t j)
+{
+    return (const ft_raw_tstate*)(S.span_buf + S.fresh_at[j]);
+}
+
+/* Re-reads every known thread state: one process_vm_readv per IOV_BATCH spans.  A call stops at
+ * the first span it cannot read (it never splits one): that span's states are then read one by
+ * one, and the next call starts after it. */
 static void
 read_known_states(void)
 {
+    if (S.n_known > 0) {
+        memset(S.fresh_ok, 0, S.n_known);
+    }
+    size_t base = 0; /* where span i's copy goes in span_buf */
     uint32_t i = 0;
-    while (i < S.n_known) {
-        uint32_t n = S.n_known - i < IOV_BATCH ? S.n_known - i : IOV_BATCH;
+    while (i < S.n_spans) {
+        uint32_t n = S.n_spans - i < IOV_BATCH ? S.n_spans - i : IOV_BATCH;
+        size_t to = base;
         for (uint32_t k = 0; k < n; k++) {
-            S.iov_local[k] = (struct iovec){&S.fresh[i + k], sizeof(ft_raw_tstate)};
-            S.iov_remote[k] = (struct iovec){S.known[i + k]->addr, sizeof(ft_raw_tstate)};
+            const struct span* sp = &S.spans[i + k];
+            S.iov_local[k] = (struct iovec){S.span_buf + to, sp->len};
+            S.iov_remote[k] = (struct iovec){(void*)sp->at, sp->len};
+            to += sp->len;
         }
         ssize_t got = process_vm_readv(S.pid, S.iov_local, n, S.iov_remote, n, 0);
-        uint32_t whole = got > 0 ? (uint32_t)((size_t)got / sizeof(ft_raw_tstate)) : 0;
-        memset(S.fresh_ok + i, 1, whole);
-        if (whole < n) {
-            S.fresh_ok[i + whole] = 0;
-            S.stat[FT_STAT_READ_FAILURES]++;
-            i += whole + 1;
-        } else {
-            i += n;
+        size_t left = got > 0 ? (size_t)got : 0;
+        uint32_t k = 0;
+        for (; k < n && left >= S.spans[i + k].len; k++) {
+            const struct span* sp = &S.spans[i + k];
+            left -= sp->len;
+            base += sp->len;
+            for (uint32_t m = sp->first; m < sp->first + sp->count; m++) {
+                S.fresh_ok[S.order[m]] = 1;
+            }
         }
+        if (k < n) { /* this span failed: its thread states one by one */
+            const struct span* sp = &S.spans[i + k];
+            S.stat[FT_STAT_READ_FAILURES]++;
+            for (uint32_t m = sp->first; m < sp->first + sp->count; m++) {
+                uint32_t j = S.order[m];
+                S.fresh_ok[j] = safe_read(S.span_buf + S.fresh_at[j], S.known[j]->addr,
+                                          sizeof(ft_raw_tstate)) == 0;
+            }
+            base += sp->len;
+            k++;
+        }
+        i += k;
     }
 }
 
@@ -1083,6 +1187,8 @@ forget_known(void)
         free(S.known[j]);
     }
     S.n_known = 0;
+    S.n_spans = 0;
+    S.known_moved = 1;
 }
 
 /* Builds this tick's thread list (S.known, in list order, their states in S.cur_ts) from the
@@ -1096,20 +1202,24 @@ read_thread_list(PyThreadState* head)
         while (cap < S.n_known) {
             cap *= 2;
         }
-        ft_raw_tstate* fresh = realloc(S.fresh, cap * sizeof *fresh);
-        if (fresh != NULL) {
-            S.fresh = fresh;
-        }
-        uint8_t* ok = fresh == NULL ? NULL : realloc(S.fresh_ok, cap);
-        if (ok == NULL) {
+        uint8_t* ok = realloc(S.fresh_ok, cap);
+        S.fresh_ok = ok != NULL ? ok : S.fresh_ok;
+        uint32_t* order = ok == NULL ? NULL : realloc(S.order, cap * sizeof *order);
+        S.order = order != NULL ? order : S.order;
+        size_t* at = order == NULL ? NULL : realloc(S.fresh_at, cap * sizeof *at);
+        S.fresh_at = at != NULL ? at : S.fresh_at;
+        if (at == NULL) {
             forget_known(); /* read one by one this tick */
         } else {
-            S.fresh_ok = ok;
             S.cap_fresh = cap;
         }
     }
+    if (S.known_moved && plan_reads() < 0) {
+        forget_known();
+    }
     read_known_states();
     int indexed = 0;
+    int moved = 0; /* this tick's list differs from the last one */
     uint32_t n = 0;
     PyThreadState* addr = head;
     while (addr != NULL && n < MAX_THREADS_PER_TICK) {
@@ -1124,14 +1234,17 @@ read_thread_list(PyThreadState* head)
         if (j != UINT32_MAX && S.fresh_ok[j] == 2) {
             break; /* met twice: the list changed under us; the next tick sees it settled */
         }
+        if (j != n) {
+            moved = 1;
+        }
         if (j != UINT32_MAX && S.fresh_ok[j] == 1) {
             kt = S.known[j];
-            ts = &S.fresh[j];
+            ts = fresh_state(j);
             if (ts->interp != S.interp) {
                 break;
             }
             S.fresh_ok[j] = 2;
-        } else { /* new, or its batched read failed */
+        } else { /* new, or its read failed */
             kt = calloc(1, sizeof *kt);
             if (kt == NULL || safe_read(&kt->ts, addr, sizeof kt->ts) < 0 ||
                 kt->ts.interp != S.interp) {
@@ -1155,11 +1268,13 @@ read_thread_list(PyThreadState* head)
     for (uint32_t j = 0; j < S.n_known; j++) {
         if (S.fresh_ok[j] != 2) {
             free(S.known[j]); /* gone (or not reached this tick) */
+            moved = 1;
         }
     }
     known_thread** swap = S.known;
     S.known = S.cur;
     S.cur = swap;
+    S.known_moved |= moved || n != S.n_known;
     S.n_known = n;
     return n;
 }
@@ -1291,7 +1406,10 @@ free_tables(void)
     free(S.known);
     free(S.cur);
     free(S.cur_ts);
-    free(S.fresh);
+    free(S.spans);
+    free(S.order);
+    free(S.fresh_at);
+    free(S.span_buf);
     free(S.fresh_ok);
     free(S.amap);
     S.codes = NULL;
@@ -1300,8 +1418,13 @@ free_tables(void)
     S.threads = NULL;
     S.known = S.cur = NULL;
     S.cur_ts = NULL;
-    S.fresh = NULL;
+    S.spans = NULL;
+    S.order = NULL;
+    S.fresh_at = NULL;
+    S.span_buf = NULL;
     S.fresh_ok = NULL;
+    S.span_buf_len = 0;
+    S.n_spans = S.cap_spans = 0;
     S.amap = NULL;
     S.cap_fresh = S.amap_bits = 0;
 }

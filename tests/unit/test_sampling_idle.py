@@ -31,7 +31,8 @@ def wait_here(ev):  # the leaf Python frame of every idle thread below
     ev.wait()
 
 
-def idle_worker(ev):
+def idle_worker(ev, ready):
+    ready.release()
     wait_here(ev)
 
 
@@ -40,12 +41,16 @@ class IdleThreads:
 
     def __init__(self, n):
         self.ev = threading.Event()
-        self.threads = [threading.Thread(target=idle_worker, args=(self.ev,), name=f"idle-{i}")
-                        for i in range(n)]
+        self.ready = threading.Semaphore(0)
+        self.threads = [threading.Thread(target=idle_worker, args=(self.ev, self.ready),
+                                         name=f"idle-{i}") for i in range(n)]
 
     def __enter__(self):
         for t in self.threads:
             t.start()
+        for _ in self.threads:  # all started; let them reach their wait
+            self.ready.acquire()
+        time.sleep(0.01)
         return self
 
     def __exit__(self, *exc):
