@@ -237,7 +237,8 @@ def test_fork_stops_the_sampler_thread_and_the_parent_goes_on(tmp_path):
     out = tmp_path / "fork.ftrace"
     res = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-c",
                           textwrap.dedent(FORK_PROGRAM), str(out)],
-                         capture_output=True, text=True, timeout=60, check=False)
+                         capture_output=True, text=True, timeout=60, check=False,
+                         cwd=tmp_path)  # not the source tree, which would shadow the install
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout)
     assert got["codes"] == [0] * 10  # each child stopped sampling
