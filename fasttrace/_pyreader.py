@@ -36,7 +36,8 @@ DEF_HOOK_LOST = 0x16
 DEF_STACK, DEF_SAMPLING, DEF_SAMPLER_STATS = 0x13, 0x14, 0x15
 SAMPLE = 0x09
 SAMPLER_STATS = ("ticks", "samples", "late_ticks", "torn", "truncated", "dropped",
-                 "sampler_cpu_ns", "read_failures", "duration_ns", "realtime")
+                 "sampler_cpu_ns", "read_failures", "duration_ns", "realtime", "reused",
+                 "rate_lowered", "final_rate_mhz", "cpu_budget_ppm", "paused_ns")
 MAX_STACK = 1024
 # (ts_ns, thread, function ids root first (0 = the truncation marker), state bits, weight_us)
 Sample = Tuple[int, int, Tuple[int, ...], int, int]

@@ -152,7 +152,8 @@ MAX_SAMPLE_DEPTH = FT_SAMPLE_MAX_DEPTH
 CLOCK_WALL, CLOCK_CPU = FT_CLOCK_WALL, FT_CLOCK_CPU
 # FT_DEF_SAMPLER_STATS / ft_summary.sampler values, in ft_sampler_stat order
 SAMPLER_STATS = ("ticks", "samples", "late_ticks", "torn", "truncated", "dropped",
-                 "sampler_cpu_ns", "read_failures", "duration_ns", "realtime")
+                 "sampler_cpu_ns", "read_failures", "duration_ns", "realtime", "reused",
+                 "rate_lowered", "final_rate_mhz", "cpu_budget_ppm", "paused_ns")
 
 cdef bytes _call_opcodes = None
 cdef tuple _stop_codes = ()
@@ -188,6 +189,29 @@ def sampler_start(double rate, int clock, bytes call_opcodes, tuple stop_codes):
     cdef int err = ft_sampler_start(&cfg)
     if err != 0:
         raise OSError(err, _os.strerror(err))
+    _register_sampler_fork_hooks()
+
+
+cdef bint _sampler_fork_hooks = False
+
+
+def _sampler_before_fork():
+    ft_sampler_fork_defer()
+
+
+def _sampler_after_fork_in_parent():
+    ft_sampler_fork_resume()
+
+
+cdef _register_sampler_fork_hooks():
+    # The sampler thread is stopped around fork() (ft_sampler.h): for os.fork() it is restarted
+    # only from these hooks, after CPython has counted the process's threads.  Once per process;
+    # they do nothing while no sampler runs.
+    global _sampler_fork_hooks
+    if not _sampler_fork_hooks and hasattr(_os, "register_at_fork"):
+        _os.register_at_fork(before=_sampler_before_fork,
+                             after_in_parent=_sampler_after_fork_in_parent)
+        _sampler_fork_hooks = True
 
 
 def last_thread_uid():

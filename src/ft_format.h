@@ -133,6 +133,12 @@ enum ft_sampler_stat {
     FT_STAT_READ_FAILURES, /* memory reads that failed (a pointer went stale under the sampler) */
     FT_STAT_DURATION_NS,   /* from the sampler's start to its stop */
     FT_STAT_REALTIME,      /* 1 if the sampler ran at SCHED_FIFO priority */
+    FT_STAT_REUSED,        /* samples whose stack was reused: the thread had not run since */
+    FT_STAT_RATE_LOWERED,  /* times the sampler halved its rate, over its CPU budget */
+    FT_STAT_FINAL_RATE_MHZ, /* the rate in force at stop, in mHz (the requested one if never lowered) */
+    FT_STAT_CPU_BUDGET_PPM, /* the sampler's CPU budget, in millionths of one core */
+    FT_STAT_PAUSED_NS,     /* time stopped around fork() in the parent (from the last tick before
+                            * each fork to the restart), within the duration */
     FT_STAT_COUNT,
 };
 

@@ -18,8 +18,10 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +41,20 @@
 /* Names given for threads the sampler has not met yet wait this long, at most MAX_PENDING. */
 #define NAME_PENDING_NS 5000000000ull
 #define MAX_PENDING 256
+#define IOV_BATCH 1024            /* UIO_MAXIOV: process_vm_readv takes at most this many a side */
+/* Thread states closer than SPAN_GAP bytes are read as one span (at most SPAN_MAX bytes). */
+#define SPAN_GAP 1024
+#define SPAN_MAX (64 * 1024)
+/* The sampler's own CPU budget: if over one window it used more than this share of a core, it
+ * halves its rate, down to RATE_FLOOR_HZ (or the requested rate if lower).  At 1000 Hz on one
+ * thread it uses 2-5 % (bench/README.md), so only a rate the machine cannot serve trips it.
+ * FASTTRACE_SAMPLER_BUDGET="share[,window_ms]" overrides both: a test hook (see budget_hook). */
+#define CPU_BUDGET 0.20
+#define BUDGET_WINDOW_NS 1000000000ull
+#define RATE_FLOOR_HZ 10.0
+/* A forking thread waits at most this long for the joined sampler thread to leave the kernel's
+ * thread list (see fork_prepare). */
+#define FORK_TASK_WAIT_NS 20000000ull
 
 /* ---- state, owned by the sampler thread unless noted --------------------------------------- */
 
@@ -57,6 +73,23 @@ typedef struct {
     size_t at;             /* fids in `stack_arena` */
     uint8_t flags;
 } stack_entry;
+
+/* A thread state the sampler met at its last tick, with what its last walk found.  Its stack
+ * is reused without a walk while the thread provably did not run Python code since: see
+ * stack_unchanged. */
+typedef struct {
+    PyThreadState* addr;
+    uint64_t uid;             /* tstate->id: the address can be reused by a later thread state */
+    uint32_t te;              /* its entry in S.threads + 1; 0: not met (no Python frames yet) */
+    int cached;               /* the fields below describe its last walk */
+    uint32_t sid;             /* the stack it resolved to; 0: the thread had no Python frames */
+    uint8_t state;            /* that sample's IDLE / IN_CALL bits */
+    int gil_known;            /* the GIL was read at that tick and the thread was not its holder */
+    unsigned long gil_switches; /* the GIL's switch_number and last holder at that tick */
+    const void* gil_holder;
+    uint64_t cpu_ns;          /* its CPU clock read just before that walk; 0: unknown */
+    ft_raw_tstate ts;         /* its thread state as read at that tick */
+} known_thread;
 
 typedef struct {
     uint64_t uid;          /* tstate->id: never reused within a process */
@@ -108,10 +141,57 @@ static struct {
     } pending[MAX_PENDING];
     uint32_t n_pending;
 
+    /* The thread list as met at the last tick, in list order, and this tick's being built.
+     * Every known thread state is re-read in one batched process_vm_readv per tick. */
+    known_thread** known;     /* MAX_THREADS_PER_TICK */
+    known_thread** cur;       /* MAX_THREADS_PER_TICK */
+    const ft_raw_tstate** cur_ts;
+    uint32_t n_known;
+    int known_moved;          /* `known` is not the list the read plan below was made for */
+    /* The read plan: known thread states sorted by address and grouped into spans of nearby
+     * memory, each span one iovec.  The kernel pins the pages of every remote iovec on its
+     * own (measured: ~0.4 us per thread state read one by one, most of the cost), and thread
+     * states sit close together on the heap. */
+    struct span { const char* at; size_t len; uint32_t first, count; } * spans;
+    uint32_t n_spans, cap_spans;
+    uint32_t* order;          /* indices of `known` by address */
+    size_t* fresh_at;         /* where known[j]'s copy is in `span_buf` */
+    char* span_buf;
+    size_t span_buf_len;
+    uint8_t* fresh_ok;        /* 1 read, 2 read and placed in this tick's list */
+    uint32_t cap_fresh;
+    uint32_t* amap;           /* address -> index in `known`, open addressing; 0 empty */
+    uint32_t amap_bits;
+    struct iovec iov_local[IOV_BATCH], iov_remote[IOV_BATCH];
+
+    /* rate control (sampler thread) */
+    double rate_hz;           /* in force now */
+    double rate_floor;
+    double budget;            /* share of one core */
+    uint64_t window_ns;
+    uint64_t window_start_ns, window_cpu_ns;
+
+    /* lifecycle, under g_life_lock: the sampler thread is stopped around fork() in the parent */
+    uint64_t started_ns;
+    int thread_alive;         /* S.thread is to be joined */
+    int paused;               /* stopped for a fork; restarted by the parent */
+    int fork_defer;           /* os.fork() restarts it from its Python hook, see ft_sampler.h */
+    uint64_t paused_at_ns;    /* the last tick before the pause; 0 when not paused */
+    uint64_t last_tick_ns;
+    _Atomic int tid;          /* the sampler thread's kernel id */
+
     char snap[SNAP_MAX];
     uint32_t fids[FT_SAMPLE_MAX_DEPTH + 1];
     uint64_t stat[FT_STAT_COUNT];
 } S;
+
+_Static_assert(FT_STAT_COUNT <= sizeof(((ft_sampler_stats*)0)->values) / sizeof(uint64_t),
+               "ft_sampler_stats (and ft_summary.sampler) hold every sampler stat");
+
+/* Serializes start, stop and the fork handlers: stop() runs without the GIL and another thread
+ * may fork meanwhile.  Static, outside S: S is wiped by ft_sampler_abandon in a child. */
+static pthread_mutex_t g_life_lock = PTHREAD_MUTEX_INITIALIZER;
+static int g_atfork_registered;
 
 /* Bumped by the code watcher whenever a code object dies (3.12+).  An insert that saw it move
  * may have named a dead object whose address is now reused, so it is not kept. */
@@ -134,6 +214,143 @@ safe_read(void* dst, const void* src, size_t n)
     }
     S.stat[FT_STAT_READ_FAILURES]++;
     return -1;
+}
+
+static int
+by_address(const void* a, const void* b)
+{
+    uintptr_t x = (uintptr_t)S.known[*(const uint32_t*)a]->addr;
+    uintptr_t y = (uintptr_t)S.known[*(const uint32_t*)b]->addr;
+    return x < y ? -1 : x > y;
+}
+
+/* Makes the read plan for S.known (when the list changed: rarely).  0, or -1 on ENOMEM. */
+static int
+plan_reads(void)
+{
+    uint32_t n = S.n_known;
+    for (uint32_t j = 0; j < n; j++) {
+        S.order[j] = j;
+    }
+    qsort(S.order, n, sizeof *S.order, by_address);
+    S.n_spans = 0;
+    size_t total = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        const char* at = (const char*)S.known[S.order[k]]->addr;
+        struct span* last = S.n_spans ? &S.spans[S.n_spans - 1] : NULL;
+        /* The next state joins the span if it starts at or after the span's end, close to it
+         * (a copy of a few hundred bytes costs less than pinning another page). */
+        if (last != NULL && at >= last->at + last->len &&
+            (size_t)(at - (last->at + last->len)) <= SPAN_GAP &&
+            (size_t)(at - last->at) + sizeof(ft_raw_tstate) <= SPAN_MAX) {
+            size_t len = (size_t)(at - last->at) + sizeof(ft_raw_tstate);
+            total += len - last->len;
+            last->len = len;
+            last->count++;
+        } else {
+            if (S.n_spans == S.cap_spans) {
+                uint32_t cap = S.cap_spans ? S.cap_spans * 2 : 64;
+                struct span* grown = realloc(S.spans, cap * sizeof *grown);
+                if (grown == NULL) {
+                    return -1;
+                }
+                S.spans = grown;
+                S.cap_spans = cap;
+            }
+            S.spans[S.n_spans++] = (struct span){at, sizeof(ft_raw_tstate), k, 1};
+            total += sizeof(ft_raw_tstate);
+        }
+    }
+    if (total > S.span_buf_len) {
+        char* grown = realloc(S.span_buf, total);
+        if (grown == NULL) {
+            return -1;
+        }
+        S.span_buf = grown;
+        S.span_buf_len = total;
+    }
+    size_t base = 0;
+    for (uint32_t i = 0; i < S.n_spans; i++) {
+        struct span* sp = &S.spans[i];
+        for (uint32_t k = sp->first; k < sp->first + sp->count; k++) {
+            uint32_t j = S.order[k];
+            S.fresh_at[j] = base + (size_t)((const char*)S.known[j]->addr - sp->at);
+        }
+        base += sp->len;
+    }
+    S.known_moved = 0;
+    return 0;
+}
+
+static const ft_raw_tstate*
+fresh_state(uint32_t j)
+{
+    return (const ft_raw_tstate*)(S.span_buf + S.fresh_at[j]);
+}
+
+/* Re-reads every known thread state: one process_vm_readv per IOV_BATCH spans.  A call stops at
+ * the first span it cannot read (it never splits one): that span's states are then read one by
+ * one, and the next call starts after it. */
+static void
+read_known_states(void)
+{
+    if (S.n_known > 0) {
+        memset(S.fresh_ok, 0, S.n_known);
+    }
+    size_t base = 0; /* where span i's copy goes in span_buf */
+    uint32_t i = 0;
+    while (i < S.n_spans) {
+        uint32_t n = S.n_spans - i < IOV_BATCH ? S.n_spans - i : IOV_BATCH;
+        size_t to = base;
+        for (uint32_t k = 0; k < n; k++) {
+            const struct span* sp = &S.spans[i + k];
+            S.iov_local[k] = (struct iovec){S.span_buf + to, sp->len};
+            S.iov_remote[k] = (struct iovec){(void*)sp->at, sp->len};
+            to += sp->len;
+        }
+        ssize_t got = process_vm_readv(S.pid, S.iov_local, n, S.iov_remote, n, 0);
+        size_t left = got > 0 ? (size_t)got : 0;
+        uint32_t k = 0;
+        for (; k < n && left >= S.spans[i + k].len; k++) {
+            const struct span* sp = &S.spans[i + k];
+            left -= sp->len;
+            base += sp->len;
+            for (uint32_t m = sp->first; m < sp->first + sp->count; m++) {
+                S.fresh_ok[S.order[m]] = 1;
+            }
+        }
+        if (k < n) { /* this span failed: its thread states one by one */
+            const struct span* sp = &S.spans[i + k];
+            S.stat[FT_STAT_READ_FAILURES]++;
+            for (uint32_t m = sp->first; m < sp->first + sp->count; m++) {
+                uint32_t j = S.order[m];
+                S.fresh_ok[j] = safe_read(S.span_buf + S.fresh_at[j], S.known[j]->addr,
+                                          sizeof(ft_raw_tstate)) == 0;
+            }
+            base += sp->len;
+            k++;
+        }
+        i += k;
+    }
+}
+
+/* The GIL's last holder and hand-over count.  take_gil (3.9-3.13) bumps switch_number whenever
+ * a thread other than last_holder takes the GIL, and makes it last_holder.  (These two accessors
+ * are layout, and belong beside ft_raw_gil_held_by in ft_compat.h.) */
+static const void*
+gil_holder(const ft_raw_gil* g)
+{
+#if PY_VERSION_HEX >= 0x030D0000
+    return g->last_holder;
+#else
+    return (const void*)g->last_holder._value;
+#endif
+}
+
+static unsigned long
+gil_switches(const ft_raw_gil* g)
+{
+    return g->switch_number;
 }
 
 static uint64_t
@@ -453,24 +670,30 @@ define_thread(thread_entry* t)
 }
 
 static thread_entry*
+thread_met(thread_entry* t, uint64_t ident, uint64_t native_id)
+{
+    if (FT_UNLIKELY(t->ident != ident && ident != 0)) {
+        /* A thread state is made by the parent thread and bound to its thread later: until
+         * then its ident is 0. */
+        pthread_mutex_lock(&S.names_lock);
+        t->ident = ident;
+        if (native_id != 0) {
+            __atomic_store_n(&t->native_id, native_id, __ATOMIC_RELAXED);
+        }
+        define_thread(t);
+        pthread_mutex_unlock(&S.names_lock);
+    }
+    return t;
+}
+
+static thread_entry*
 thread_of(uint64_t uid, uint64_t ident, uint64_t native_id)
 {
     /* Newest first: live threads are at the end, and most ticks find them at once. */
     for (uint32_t i = S.n_threads; i-- > 0;) {
         thread_entry* t = &S.threads[i];
         if (t->uid == uid) {
-            if (FT_UNLIKELY(t->ident != ident && ident != 0)) {
-                /* A thread state is made by the parent thread and bound to its thread later:
-                 * until then its ident is 0. */
-                pthread_mutex_lock(&S.names_lock);
-                t->ident = ident;
-                if (native_id != 0) {
-                    __atomic_store_n(&t->native_id, native_id, __ATOMIC_RELAXED);
-                }
-                define_thread(t);
-                pthread_mutex_unlock(&S.names_lock);
-            }
-            return t;
+            return thread_met(t, ident, native_id);
         }
     }
     pthread_mutex_lock(&S.names_lock);
@@ -493,6 +716,20 @@ thread_of(uint64_t uid, uint64_t ident, uint64_t native_id)
     S.n_threads++;
     define_thread(t);
     pthread_mutex_unlock(&S.names_lock);
+    return t;
+}
+
+/* The entry of a known thread state's thread, found through its last entry when it has one:
+ * a search of the whole table per thread and tick made many threads cost N^2. */
+static thread_entry*
+thread_for(known_thread* kt, const ft_raw_tstate* ts)
+{
+    uint64_t native = ft_raw_tstate_native_id(ts);
+    if (kt->te != 0 && S.threads[kt->te - 1].uid == (uint64_t)ts->id) {
+        return thread_met(&S.threads[kt->te - 1], (uint64_t)ts->thread_id, native);
+    }
+    thread_entry* t = thread_of(ts->id, (uint64_t)ts->thread_id, native);
+    kt->te = t == NULL ? 0 : (uint32_t)(t - S.threads) + 1;
     return t;
 }
 
@@ -700,38 +937,144 @@ read_top_frame(PyThreadState* addr, const void** top)
 #endif
 }
 
+/* cpu clock: the weight of this tick's sample of a thread that has used `cpu` ns in all (0: its
+ * clock is unknown), or 0 when it is not to be sampled.  Once per tick and thread: it moves the
+ * thread's last reading. */
+static uint64_t
+cpu_weight(thread_entry* te, uint64_t cpu, int holds, uint64_t interval_ns)
+{
+    if (cpu == 0) {
+        return holds ? interval_ns : 0; /* tid unknown: holding the GIL is the best "on CPU" signal left */
+    }
+    uint64_t prev = te->last_cpu_ns;
+    te->last_cpu_ns = cpu;
+    if (prev == 0 || cpu <= prev) {
+        return 0; /* first sight, or no CPU used since the last tick */
+    }
+    return cpu - prev;
+}
+
+static uint64_t
+native_of(thread_entry* te)
+{
+    return __atomic_load_n(&te->native_id, __ATOMIC_RELAXED);
+}
+
+/* Whether a known thread's stack is still the one its last walk found, without reading it.
+ * Asked only of a thread that does not hold the GIL now and whose thread state is byte for
+ * byte the one read at that walk (frame pointer, data-stack top, recursion depth, exception
+ * state...).  Then either proof that it has not run since says yes:
+ *  - the GIL has not changed hands: switch_number and last_holder are those of that tick, when
+ *    the thread was not last_holder.  Running bytecode needs the GIL, and take_gil by a thread
+ *    that is not last_holder makes it last_holder and bumps switch_number: the thread has not
+ *    executed one instruction since.  Free: the GIL is read once per tick anyway.
+ *  - or its kernel CPU clock, read just before that walk, has not moved: a thread that has not
+ *    run has not changed its frames.  One cheap syscall (no memory read); used when the GIL
+ *    did change hands (other threads woke up meanwhile).
+ * Why not a key such as (top frame address, instruction): frames are reused at the same
+ * addresses, so a thread that went back two levels and called another function of the same
+ * frame size, which blocks in the same helper, shows the same top frame, code, instruction and
+ * caller address under a different caller.  With the proofs above a false "unchanged" needs
+ * CPython to run code outside its own rules, not bad luck.  Residual risks, accepted: a C
+ * extension that swaps thread states of this interpreter on one OS thread (PyThreadState_Swap)
+ * runs the swapped-in state's code without take_gil, and would also have to leave that state
+ * byte for byte as it was, same depth and all, between two ticks; and on a kernel whose
+ * scheduler clock is coarser than a short run (jiffies-based sched_clock, rare) the CPU clock
+ * can miss the run, where the GIL proof still holds.  *cpu: the CPU clock if it was read. */
+static int
+stack_unchanged(const known_thread* kt, const ft_raw_gil* gil, int gil_ok, thread_entry* te,
+                uint64_t* cpu)
+{
+    if (gil_ok && kt->gil_known && gil_switches(gil) == kt->gil_switches &&
+        gil_holder(gil) == kt->gil_holder) {
+        return 1;
+    }
+    if (te == NULL || kt->cpu_ns == 0) {
+        return 0;
+    }
+    if (*cpu == 0) {
+        *cpu = thread_cpu_ns(native_of(te));
+    }
+    return *cpu == kt->cpu_ns;
+}
+
+/* Keeps what a clean walk of a thread that did not hold the GIL found (sid 0: no frames). */
 static void
-sample_thread(PyThreadState* addr, const ft_raw_tstate* ts, const ft_raw_gil* gil, int gil_ok,
+remember(known_thread* kt, const ft_raw_tstate* ts, const ft_raw_gil* gil, int gil_ok,
+         uint32_t sid, uint8_t state, uint64_t cpu)
+{
+    kt->cached = 1;
+    kt->sid = sid;
+    kt->state = state;
+    kt->gil_known = gil_ok && gil_holder(gil) != (const void*)kt->addr;
+    kt->gil_switches = gil_ok ? gil_switches(gil) : 0;
+    kt->gil_holder = gil_ok ? gil_holder(gil) : NULL;
+    kt->cpu_ns = cpu;
+    if (ts != &kt->ts) {
+        memcpy(&kt->ts, ts, sizeof *ts);
+    }
+}
+
+static void
+sample_thread(known_thread* kt, const ft_raw_tstate* ts, const ft_raw_gil* gil, int gil_ok,
               uint64_t tick, uint64_t interval_ns)
 {
+    PyThreadState* addr = kt->addr;
+    int holds = gil_ok && ft_raw_gil_held_by(gil, addr);
+    thread_entry* te = NULL;
+    uint64_t cpu = 0; /* the thread's CPU clock, read at most once per tick */
+    uint64_t weight = interval_ns;
+    if (kt->te != 0) { /* met before */
+        te = thread_for(kt, ts);
+        if (te == NULL) {
+            return;
+        }
+        __atomic_store_n(&te->seen_tick, S.stat[FT_STAT_TICKS], __ATOMIC_RELAXED);
+        if (S.cfg.clock == FT_CLOCK_CPU) {
+            cpu = thread_cpu_ns(native_of(te));
+            weight = cpu_weight(te, cpu, holds, interval_ns);
+            if (weight == 0) {
+                return; /* no CPU used since the last tick: not sampled, nothing to read */
+            }
+        }
+    }
+    if (!holds && kt->cached && (kt->sid == 0 || te != NULL) &&
+        memcmp(&kt->ts, ts, sizeof *ts) == 0 && stack_unchanged(kt, gil, gil_ok, te, &cpu)) {
+        if (kt->sid != 0) {
+            put_sample(tick, te->id, kt->sid, weight, kt->state);
+            S.stat[FT_STAT_REUSED]++;
+        }
+        return;
+    }
+    kt->cached = 0;
     /* Frames first: a thread state with none is idle, or new and not yet bound to its
      * thread (its ident is then 0, or before 3.11 the parent's, so it must not be met). */
     const void* top = NULL;
-    if (read_top_frame(addr, &top) < 0 || top == NULL) {
+    if (read_top_frame(addr, &top) < 0) {
         return;
     }
-    int holds = gil_ok && ft_raw_gil_held_by(gil, addr);
-    uint64_t native = ft_raw_tstate_native_id(ts);
-    thread_entry* te = thread_of(ts->id, (uint64_t)ts->thread_id, native);
-    if (te == NULL) {
-        return;
-    }
-    __atomic_store_n(&te->seen_tick, S.stat[FT_STAT_TICKS], __ATOMIC_RELAXED);
-    uint64_t weight = interval_ns;
-    if (S.cfg.clock == FT_CLOCK_CPU) {
-        uint64_t cpu = thread_cpu_ns(__atomic_load_n(&te->native_id, __ATOMIC_RELAXED));
-        if (cpu == 0) {
-            if (!holds) {
-                return; /* tid unknown: holding the GIL is the best "on CPU" signal left */
-            }
-        } else {
-            uint64_t prev = te->last_cpu_ns;
-            te->last_cpu_ns = cpu;
-            if (prev == 0 || cpu <= prev) {
-                return; /* first sight, or no CPU used since the last tick */
-            }
-            weight = cpu - prev;
+    if (top == NULL) {
+        if (!holds) {
+            remember(kt, ts, gil, gil_ok, 0, 0, 0); /* only the GIL proof can vouch for it */
         }
+        return;
+    }
+    if (te == NULL) {
+        te = thread_for(kt, ts);
+        if (te == NULL) {
+            return;
+        }
+        __atomic_store_n(&te->seen_tick, S.stat[FT_STAT_TICKS], __ATOMIC_RELAXED);
+        if (S.cfg.clock == FT_CLOCK_CPU) {
+            cpu = thread_cpu_ns(native_of(te));
+            weight = cpu_weight(te, cpu, holds, interval_ns);
+            if (weight == 0) {
+                return;
+            }
+        }
+    }
+    if (!holds && cpu == 0) {
+        cpu = thread_cpu_ns(native_of(te)); /* before the walk: see stack_unchanged */
     }
     walk_result w;
     walk(ts, top, &w);
@@ -744,9 +1087,11 @@ sample_thread(PyThreadState* addr, const ft_raw_tstate* ts, const ft_raw_gil* gi
      * stays valid is kept even if the thread moved meanwhile: on a busy thread the innermost
      * frame changes every few hundred ns, far faster than a walk, so "unchanged" could never
      * be required. */
+    int retried = 0;
     for (int attempt = 1; w.torn && attempt < WALK_TRIES; attempt++) {
         ft_raw_tstate fresh;
         walk_result again;
+        retried = 1;
         if (safe_read(&fresh, addr, sizeof fresh) < 0 || read_top_frame(addr, &top) < 0 ||
             top == NULL) {
             break;
@@ -780,9 +1125,158 @@ sample_thread(PyThreadState* addr, const ft_raw_tstate* ts, const ft_raw_gil* gi
         root_first[i] = S.fids[w.depth - 1 - i];
     }
     uint32_t sid = stack_of(root_first, w.depth, flags);
-    if (sid != 0) {
-        put_sample(tick, te->id, sid, weight, state);
+    if (sid == 0) {
+        return;
     }
+    put_sample(tick, te->id, sid, weight, state);
+    if (!holds && !retried) {
+        /* A walk of the thread state read at this tick's start (a retry read another). */
+        remember(kt, ts, gil, gil_ok, sid, (uint8_t)state, cpu);
+    }
+}
+
+/* ---- the thread list ------------------------------------------------------------------------ */
+
+/* S.amap: known thread-state addresses to their index + 1, built when this tick's list
+ * departs from the last one's order. */
+static int
+index_known(void)
+{
+    uint32_t bits = 4;
+    while ((1u << bits) < 2 * S.n_known) {
+        bits++;
+    }
+    if (bits != S.amap_bits) {
+        uint32_t* grown = realloc(S.amap, ((size_t)1 << bits) * sizeof *grown);
+        if (grown == NULL) {
+            return -1;
+        }
+        S.amap = grown;
+        S.amap_bits = bits;
+    }
+    uint32_t mask = (1u << bits) - 1;
+    memset(S.amap, 0, ((size_t)1 << bits) * sizeof *S.amap);
+    for (uint32_t j = 0; j < S.n_known; j++) {
+        uint32_t i = ptr_hash((uintptr_t)S.known[j]->addr, (int)bits);
+        while (S.amap[i] != 0) {
+            i = (i + 1) & mask;
+        }
+        S.amap[i] = j + 1;
+    }
+    return 0;
+}
+
+/* The index in S.known of the thread state at `addr`, or UINT32_MAX. */
+static uint32_t
+find_known(PyThreadState* addr)
+{
+    uint32_t mask = (1u << S.amap_bits) - 1;
+    for (uint32_t i = ptr_hash((uintptr_t)addr, (int)S.amap_bits); S.amap[i] != 0;
+         i = (i + 1) & mask) {
+        if (S.known[S.amap[i] - 1]->addr == addr) {
+            return S.amap[i] - 1;
+        }
+    }
+    return UINT32_MAX;
+}
+
+static void
+forget_known(void)
+{
+    for (uint32_t j = 0; j < S.n_known; j++) {
+        free(S.known[j]);
+    }
+    S.n_known = 0;
+    S.n_spans = 0;
+    S.known_moved = 1;
+}
+
+/* Builds this tick's thread list (S.known, in list order, their states in S.cur_ts) from the
+ * list head.  Known thread states were all re-read in one batch; only new ones are read one by
+ * one.  Returns the number of threads. */
+static uint32_t
+read_thread_list(PyThreadState* head)
+{
+    if (S.n_known > S.cap_fresh) {
+        uint32_t cap = S.cap_fresh ? S.cap_fresh : 16;
+        while (cap < S.n_known) {
+            cap *= 2;
+        }
+        uint8_t* ok = realloc(S.fresh_ok, cap);
+        S.fresh_ok = ok != NULL ? ok : S.fresh_ok;
+        uint32_t* order = ok == NULL ? NULL : realloc(S.order, cap * sizeof *order);
+        S.order = order != NULL ? order : S.order;
+        size_t* at = order == NULL ? NULL : realloc(S.fresh_at, cap * sizeof *at);
+        S.fresh_at = at != NULL ? at : S.fresh_at;
+        if (at == NULL) {
+            forget_known(); /* read one by one this tick */
+        } else {
+            S.cap_fresh = cap;
+        }
+    }
+    if (S.known_moved && plan_reads() < 0) {
+        forget_known();
+    }
+    read_known_states();
+    int indexed = 0;
+    int moved = 0; /* this tick's list differs from the last one */
+    uint32_t n = 0;
+    PyThreadState* addr = head;
+    while (addr != NULL && n < MAX_THREADS_PER_TICK) {
+        uint32_t j = UINT32_MAX;
+        if (n < S.n_known && S.known[n]->addr == addr) {
+            j = n; /* the list as it was: no look-up */
+        } else if (S.n_known > 0 && (indexed || (indexed = index_known() == 0))) {
+            j = find_known(addr);
+        }
+        known_thread* kt;
+        const ft_raw_tstate* ts;
+        if (j != UINT32_MAX && S.fresh_ok[j] == 2) {
+            break; /* met twice: the list changed under us; the next tick sees it settled */
+        }
+        if (j != n) {
+            moved = 1;
+        }
+        if (j != UINT32_MAX && S.fresh_ok[j] == 1) {
+            kt = S.known[j];
+            ts = fresh_state(j);
+            if (ts->interp != S.interp) {
+                break;
+            }
+            S.fresh_ok[j] = 2;
+        } else { /* new, or its read failed */
+            kt = calloc(1, sizeof *kt);
+            if (kt == NULL || safe_read(&kt->ts, addr, sizeof kt->ts) < 0 ||
+                kt->ts.interp != S.interp) {
+                free(kt);
+                break; /* the list changed under us */
+            }
+            kt->addr = addr;
+            kt->uid = (uint64_t)kt->ts.id;
+            ts = &kt->ts;
+        }
+        if (kt->uid != (uint64_t)ts->id) { /* the address holds a later thread state now */
+            kt->uid = (uint64_t)ts->id;
+            kt->te = 0;
+            kt->cached = 0;
+        }
+        S.cur[n] = kt;
+        S.cur_ts[n] = ts;
+        n++;
+        addr = ts->next;
+    }
+    for (uint32_t j = 0; j < S.n_known; j++) {
+        if (S.fresh_ok[j] != 2) {
+            free(S.known[j]); /* gone (or not reached this tick) */
+            moved = 1;
+        }
+    }
+    known_thread** swap = S.known;
+    S.known = S.cur;
+    S.cur = swap;
+    S.known_moved |= moved || n != S.n_known;
+    S.n_known = n;
+    return n;
 }
 
 static void
@@ -790,26 +1284,55 @@ tick_once(uint64_t interval_ns)
 {
     uint64_t tick = ft_ticks();
     ft_raw_gil gil;
-    int gil_ok = safe_read(&gil, S.gil, sizeof gil) == 0;
-    PyThreadState* addr = NULL;
-    if (safe_read(&addr, ft_raw_threads_head(S.interp), sizeof addr) < 0) {
-        return;
-    }
-    for (int n = 0; addr != NULL && n < MAX_THREADS_PER_TICK; n++) {
-        ft_raw_tstate ts;
-        if (safe_read(&ts, addr, sizeof ts) < 0 || ts.interp != S.interp) {
-            break; /* the list changed under us; the next tick sees it settled */
+    PyThreadState* head = NULL;
+    /* The GIL and the list head in one call. */
+    struct iovec local[2] = {{&gil, sizeof gil}, {&head, sizeof head}};
+    struct iovec remote[2] = {{(void*)S.gil, sizeof gil},
+                              {(void*)ft_raw_threads_head(S.interp), sizeof head}};
+    ssize_t got = process_vm_readv(S.pid, local, 2, remote, 2, 0);
+    int gil_ok = got >= (ssize_t)sizeof gil;
+    if (got != (ssize_t)(sizeof gil + sizeof head)) {
+        S.stat[FT_STAT_READ_FAILURES]++;
+        if (safe_read(&head, ft_raw_threads_head(S.interp), sizeof head) < 0) {
+            return;
         }
-        sample_thread(addr, &ts, &gil, gil_ok, tick, interval_ns);
-        addr = ts.next;
+    }
+    uint32_t n = read_thread_list(head);
+    for (uint32_t i = 0; i < n; i++) {
+        sample_thread(S.known[i], S.cur_ts[i], &gil, gil_ok, tick, interval_ns);
     }
     __atomic_store_n(&S.stat[FT_STAT_TICKS], S.stat[FT_STAT_TICKS] + 1, __ATOMIC_RELAXED);
+}
+
+/* ---- scheduler ------------------------------------------------------------------------------ */
+
+/* Over its CPU budget for a whole window, the sampler halves its rate (down to its floor)
+ * rather than take the program's CPU: with thousands of threads or very deep stacks a tick can
+ * cost more than an interval at a high rate.  It never raises it again: a rate that went over
+ * once would likely go over again, and the stats and stop()'s warning say what happened. */
+static void
+check_budget(uint64_t now)
+{
+    if (now - S.window_start_ns < S.window_ns) {
+        return;
+    }
+    uint64_t cpu = mono_ns(CLOCK_THREAD_CPUTIME_ID);
+    if ((double)(cpu - S.window_cpu_ns) > S.budget * (double)(now - S.window_start_ns) &&
+        S.rate_hz > S.rate_floor) {
+        S.rate_hz = S.rate_hz / 2 < S.rate_floor ? S.rate_floor : S.rate_hz / 2;
+        S.interval_ns = (uint64_t)(1e9 / S.rate_hz);
+        S.stat[FT_STAT_RATE_LOWERED]++;
+    }
+    S.window_start_ns = now;
+    S.window_cpu_ns = cpu;
 }
 
 static void*
 sampler_main(void* arg)
 {
     (void)arg;
+    atomic_store(&S.tid, (int)syscall(SYS_gettid)); /* for fork_prepare */
+    pthread_setname_np(pthread_self(), "fasttrace-smp"); /* in top -H, /proc/<pid>/task */
     /* A real-time priority lets the sampler preempt a CPU-bound thread on time; without it a
      * saturated CPU makes it run mostly while the app sleeps, under-sampling short bursts
      * (bench/sampling/README.md, table 1b).  Unprivileged processes carry on without. */
@@ -818,9 +1341,18 @@ sampler_main(void* arg)
         pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0) {
         S.stat[FT_STAT_REALTIME] = 1;
     }
+    /* A new schedule, also after a pause for fork(): the ticks missed then are not late, and
+     * the time from the last tick before it to now is not time the sampler was to tick in. */
     uint64_t start = mono_ns(CLOCK_MONOTONIC);
+    if (S.paused_at_ns != 0) {
+        S.stat[FT_STAT_PAUSED_NS] += start - S.paused_at_ns;
+        S.paused_at_ns = 0;
+    }
+    S.last_tick_ns = start;
     uint64_t next = start, prev_tick_ns = start;
     S.chunk_started_ns = start;
+    S.window_start_ns = start;
+    S.window_cpu_ns = mono_ns(CLOCK_THREAD_CPUTIME_ID);
     while (!atomic_load_explicit(&S.stop, memory_order_relaxed)) {
         /* Uniform in [0.5, 1.5] x the interval on an absolute schedule: the mean rate is
          * exact and no program period can alias with it. */
@@ -838,19 +1370,20 @@ sampler_main(void* arg)
         uint64_t now = mono_ns(CLOCK_MONOTONIC);
         tick_once(now - prev_tick_ns);
         prev_tick_ns = now;
+        S.last_tick_ns = now;
         uint64_t done = mono_ns(CLOCK_MONOTONIC);
         if (done > next + S.interval_ns) {
             S.stat[FT_STAT_LATE]++;
             next = done; /* no catch-up burst */
         }
+        check_budget(done);
         if (S.ring->records > 0 && done - S.chunk_started_ns >= PUBLISH_NS) {
             /* Hand partial chunks over: a killed process loses at most this much. */
             ft_thread_rotate(S.ring, 1);
             S.chunk_started_ns = done;
         }
     }
-    S.stat[FT_STAT_SAMPLER_CPU_NS] = mono_ns(CLOCK_THREAD_CPUTIME_ID);
-    S.stat[FT_STAT_DURATION_NS] = mono_ns(CLOCK_MONOTONIC) - start;
+    S.stat[FT_STAT_SAMPLER_CPU_NS] += mono_ns(CLOCK_THREAD_CPUTIME_ID); /* this run's */
     return NULL;
 }
 
@@ -863,15 +1396,184 @@ free_tables(void)
         free(S.pending[i].name);
     }
     S.n_pending = 0;
+    if (S.known != NULL) {
+        forget_known();
+    }
     free(S.codes);
     free(S.stacks);
     free(S.stack_arena);
     free(S.threads);
+    free(S.known);
+    free(S.cur);
+    free(S.cur_ts);
+    free(S.spans);
+    free(S.order);
+    free(S.fresh_at);
+    free(S.span_buf);
+    free(S.fresh_ok);
+    free(S.amap);
     S.codes = NULL;
     S.stacks = NULL;
     S.stack_arena = NULL;
     S.threads = NULL;
+    S.known = S.cur = NULL;
+    S.cur_ts = NULL;
+    S.spans = NULL;
+    S.order = NULL;
+    S.fresh_at = NULL;
+    S.span_buf = NULL;
+    S.fresh_ok = NULL;
+    S.span_buf_len = 0;
+    S.n_spans = S.cap_spans = 0;
+    S.amap = NULL;
+    S.cap_fresh = S.amap_bits = 0;
 }
+
+/* g_life_lock held.  Starts (or restarts) the sampler thread, all signals blocked in it: they
+ * belong to the application's threads. */
+static int
+start_thread(void)
+{
+    atomic_store(&S.stop, 0);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int err = pthread_create(&S.thread, NULL, sampler_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    S.thread_alive = err == 0;
+    return err;
+}
+
+/* g_life_lock held.  Wakes the sampler thread from its wait and joins it. */
+static void
+stop_thread(void)
+{
+    if (!S.thread_alive) {
+        return;
+    }
+    pthread_mutex_lock(&S.wake_lock);
+    atomic_store(&S.stop, 1);
+    pthread_cond_signal(&S.wake);
+    pthread_mutex_unlock(&S.wake_lock);
+    pthread_join(S.thread, NULL);
+    S.thread_alive = 0;
+}
+
+/* Test hook: FASTTRACE_SAMPLER_BUDGET="share[,window_ms]" sets the CPU budget (a share of one
+ * core, e.g. 0.001) and its window, so that a test can force the sampler over budget in a
+ * short run.  Not a tuning knob: the defaults are what the project measured and supports. */
+static void
+read_budget(void)
+{
+    S.budget = CPU_BUDGET;
+    S.window_ns = BUDGET_WINDOW_NS;
+    const char* v = getenv("FASTTRACE_SAMPLER_BUDGET");
+    if (v == NULL) {
+        return;
+    }
+    char* end;
+    double share = strtod(v, &end);
+    if (end != v && share > 0 && share <= 64) {
+        S.budget = share;
+    }
+    if (*end == ',') {
+        const char* ms_at = end + 1;
+        double ms = strtod(ms_at, &end);
+        if (end != ms_at && ms >= 1 && ms <= 60000) {
+            S.window_ns = (uint64_t)(ms * 1e6);
+        }
+    }
+}
+
+/* ---- fork ------------------------------------------------------------------------------------
+ * CPython 3.12+ warns in the parent, right after fork() returns, when the process has more than
+ * one thread ("This process is multi-threaded, use of fork() may lead to deadlocks"), counting
+ * them in /proc/self/stat.  So the sampler thread is stopped around fork(): prepare joins it
+ * (its tables, ring and stats stay as they are), the parent restarts it on a new schedule, and
+ * the child, which abandons the session (ft_sampler_abandon), only lets go of the lock.
+ * os.fork() itself warns after the pthread_atfork parent handlers have run, so for it the
+ * restart waits for its Python after-fork hook (ft_sampler_fork_defer / _resume); a fork()
+ * from C (subprocess with preexec_fn, extensions) is restarted by the parent handler. */
+
+/* pthread_join returns once the kernel clears the thread's tid word, early in its exit; the
+ * task leaves the thread group, and the count CPython reads, a little later (release_task).
+ * So wait, at most FORK_TASK_WAIT_NS, for /proc/self/task/<tid> to go. */
+static void
+wait_task_gone(int tid)
+{
+    if (tid <= 0) {
+        return;
+    }
+    char path[48];
+    snprintf(path, sizeof path, "/proc/self/task/%d", tid);
+    uint64_t until = mono_ns(CLOCK_MONOTONIC) + FORK_TASK_WAIT_NS;
+    struct timespec pause = {0, 50000};
+    while (access(path, F_OK) == 0 && mono_ns(CLOCK_MONOTONIC) < until) {
+        nanosleep(&pause, NULL);
+    }
+}
+
+/* g_life_lock held.  The new thread counts the pause as it starts. */
+static void
+resume(void)
+{
+    if (start_thread() == 0) { /* else it stays paused: stop() still finishes the file */
+        S.paused = 0;
+    }
+}
+
+static void
+fork_prepare(void)
+{
+    pthread_mutex_lock(&g_life_lock); /* held until the parent or child handler */
+    if (!S.running || S.paused) {
+        return;
+    }
+    stop_thread();
+    S.paused = 1;
+    /* From the last tick: the interval the stop cut short is lost with the pause. */
+    S.paused_at_ns = S.last_tick_ns ? S.last_tick_ns : mono_ns(CLOCK_MONOTONIC);
+    wait_task_gone(atomic_load(&S.tid));
+}
+
+static void
+fork_parent(void)
+{
+    if (S.running && S.paused && !S.fork_defer) {
+        resume();
+    }
+    pthread_mutex_unlock(&g_life_lock);
+}
+
+static void
+fork_child(void)
+{
+    /* No sampler thread here, and nothing that could wait on one: the lock was taken by this
+     * very thread in fork_prepare. */
+    S.fork_defer = 0;
+    pthread_mutex_unlock(&g_life_lock);
+}
+
+void
+ft_sampler_fork_defer(void)
+{
+    pthread_mutex_lock(&g_life_lock);
+    S.fork_defer = S.running;
+    pthread_mutex_unlock(&g_life_lock);
+}
+
+void
+ft_sampler_fork_resume(void)
+{
+    pthread_mutex_lock(&g_life_lock);
+    S.fork_defer = 0;
+    if (S.running && S.paused) {
+        resume();
+    }
+    pthread_mutex_unlock(&g_life_lock);
+}
+
+/* ---- start and stop ------------------------------------------------------------------------- */
 
 int
 ft_sampler_start(const ft_sampler_config* cfg)
@@ -879,6 +1581,14 @@ ft_sampler_start(const ft_sampler_config* cfg)
     if (S.running) {
         return EBUSY;
     }
+    if (!g_atfork_registered) {
+        /* Once: handlers cannot be removed, and they do nothing while no sampler runs. */
+        if (pthread_atfork(fork_prepare, fork_parent, fork_child) != 0) {
+            return ENOMEM;
+        }
+        g_atfork_registered = 1;
+    }
+    pthread_mutex_lock(&g_life_lock);
     memset(&S, 0, sizeof S);
     S.cfg = *cfg;
     memcpy(S.is_call, cfg->call_opcodes, sizeof S.is_call);
@@ -890,7 +1600,10 @@ ft_sampler_start(const ft_sampler_config* cfg)
     S.interp = PyInterpreterState_Get();
     S.gil = ft_raw_gil_addr(S.interp);
     S.pid = getpid();
+    S.rate_hz = cfg->rate_hz;
+    S.rate_floor = cfg->rate_hz < RATE_FLOOR_HZ ? cfg->rate_hz : RATE_FLOOR_HZ;
     S.interval_ns = (uint64_t)(1e9 / cfg->rate_hz);
+    read_budget();
     S.rng = mono_ns(CLOCK_MONOTONIC) | 1;
     pthread_mutex_init(&S.names_lock, NULL);
     pthread_mutex_init(&S.wake_lock, NULL);
@@ -904,17 +1617,24 @@ ft_sampler_start(const ft_sampler_config* cfg)
     S.stacks = calloc(S.stacks_cap, sizeof *S.stacks);
     S.arena_cap = 1u << 16;
     S.stack_arena = malloc(S.arena_cap * sizeof *S.stack_arena);
+    S.known = calloc(MAX_THREADS_PER_TICK, sizeof *S.known);
+    S.cur = calloc(MAX_THREADS_PER_TICK, sizeof *S.cur);
+    S.cur_ts = calloc(MAX_THREADS_PER_TICK, sizeof *S.cur_ts);
     S.ring = ft_session_sample_ring();
-    if (S.codes == NULL || S.stacks == NULL || S.stack_arena == NULL || S.ring == NULL) {
-        free_tables();
-        return ENOMEM;
+    int err = 0;
+    if (S.codes == NULL || S.stacks == NULL || S.stack_arena == NULL || S.known == NULL ||
+        S.cur == NULL || S.cur_ts == NULL || S.ring == NULL) {
+        err = ENOMEM;
     }
     /* process_vm_readv can be forbidden (seccomp, some containers): find out now, not in the
      * sampler thread. */
     uint64_t probe = 0x5AFE, got = 0;
-    if (safe_read(&got, &probe, sizeof got) < 0 || got != probe) {
-        int err = errno ? errno : EPERM;
+    if (err == 0 && (safe_read(&got, &probe, sizeof got) < 0 || got != probe)) {
+        err = errno ? errno : EPERM;
+    }
+    if (err != 0) {
         free_tables();
+        pthread_mutex_unlock(&g_life_lock);
         return err;
     }
     S.stat[FT_STAT_READ_FAILURES] = 0;
@@ -931,17 +1651,15 @@ ft_sampler_start(const ft_sampler_config* cfg)
         p = ft_put_varint(p, FT_SAMPLE_MAX_DEPTH);
         ft_defs_end(p);
     }
-    /* Signals belong to the application's threads. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int err = pthread_create(&S.thread, NULL, sampler_main, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    S.started_ns = mono_ns(CLOCK_MONOTONIC);
+    err = start_thread();
     if (err != 0) {
         free_tables();
+        pthread_mutex_unlock(&g_life_lock);
         return err;
     }
     S.running = 1;
+    pthread_mutex_unlock(&g_life_lock);
     return 0;
 }
 
@@ -955,14 +1673,21 @@ void
 ft_sampler_stop(ft_sampler_stats* out)
 {
     memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&g_life_lock); /* not while a fork has the sampler stopped */
     if (!S.running) {
+        pthread_mutex_unlock(&g_life_lock);
         return;
     }
-    pthread_mutex_lock(&S.wake_lock);
-    atomic_store(&S.stop, 1);
-    pthread_cond_signal(&S.wake);
-    pthread_mutex_unlock(&S.wake_lock);
-    pthread_join(S.thread, NULL);
+    stop_thread();
+    uint64_t now = mono_ns(CLOCK_MONOTONIC);
+    if (S.paused) { /* a fork's restart never came (or failed) */
+        S.stat[FT_STAT_PAUSED_NS] += now - S.paused_at_ns;
+        S.paused = 0;
+        S.paused_at_ns = 0;
+    }
+    S.stat[FT_STAT_DURATION_NS] = now - S.started_ns;
+    S.stat[FT_STAT_FINAL_RATE_MHZ] = (uint64_t)(S.rate_hz * 1000 + 0.5);
+    S.stat[FT_STAT_CPU_BUDGET_PPM] = (uint64_t)(S.budget * 1e6 + 0.5);
     ft_thread_rotate(S.ring, 0);
     uint8_t* p = ft_defs_begin(1 + 10 + FT_STAT_COUNT * 10);
     if (p != NULL) {
@@ -980,6 +1705,7 @@ ft_sampler_stop(ft_sampler_stats* out)
     pthread_mutex_lock(&S.names_lock);
     S.running = 0;
     pthread_mutex_unlock(&S.names_lock);
+    pthread_mutex_unlock(&g_life_lock);
 }
 
 uint64_t

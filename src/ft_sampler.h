@@ -27,7 +27,7 @@ typedef struct {
 #define FT_SAMPLER_MAX_STOP_CODES 4
 
 typedef struct {
-    uint64_t values[16]; /* ft_sampler_stat order; FT_STAT_COUNT used */
+    uint64_t values[16]; /* ft_sampler_stat order; FT_STAT_COUNT (<= 16) used */
     double rate_hz;
     int clock;
 } ft_sampler_stats;
@@ -51,5 +51,11 @@ uint64_t ft_sampler_last_thread_uid(void);
 void ft_sampler_release(void);
 /* After fork in the child: the sampler thread is gone; forget it without joining. */
 void ft_sampler_abandon(void);
+/* os.fork()'s Python hooks (before, and after in the parent).  The sampler thread is stopped
+ * around every fork() by pthread_atfork handlers; CPython 3.12+ counts the process's threads
+ * after those handlers, so for os.fork() the parent's restart waits for fork_resume.  No-ops
+ * when no sampler runs. */
+void ft_sampler_fork_defer(void);
+void ft_sampler_fork_resume(void);
 
 #endif /* FT_SAMPLER_H */

@@ -18,3 +18,5 @@ cdef extern from "ft_sampler.h":
                                     int force, uint64_t min_uid)
     void ft_sampler_release()
     uint64_t ft_sampler_last_thread_uid()
+    void ft_sampler_fork_defer()
+    void ft_sampler_fork_resume()
