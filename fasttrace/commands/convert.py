@@ -22,11 +22,11 @@ import sys
 
 import fasttrace
 from fasttrace import export
-from fasttrace.commands import error, load_or_say_why
+from fasttrace.commands import error, load_or_say_why, os_error_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Optional
+    from typing import BinaryIO, Callable, Optional
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -52,26 +52,34 @@ def main(args: argparse.Namespace) -> int:
     if to_stdout and args.format in BINARY and sys.stdout.isatty():
         return error(f"{args.format} is binary: not written to a terminal (use -o FILE, or "
                      "redirect stdout)")
-    target = (getattr(sys.stdout, "buffer", sys.stdout) if to_stdout else out)
     progress = _progress("samples" if trace.mode == "sample" else "events") \
         if sys.stderr.isatty() else None
     # A failure part-way leaves no half-written file that looks complete: a regular file this
     # command wrote is removed.  (Not a device, a FIFO or stdout, which are said to be cut.)
     removable = not to_stdout and (not os.path.lexists(out) or os.path.isfile(out))
     try:
-        summary = export.write(trace, target, args.format, progress=progress)
-        if to_stdout:
-            sys.stdout.flush()
+        sink = _Sink(None if to_stdout else out)
+    except OSError as e:
+        return error(f"cannot write {out!r}: {e.strerror or e}")
+    try:
+        try:
+            summary = export.write(trace, sink, args.format, progress=progress)
+        finally:
+            sink.close()
     except BaseException as e:
         if progress is not None:
             print(file=sys.stderr)
-        if isinstance(e, BrokenPipeError):
-            raise
+        if isinstance(e, _WriteError) and isinstance(e.error, BrokenPipeError):
+            raise e.error from None  # stdout closed: the command line ends quietly
         lost = _discard(out, removable)
+        if isinstance(e, _WriteError):
+            return error(f"cannot write {out!r}: {e.error.strerror or e.error}; {lost}")
         if isinstance(e, fasttrace.FormatError):  # damage found while decoding
             return error(f"{e}; {lost}")
-        if isinstance(e, OSError) and e.filename != args.trace:
-            return error(f"cannot write {out!r}: {e.strerror or e}; {lost}")
+        if isinstance(e, OSError):  # reading the trace failed
+            return error(f"{os_error_text(e.filename or args.trace, e)}; {lost}")
+        if isinstance(e, MemoryError):
+            return error(f"{args.trace}: out of memory while reading it; {lost}")
         raise
     if progress is not None:
         print(file=sys.stderr)
@@ -92,6 +100,47 @@ def main(args: argparse.Namespace) -> int:
         if os.path.exists(out) else ""
     print(f"fasttrace: wrote {args.format} to {out} ({size}{count})", file=sys.stderr)
     return 0
+
+
+class _WriteError(Exception):
+    """Writing the output failed (an OSError there is not one of reading the trace)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Sink:
+    """The binary output the exporters write to: the file at `path`, or stdout (None)."""
+
+    def __init__(self, path: Optional[str]) -> None:
+        if path is None:
+            sys.stdout.flush()
+            self.f: BinaryIO = sys.stdout.buffer
+        else:
+            self.f = open(path, "wb")
+        self.close_it = path is not None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            raise _WriteError(e) from None
+
+    def flush(self) -> None:
+        try:
+            self.f.flush()
+        except OSError as e:
+            raise _WriteError(e) from None
+
+    def close(self) -> None:
+        try:
+            if self.close_it:
+                self.f.close()
+            else:
+                self.f.flush()
+        except OSError as e:
+            raise _WriteError(e) from None
 
 
 def _discard(out: str, removable: bool) -> str:

@@ -1,10 +1,12 @@
 """`fasttrace dump TRACE`: one line per chunk and per record, for debugging the format.
 
-Every line starts with the byte offset of what it shows.  Damage stops the dump with a line
-that says what and where; everything before it is printed.  The file is read chunk by chunk:
-memory holds one chunk's payload at a time (an events chunk is at most 64 KiB; a definitions
-chunk is as large as it says, and never larger than the file).  See src/FORMAT.md.
-"""
+Every line starts with the byte offset of what it shows.  Damage is a DAMAGE line: in a
+record, the dump goes on with the next chunk; in the framing (header, chunk headers, sizes), it
+stops there.  The first damage is also the command's error line on stderr (exit code 1).
+
+The file is read chunk by chunk: memory holds one chunk's payload at a time (an events chunk is
+at most 64 KiB; a definitions chunk is as large as it says, and never larger than the file).
+See src/FORMAT.md."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from fasttrace.commands import error, not_regular, os_error_text, unreadable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import BinaryIO, Dict, List
+    from typing import BinaryIO, Dict, List, Optional, Tuple
 
 CHUNK_NAMES = {R.EVENTS: "EVENTS", R.DEFS: "DEFS", R.CLOCK: "CLOCK", R.TRAILER_CHUNK: "TRAILER",
                R.SAMPLES: "SAMPLES"}
@@ -61,6 +63,7 @@ class Dumper:
         self.names: Dict[int, str] = {}
         self.quiet = False  # reading definitions for names only
         self.base = 0  # file offset of the payload being decoded
+        self.damage: Optional[Tuple[int, str]] = None  # the first: (offset, what)
 
     def out(self, offset: int, depth: int, text: str) -> None:
         if self.quiet:
@@ -69,6 +72,12 @@ class Dumper:
         self.lines += 1
         if self.args.limit and self.lines >= self.args.limit:
             raise _Stop
+
+    def bad(self, offset: int, depth: int, what: str) -> None:
+        """A DAMAGE line; the first damage is also what the command's error line says."""
+        if self.damage is None:
+            self.damage = (offset, what)
+        self.out(offset, depth, f"DAMAGE {what}")
 
     def read(self, n: int) -> bytes:
         """Up to n bytes (fewer only if the file shrank since it was opened)."""
@@ -96,30 +105,32 @@ class Dumper:
     def run(self) -> int:
         pre = self.read(R.PREAMBLE)
         if len(pre) < len(R.MAGIC) or pre[:8] != R.MAGIC:
-            self.out(0, 0, "DAMAGE not a fasttrace file (bad magic or too short)")
+            self.bad(0, 0, "not a fasttrace file (bad magic or too short)")
             return 1
         if len(pre) < R.PREAMBLE:
-            self.out(0, 0, f"DAMAGE file ends inside the preamble ({len(pre)} of "
+            self.bad(0, 0, f"file ends inside the preamble ({len(pre)} of "
                            f"{R.PREAMBLE} bytes)")
             return 1
         version, body_size, crc = struct.unpack_from("<3I", pre, 8)
         self.out(0, 0, f"PREAMBLE version={version} header_size={body_size}")
         if version != R.FORMAT_VERSION:
-            self.out(8, 0, f"DAMAGE unsupported format version {version}")
+            self.bad(8, 0, f"unsupported format version {version}")
             return 1
         if body_size > self.size - R.PREAMBLE:
-            self.out(12, 0, f"DAMAGE header of {body_size} bytes runs past the end of the "
+            self.bad(12, 0, f"header of {body_size} bytes runs past the end of the "
                             f"file ({self.size} bytes)")
             return 1
         body = self.read(body_size)
         if len(body) < body_size:
-            self.out(R.PREAMBLE, 0, "DAMAGE file ends inside the header")
+            self.bad(R.PREAMBLE, 0, "file ends inside the header")
             return 1
         if body_size < R.HEADER_FIXED.size:
-            self.out(12, 0, f"DAMAGE header too short ({body_size} bytes; its fixed part "
+            self.bad(12, 0, f"header too short ({body_size} bytes; its fixed part "
                             f"is {R.HEADER_FIXED.size})")
             return 1
         self.header(body, zlib.crc32(body) == crc)
+        if zlib.crc32(body) != crc and self.damage is None:
+            self.damage = (R.PREAMBLE, "header checksum mismatch")
         return self.chunks(R.PREAMBLE + body_size)
 
     def header(self, body: bytes, crc_ok: bool) -> None:
@@ -134,7 +145,7 @@ class Dumper:
             argv, q = R._str(body, p, len(body))
             version, _ = R._str(body, q, len(body))
         except R._Short as e:
-            self.out(R.PREAMBLE + e.args[0], 1, "DAMAGE header strings are malformed")
+            self.bad(R.PREAMBLE + e.args[0], 1, "header strings are malformed")
             return
         args = [R._text(a) for a in argv[:-1].split(b"\0")] if argv else []
         self.out(R.PREAMBLE + p, 1, f"argv={args!r}")
@@ -146,7 +157,7 @@ class Dumper:
             head = self.read(R.CHUNK.size)
             if len(head) < R.CHUNK.size:
                 if head.strip(b"\0"):
-                    self.out(off, 0, f"DAMAGE file ends inside a chunk header "
+                    self.bad(off, 0, f"file ends inside a chunk header "
                                      f"({len(head)} of {R.CHUNK.size} bytes)")
                     return 1
                 self.out(off, 0, f"END {len(head)} bytes of zero padding")
@@ -157,7 +168,7 @@ class Dumper:
                 return self.padding_or_damage(off, head, magic)
             pay = off + R.CHUNK.size
             if psize > size - pay:
-                self.out(off, 0, f"DAMAGE chunk of {psize} bytes runs past the end of the file "
+                self.bad(off, 0, f"chunk of {psize} bytes runs past the end of the file "
                                  f"({size - pay} bytes left)")
                 return 1
             name = CHUNK_NAMES.get(ctype, f"TYPE{ctype}")
@@ -171,8 +182,11 @@ class Dumper:
                 value, got = self.crc_of(psize, zlib.crc32(head[12:]))
                 ok = value == crc
             if got < psize:
-                self.out(off, 0, "DAMAGE the file ended while it was read (it shrank)")
+                self.bad(off, 0, "the file ended while it was read (it shrank)")
                 return 1
+            if not ok and self.damage is None:
+                self.damage = (off, f"chunk checksum mismatch ({psize}-byte chunk of type "
+                                    f"{ctype})")
             if shown:
                 self.out(off, 0, f"CHUNK {name} size={psize} crc={'ok' if ok else 'BAD'} "
                                  f"flags=0x{cflags:x} thread={thread} records={records} "
@@ -184,7 +198,7 @@ class Dumper:
                 self.records(ctype, payload)
                 self.quiet = False
             off = pay + psize
-        return 0
+        return 1 if self.damage else 0
 
     def padding_or_damage(self, off: int, head: bytes, magic: int) -> int:
         """Zeros to the end of the file are padding; anything else is a bad chunk magic."""
@@ -199,7 +213,7 @@ class Dumper:
         if zeros:
             self.out(off, 0, f"END {n} bytes of zero padding")
             return 0
-        self.out(off, 0, f"DAMAGE bad chunk magic 0x{magic:08x}")
+        self.bad(off, 0, f"bad chunk magic 0x{magic:08x}")
         return 1
 
     def records(self, ctype: int, d: bytes) -> None:
@@ -222,14 +236,14 @@ class Dumper:
                         fids, p = _varints(d, p, end)
                         fields.append(f"stack=[{' '.join(map(str, fids))}]")
                     if tag not in RECORD_NAMES:
-                        self.out(b + start, 1, f"DAMAGE unknown record tag 0x{tag:02x}")
+                        self.bad(b + start, 1, f"unknown record tag 0x{tag:02x}")
                         return
                     self.out(b + start, 1, f"{RECORD_NAMES[tag]} {' '.join(fields)}")
             elif ctype == R.SAMPLES:
                 while p < end:
                     start, tag = p, d[p]
                     if tag != R.SAMPLE:
-                        self.out(b + start, 1, f"DAMAGE unknown sample record 0x{tag:02x}")
+                        self.bad(b + start, 1, f"unknown sample record 0x{tag:02x}")
                         return
                     dt, p = R._varint(d, p + 1, end)
                     tid, p = R._varint(d, p, end)
@@ -250,7 +264,7 @@ class Dumper:
                                    f"stop_mono_ns={mono} threads={threads} functions={funcs} "
                                    f"error={err}")
         except (R._Short, struct.error, IndexError):
-            self.out(b + p, 1, "DAMAGE record runs past the end of its chunk")
+            self.bad(b + p, 1, "record runs past the end of its chunk")
 
     def definition(self, d: bytes, p: int, end: int) -> int:
         b, start, tag = self.base, p, d[p]
@@ -297,7 +311,7 @@ class Dumper:
             self.out(b + start, 1, "SAMPLER_STATS " + " ".join(
                 f"{k}={v}" for k, v in zip(names, values)))
         else:
-            self.out(b + start, 1, f"DAMAGE unknown definition tag 0x{tag:02x}")
+            self.bad(b + start, 1, f"unknown definition tag 0x{tag:02x}")
             return end
         return p
 
@@ -344,8 +358,12 @@ def main(args: argparse.Namespace) -> int:
         return error(str(e))
     except OSError as e:
         return error(os_error_text(args.trace, e))
+    dumper = Dumper(f, size, args)
     with f:
         try:
-            return Dumper(f, size, args).run()
-        except _Stop:
-            return 0
+            dumper.run()
+        except _Stop:  # --limit lines printed
+            pass
+    if dumper.damage is not None:
+        return error(f"{args.trace}: byte {dumper.damage[0]}: {dumper.damage[1]}")
+    return 0

@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
     rows: List[Tuple[str, str]] = [
         ("file", trace.path),
         ("format", f"version {h['format_version']}, {h['mode']} mode"),
-        ("python", h["python_version"].split()[0] + (
+        ("python", (h["python_version"].split() or ["?"])[0] + (
             " (sampled: no hook)" if h["mode"] == "sample" else f" (hook: {h['hook']})")),
         ("command", " ".join(h["argv"])),
         ("pid", str(h["pid"])),

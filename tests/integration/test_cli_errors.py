@@ -3,7 +3,9 @@ traceback; a closed output pipe ends the read-only commands quietly (issue 8).""
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -13,7 +15,7 @@ import time
 import zlib
 
 import pytest
-from helpers import (MAGIC, chunks_of, cli_in_process, fasttrace_cli, from_chunks,
+from helpers import (MAGIC, chunks_of, cli_in_process, fasttrace_cli, from_chunks, varint,
                      with_bad_record)
 
 import fasttrace
@@ -105,7 +107,8 @@ def test_dump_of_a_header_shorter_than_its_fixed_part(tmp_path):
     path = tmp_path / "short.ftrace"
     path.write_bytes(MAGIC + struct.pack("<3I", 1, len(body), zlib.crc32(body)) + body)
     r = fasttrace_cli(tmp_path, "dump", str(path))
-    assert r.returncode == 1 and r.stderr == "", r.stderr
+    assert_one_error_line(r, f"{path}: byte 12: header too short (10 bytes; its fixed part "
+                             "is 64)")
     assert r.stdout.splitlines()[-1].endswith("DAMAGE header too short (10 bytes; its fixed "
                                               "part is 64)")
     r = fasttrace_cli(tmp_path, "info", str(path))
@@ -224,7 +227,7 @@ def test_dump_streams_in_bounded_memory(files, tmp_path):
     struct.pack_into("<I", huge, len(header) + 4, 0xFFFFFFF0)
     big.write_bytes(bytes(huge))
     r = _dump_in_limited_memory(tmp_path, str(big))
-    assert r.returncode == 1 and r.stderr == "", r.stderr
+    assert_one_error_line(r, "chunk of 4294967280 bytes runs past the end of the file")
     assert "DAMAGE chunk of 4294967280 bytes runs past the end of the file" in r.stdout
 
 
@@ -237,3 +240,85 @@ def test_convert_to_stdout(files, tmp_path, fmt):
     assert not (tmp_path / "-").exists()
     assert len(r.stdout) > 100 and "work" in r.stdout
     assert r.stderr.startswith(f"fasttrace: wrote {fmt} to stdout (")
+
+
+# ---- found by the fuzzer (tests/integration/test_cli_fuzz.py) ---------------------------
+
+def _with_header_strings(data, argv, version):
+    header, chunks = chunks_of(data)
+    body = header[20:84] + varint(len(argv)) + argv + varint(len(version)) + version
+    pre = header[:12] + struct.pack("<II", len(body), zlib.crc32(body))
+    return from_chunks(pre + body, chunks)
+
+
+def test_info_with_an_empty_python_version(files, tmp_path):
+    path = tmp_path / "empty-version.ftrace"
+    path.write_bytes(_with_header_strings(files["traced"].read_bytes(), b"", b""))
+    code, out, err = cli_in_process("info", path)
+    assert code == 0, err
+    assert re.search(r"^python +\? \(hook: ", out, re.M) and re.search(r"^command +$", out, re.M)
+
+
+# ---- item 1: errors from reading, and ^C ------------------------------------------------
+
+@pytest.mark.parametrize("raised, message", [
+    (OSError(errno.EIO, "Input/output error"), "input/output error"),
+    (MemoryError(), "out of memory while reading it"),
+])
+@pytest.mark.parametrize("command", ["report", "info", "convert"])
+def test_errors_while_reading_are_one_line(files, tmp_path, monkeypatch, raised, message,
+                                           command):
+    def fail(*args, **kwargs):
+        raise raised
+
+    # the trace loads, then reading its events or samples fails
+    monkeypatch.setattr(fasttrace.Trace, "events", fail)
+    monkeypatch.setattr(fasttrace.Trace, "samples", fail)
+    args = ["-f", "chrome", "-o", tmp_path / "x.json"] if command == "convert" else []
+    for name in ("traced", "killed"):
+        if command == "info" and name == "traced":
+            continue  # info reads no events
+        r = cli_in_process(command, files[name], *args)
+        lost = f"; nothing written to {tmp_path / 'x.json'}" if command == "convert" else ""
+        assert r[0] == 1 and r[2] == f"fasttrace: error: {files[name]}: {message}{lost}\n", r
+        assert not (tmp_path / "x.json").exists()
+
+
+def test_interrupted_read_ends_quietly(files, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fasttrace.Trace, "events", interrupt)
+    assert cli_in_process("report", files["traced"]) == (130, "", "")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_file(files, tmp_path):
+    path = tmp_path / "secret.ftrace"
+    path.write_bytes(files["traced"].read_bytes())
+    path.chmod(0)
+    for command in (["info"], ["dump"], ["report"]):
+        r = cli_in_process(*command, path)
+        assert r == (1, "", f"fasttrace: error: {path}: permission denied\n")
+
+
+def test_binary_format_is_not_written_to_a_terminal(files, tmp_path):
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run([sys.executable, "-m", "fasttrace", "convert", str(files["traced"]),
+                            "-f", "pprof", "-o", "-"], stdout=slave, stderr=subprocess.PIPE,
+                           text=True, timeout=60, cwd=tmp_path)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert r.returncode == 1
+    assert r.stderr == ("fasttrace: error: pprof is binary: not written to a terminal (use -o "
+                        "FILE, or redirect stdout)\n")
+
+
+def test_convert_to_a_full_device(files, tmp_path):
+    r = cli_in_process("convert", files["traced"], "-f", "chrome", "-o", "/dev/full")
+    assert r == (1, "", "fasttrace: error: cannot write '/dev/full': No space left on device; "
+                        "the output to /dev/full is incomplete\n")
