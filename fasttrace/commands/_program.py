@@ -22,6 +22,7 @@ from __future__ import annotations
 import builtins
 import importlib.machinery
 import io
+import linecache
 import os
 import runpy
 import sys
@@ -51,6 +52,9 @@ def prepare(kind: str, what: str, args: List[str]) -> "Tuple[CodeType, Dict[str,
         sys.path[0] = ""
         code = compile(what, "<string>", "exec", dont_inherit=True)
         g["__loader__"] = importlib.machinery.BuiltinImporter
+        register = getattr(linecache, "_register_code", None)
+        if register is not None:  # 3.13+: python keeps -c code for its tracebacks
+            register("<string>", what, "<string>")
     elif kind == "module":
         sys.argv = ["-m", *args]  # python's argv[0] while it looks for the module
         sys.path[0] = os.getcwd()
