@@ -50,8 +50,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if argv and argv[0] == "run":
         # The program's own arguments must reach it untouched, options included.
         return run.main_argv(argv[1:])
-    args = build_parser().parse_args(argv)
     try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit:  # --help, or a usage error
+            sys.stdout.flush()
+            raise
         try:
             code = int(COMMANDS[args.command].main(args) or 0)
             sys.stdout.flush()  # here, where a closed pipe can still be handled

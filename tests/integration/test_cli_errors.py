@@ -130,12 +130,15 @@ def _with_closed_stdout(cwd, *args):
 @pytest.mark.parametrize("name, args", [
     ("traced", ["info"]), ("traced", ["report", "--per-thread"]), ("traced", ["dump"]),
     ("traced", ["convert", "-f", "chrome", "-o", "-"]), ("sampled", ["info"]),
-    ("sampled", ["report", "--json"]),
+    ("sampled", ["report", "--json"]), ("traced", ["dump", "--help"]),
 ], ids=lambda x: " ".join(x) if isinstance(x, list) else x)
 def test_closed_pipe_ends_quietly(files, name, args):
     code, err = _with_closed_stdout(files[name].parent, *args, str(files[name]))
     assert err == ""
-    assert code == 128 + signal.SIGPIPE  # as a shell shows a command killed by SIGPIPE
+    if "--help" in args:  # newer argparse ignores a failed write of the help itself
+        assert code in (0, 128 + signal.SIGPIPE)
+    else:
+        assert code == 128 + signal.SIGPIPE  # as a shell shows a command killed by SIGPIPE
 
 
 def test_run_leaves_sigpipe_to_the_program(tmp_path):
