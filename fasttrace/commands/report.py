@@ -2,9 +2,10 @@
 
 Like `pprof -top` or pstats: self time (the function was the innermost frame), total time (its
 outermost activations; recursion is not counted twice), calls, and both as a share of the
-traced time.  For a sampled trace the times are estimates from the samples' weights, the
-calls column counts samples, and a table of threads says how much of their time each spent
-running Python and waiting.
+traced time.  For a sampled trace the times are estimates from the samples' weights, a
+samples column replaces calls, and a table of threads (--limit rows) says how much of their
+time each spent running Python and waiting (wall clock), or how much of their CPU time they
+held the GIL (cpu clock).
 """
 
 from __future__ import annotations

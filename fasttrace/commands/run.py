@@ -5,10 +5,11 @@
     fasttrace run [options] -c code [args...]
     fasttrace run --rate 100 [--clock cpu] script.py [args...]     (sampling mode)
 
-The program sees what it would see under plain `python`: its sys.argv, `__name__ ==
-"__main__"`, sys.path[0], `__file__`, stdin and stdout.  Its exit status is fasttrace's: the
-code of sys.exit(), 1 after an uncaught exception (traceback printed), death by SIGINT or
-SIGTERM after those signals.  The trace is complete in every one of those cases.
+The program sees what it would see under plain `python`: its sys.argv, sys.path[0], a
+`__main__` module with the attributes python gives it (see _program.py), stdin, stdout and
+SIGPIPE.  Its exit status is fasttrace's: the code of sys.exit(), 1 after an uncaught exception
+(traceback printed), death by SIGINT or SIGTERM after those signals.  The trace is complete in
+every one of those cases; no frame of this runner or of runpy is in it.
 """
 
 from __future__ import annotations
@@ -249,7 +250,8 @@ def _finish(code: int) -> int:
         sys.stdout.flush()
     except Exception:
         pass
-    session = _cli_session
+    global _cli_session
+    session, _cli_session = _cli_session, None  # once: SIGTERM may come while it runs
     if session is None:
         return code
     note = ""
