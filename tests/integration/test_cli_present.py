@@ -91,7 +91,7 @@ def test_report_limit_applies_to_the_thread_table(sampled_threads):
     head = out.split("\n\n")[0].splitlines()
     rows = [line for line in head if re.match(r"\s+\d+\s+[\d.]+%", line)]
     assert len(rows) == 5, out
-    more = len(fasttrace.load(sampled_threads).threads) - 5
+    more = len({s.thread for s in fasttrace.load(sampled_threads).samples()}) - 5
     assert f"  ... and {more} more threads (--limit 0 lists them all)" in head
     code, out, err = cli_in_process("report", sampled_threads, "--limit", "0")
     rows = [line for line in out.split("\n\n")[0].splitlines()
