@@ -133,3 +133,68 @@ def sample_tuple(s):
     state bits, weight_us)."""
     state = (1 if s.idle else 0) | (2 if s.in_call else 0) | (4 if s.torn else 0)
     return (s.ts, s.thread, tuple(f.id for f in s.stack), state, s.weight_ns // 1000)
+
+
+# Taking real traces apart and putting them back together with correct checksums, for tests of
+# damaged files (src/FORMAT.md sections 1-3).
+
+def chunks_of(data):
+    """(header bytes, [[type, flags, thread, records, base_tick, payload], ...]) of a trace;
+    a cut last chunk keeps what is there of its payload."""
+    first = 20 + struct.unpack_from("<I", data, 12)[0]
+    off, chunks = first, []
+    while off + 32 <= len(data):
+        _m, size, _crc, ctype, flags, _r, thread, records, base = struct.unpack_from(
+            "<IIIBBHIIQ", data, off)
+        chunks.append([ctype, flags, thread, records, base, data[off + 32:off + 32 + size]])
+        off += 32 + size
+    return data[:first], chunks
+
+
+def from_chunks(header, chunks):
+    """The inverse of chunks_of(), every chunk crc computed (the header is kept as it is)."""
+    return bytes(header) + b"".join(chunk(c[0], c[5], c[2], c[3], c[4], c[1]) for c in chunks)
+
+
+def fix_header_crc(data):
+    """data with the header body's crc32 recomputed (when the header is all there)."""
+    d = bytearray(data)
+    if len(d) >= 20:
+        body = struct.unpack_from("<I", d, 12)[0]
+        if 20 + body <= len(d):
+            struct.pack_into("<I", d, 16, zlib.crc32(d[20:20 + body]))
+    return bytes(d)
+
+
+def with_bad_record(data, ctype):
+    """A copy of trace `data` whose first chunk of type `ctype` (1 EVENTS, 5 SAMPLES) opens with
+    a record the readers only reject while iterating: a call of an undefined function, or an
+    unknown sample tag.  The chunk's crc is correct, so the damage passes load()."""
+    header, chunks = chunks_of(data)
+    c = next(c for c in chunks if c[0] == ctype)
+    bad = b"\x01" + varint(100_000) + varint(0) if ctype == 1 else b"\xfb"
+    c[3] += 1
+    c[5] = bad + c[5]
+    return from_chunks(header, chunks)
+
+
+def cli_in_process(*args):
+    """`fasttrace ARGS` (not `run`) through fasttrace.cli.main in this process, with stdout
+    and stderr captured: (exit code, stdout, stderr).  An exception that escapes main() is the
+    traceback the command line would have shown: it propagates."""
+    import contextlib
+    import io
+
+    from fasttrace.cli import main
+
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="replace")
+    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="replace")
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse
+            code = e.code if isinstance(e.code, int) else 1
+    out.flush()
+    err.flush()
+    return (code, out.buffer.getvalue().decode("utf-8", "replace"),
+            err.buffer.getvalue().decode("utf-8", "replace"))

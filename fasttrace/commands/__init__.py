@@ -1,20 +1,97 @@
-"""Subcommands of the fasttrace command line, one module each."""
+"""Subcommands of the fasttrace command line, one module each, and what they share: one-line
+errors, the checks of an input path, and how times and places are shown."""
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 
 import fasttrace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Optional
+    from typing import Any, Optional
+
+# What a path is when it is not a regular file (the wording fasttrace.load() uses too).
+_FILE_KINDS = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
+
+
+def error(message: str) -> int:
+    """One line on stderr, `fasttrace: error: MESSAGE`; returns the exit code, 1."""
+    print(f"fasttrace: error: {message}", file=sys.stderr)
+    return 1
+
+
+def os_error_text(path: str, e: OSError) -> str:
+    """`PATH: what went wrong`, for an OSError met while opening or reading `path`."""
+    if isinstance(e, FileNotFoundError):
+        return f"{path}: no such file"
+    what = e.strerror or str(e) or type(e).__name__
+    return f"{path}: {what[:1].lower()}{what[1:]}"
+
+
+def unreadable(path: str) -> Optional[str]:
+    """Why `path` cannot be read as a trace (missing, not a regular file), or None."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return os_error_text(path, e)
+    return not_regular(path, st.st_mode)
+
+
+def not_regular(path: str, mode: int) -> Optional[str]:
+    """`PATH: byte 0: not a regular file (a FIFO (named pipe))`, or None for a regular file."""
+    for test, kind in _FILE_KINDS:
+        if test(mode):
+            return f"{path}: byte 0: not a regular file ({kind})"
+    return None
 
 
 def load_or_say_why(path: str) -> "Optional[fasttrace.Trace]":
     """The loaded trace, or None after one line on stderr saying what is wrong and where."""
+    why = unreadable(path)
+    if why is not None:
+        error(why)
+        return None
     try:
         return fasttrace.load(path)
     except fasttrace.FormatError as e:
-        print(f"fasttrace: error: {e}", file=sys.stderr)
-        return None
+        error(str(e))
+    except OSError as e:
+        error(os_error_text(path, e))
+    return None
+
+
+def duration_text(ns: float) -> str:
+    """A duration in the unit that suits it: 1.50 s, 30.2 ms, 512 us, 80 ns."""
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("us", 1e3)):
+        if ns >= scale:
+            v = ns / scale
+            return f"{v:.{3 if v < 10 else 2 if v < 100 else 1}f} {unit}"
+    return f"{ns:.0f} ns"
+
+
+def c_module(f: "Any") -> str:
+    """The module of a C function: its own, or the one its type's name gives (a method of
+    `_thread.RLock` is in `_thread`, one of `set` in `builtins`)."""
+    if f.module:
+        return str(f.module)
+    parts = str(f.qualname or f.name).split(".")
+    return ".".join(parts[:-2]) if len(parts) > 2 else "builtins"
+
+
+def where(f: "Any") -> str:
+    """Where a function lives, for a table's last column: `file.py:12`, or `[C] module` for
+    a C function."""
+    if f.is_c:
+        return f"[C] {c_module(f)}"
+    if not f.filename:
+        return ""
+    return f"{os.path.basename(f.filename)}:{f.lineno}"

@@ -6,6 +6,9 @@
     pprof       gzipped profile.proto: go tool pprof
     collapsed   folded stacks (a;b;c weight): flamegraph.pl, speedscope
 
+`-o -` writes to stdout.  If the trace turns out to be damaged part-way (or the output cannot
+be written), the output file is removed and the error says so.
+
 Conversion streams: memory grows with the number of distinct functions and stacks, not with
 the number of events.  A trace with dropped events or a truncated tail converts too: open
 frames are closed at each gap and at the end, and this command says so.
@@ -18,12 +21,12 @@ import os
 import sys
 
 import fasttrace
-from fasttrace.commands import load_or_say_why
 from fasttrace import export
+from fasttrace.commands import error, load_or_say_why, os_error_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Optional
+    from typing import BinaryIO, Callable, Optional
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -33,24 +36,51 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("trace", help="a .ftrace file")
     p.add_argument("-f", "--format", required=True, choices=sorted(export.FORMATS))
     p.add_argument("-o", "--output", metavar="OUT",
-                   help="output file (default: the trace's name with the format's suffix)")
+                   help="output file, - for stdout (default: the trace's name with the "
+                        "format's suffix)")
+
+
+BINARY = {"perfetto", "pprof"}  # formats not written to a terminal
 
 
 def main(args: argparse.Namespace) -> int:
     trace = load_or_say_why(args.trace)
     if trace is None:
         return 1
-    out = args.output or _default_output(args.trace, args.format)
+    to_stdout = args.output == "-"
+    out = "stdout" if to_stdout else args.output or _default_output(args.trace, args.format)
+    if to_stdout and args.format in BINARY and sys.stdout.isatty():
+        return error(f"{args.format} is binary: not written to a terminal (use -o FILE, or "
+                     "redirect stdout)")
     progress = _progress("samples" if trace.mode == "sample" else "events") \
         if sys.stderr.isatty() else None
+    # A failure part-way leaves no half-written file that looks complete: a regular file this
+    # command wrote is removed.  (Not a device, a FIFO or stdout, which are said to be cut.)
+    removable = not to_stdout and (not os.path.lexists(out) or os.path.isfile(out))
     try:
-        summary = export.write(trace, out, args.format, progress=progress)
+        sink = _Sink(None if to_stdout else out)
     except OSError as e:
-        print(f"fasttrace: error: cannot write {out!r}: {e.strerror or e}", file=sys.stderr)
-        return 1
-    except fasttrace.FormatError as e:  # damage found while decoding events
-        print(f"fasttrace: error: {e}", file=sys.stderr)
-        return 1
+        return error(f"cannot write {out!r}: {e.strerror or e}")
+    try:
+        try:
+            summary = export.write(trace, sink, args.format, progress=progress)
+        finally:
+            sink.close()
+    except BaseException as e:
+        if progress is not None:
+            print(file=sys.stderr)
+        if isinstance(e, _WriteError) and isinstance(e.error, BrokenPipeError):
+            raise e.error from None  # stdout closed: the command line ends quietly
+        lost = _discard(out, removable)
+        if isinstance(e, _WriteError):
+            return error(f"cannot write {out!r}: {e.error.strerror or e.error}; {lost}")
+        if isinstance(e, fasttrace.FormatError):  # damage found while decoding
+            return error(f"{e}; {lost}")
+        if isinstance(e, OSError):  # reading the trace failed
+            return error(f"{os_error_text(e.filename or args.trace, e)}; {lost}")
+        if isinstance(e, MemoryError):
+            return error(f"{args.trace}: out of memory while reading it; {lost}")
+        raise
     if progress is not None:
         print(file=sys.stderr)
     notes = []
@@ -62,14 +92,70 @@ def main(args: argparse.Namespace) -> int:
                      "at its end")
     for note in notes:
         print(f"fasttrace: note: {note}", file=sys.stderr)
-    size = os.path.getsize(out) if os.path.exists(out) else 0
     if trace.mode == "sample":
         count = f"{summary.get('samples_read', trace.stats.events):,} samples"
     else:
         count = f"{summary.get('events', trace.stats.events):,} events"
-    print(f"fasttrace: wrote {args.format} to {out} ({size / 1e6:.1f} MB, {count})",
-          file=sys.stderr)
+    size = "" if to_stdout else f"{os.path.getsize(out) / 1e6:.1f} MB, " \
+        if os.path.exists(out) else ""
+    print(f"fasttrace: wrote {args.format} to {out} ({size}{count})", file=sys.stderr)
     return 0
+
+
+class _WriteError(Exception):
+    """Writing the output failed (an OSError there is not one of reading the trace)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Sink:
+    """The binary output the exporters write to: the file at `path`, or stdout (None)."""
+
+    def __init__(self, path: Optional[str]) -> None:
+        if path is None:
+            sys.stdout.flush()
+            self.f: BinaryIO = sys.stdout.buffer
+        else:
+            self.f = open(path, "wb")
+        self.close_it = path is not None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            raise _WriteError(e) from None
+
+    def flush(self) -> None:
+        try:
+            self.f.flush()
+        except OSError as e:
+            raise _WriteError(e) from None
+
+    def close(self) -> None:
+        try:
+            if self.close_it:
+                self.f.close()
+            else:
+                self.f.flush()
+        except OSError as e:
+            raise _WriteError(e) from None
+
+
+def _discard(out: str, removable: bool) -> str:
+    """Removes what was written of `out` if it is a regular file; says what became of it."""
+    if out == "stdout":
+        return "the output on stdout is incomplete"
+    if removable:
+        try:
+            os.remove(out)
+        except FileNotFoundError:
+            return f"nothing written to {out}"
+        except OSError:
+            return f"{out} is incomplete"
+        return f"nothing written to {out}"
+    return f"the output to {out} is incomplete"
 
 
 def _default_output(trace_path: str, fmt: str) -> str:

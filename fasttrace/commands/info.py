@@ -1,34 +1,56 @@
-"""`fasttrace info TRACE`: the header, duration, counts, threads and damage of a trace."""
+"""`fasttrace info TRACE`: the header, duration, counts, threads and damage of a trace.
+
+Threads are listed busiest first (most records, or samples); beyond a screenful, the busiest
+20 and one line that says how many more there are (--all-threads lists them all).
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime
 
-from fasttrace.commands import load_or_say_why
+from fasttrace.commands import duration_text, load_or_say_why
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, List, Tuple
+
+THREADS_SHOWN = 20  # busiest threads listed without --all-threads
+ALL_UP_TO = 25  # ... unless there are no more than this many
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("info", help="summarise a trace file")
     p.add_argument("trace", help="a .ftrace file")
+    p.add_argument("--all-threads", action="store_true",
+                   help=f"list every thread (default: the {THREADS_SHOWN} busiest when there "
+                        f"are more than {ALL_UP_TO})")
 
 
 def main(args: argparse.Namespace) -> int:
     trace = load_or_say_why(args.trace)
     if trace is None:
         return 1
+    # Everything is read before anything is printed: damage found while reading gives one
+    # error line, not half a summary.
     h, s = trace.header, trace.stats
     started = datetime.datetime.fromtimestamp(h["start_wall_ns"] / 1e9).astimezone()
-    per_thread = trace._file.thread_records
-    rows = [
+    sampling = trace.sampling
+    counts: Dict[int, int] = {}
+    if sampling is not None:
+        for smp in trace.samples():
+            counts[smp.thread] = counts.get(smp.thread, 0) + 1
+    else:
+        counts = dict(trace._file.thread_records)
+    rows: List[Tuple[str, str]] = [
         ("file", trace.path),
         ("format", f"version {h['format_version']}, {h['mode']} mode"),
-        ("python", h["python_version"].split()[0] + (
+        ("python", (h["python_version"].split() or ["?"])[0] + (
             " (sampled: no hook)" if h["mode"] == "sample" else f" (hook: {h['hook']})")),
         ("command", " ".join(h["argv"])),
         ("pid", str(h["pid"])),
         ("started", started.isoformat(timespec="milliseconds")),
-        ("duration", f"{s.duration_ns / 1e9:.6f} s"),
+        ("duration", duration_text(s.duration_ns)),
         ("events", f"{s.events:,}"),
         ("dropped", f"{s.dropped:,}"),
         ("c calls", "recorded" if h["c_calls"] else "not recorded"),
@@ -36,7 +58,6 @@ def main(args: argparse.Namespace) -> int:
         ("clock", f"{h['clock']} at {h['tick_hz'] / 1e9:.3f} GHz"),
         ("complete", "no: truncated" if s.truncated else "yes"),
     ]
-    sampling = trace.sampling
     if sampling is not None:
         rows[7] = ("samples", f"{sampling.samples:,}")
         rows[9] = ("sampling", (
@@ -52,13 +73,19 @@ def main(args: argparse.Namespace) -> int:
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
-    samples: "dict[int, int]" = {}
-    if sampling is not None:
-        for smp in trace.samples():
-            samples[smp.thread] = samples.get(smp.thread, 0) + 1
-    print(f"threads ({len(trace.threads)}):")
-    for t in trace.threads:
-        count = samples.get(t.id, 0) if sampling is not None else per_thread.get(t.id, 0)
+
+    threads = sorted(trace.threads, key=lambda t: (-counts.get(t.id, 0), t.id))
+    shown = threads if args.all_threads or len(threads) <= ALL_UP_TO else \
+        threads[:THREADS_SHOWN]
+    unit = "samples" if sampling is not None else "records"
+    busiest = "" if len(shown) == len(threads) else f", the {len(shown)} busiest"
+    print(f"threads ({len(threads):,}{busiest}):")
+    for t in shown:
         print(f"  {t.id:>4}  {t.name:<24} ident {t.ident}  tid {t.native_id}  "
-              f"{count:,} {'samples' if sampling is not None else 'records'}")
+              f"{counts.get(t.id, 0):,} {unit}")
+    if len(shown) < len(threads):
+        rest = threads[len(shown):]
+        print(f"  ... and {len(rest):,} more threads with "
+              f"{sum(counts.get(t.id, 0) for t in rest):,} {unit} "
+              f"(fasttrace info --all-threads {args.trace} lists them)")
     return 0

@@ -2,9 +2,10 @@
 
 Like `pprof -top` or pstats: self time (the function was the innermost frame), total time (its
 outermost activations; recursion is not counted twice), calls, and both as a share of the
-traced time.  For a sampled trace the times are estimates from the samples' weights, the
-calls column counts samples, and a table of threads says how much of their time each spent
-running Python and waiting.
+traced time.  For a sampled trace the times are estimates from the samples' weights, a
+samples column replaces calls, and a table of threads (--limit rows) says how much of their
+time each spent running Python and waiting (wall clock), or how much of their CPU time they
+held the GIL (cpu clock).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import os
 import sys
 
 import fasttrace
-from fasttrace.commands import load_or_say_why
+from fasttrace.commands import duration_text, load_or_say_why, where
 from fasttrace._analysis import FunctionStats, ThreadStats, function_stats, merged, sample_stats
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Optional
+
+    from fasttrace import SamplingStats
 
 
 
@@ -59,16 +62,21 @@ def main(args: argparse.Namespace) -> int:
         return 1
     progress = _progress(trace) if sys.stderr.isatty() else None
     sampled = trace.mode == "sample"
-    threads = (sample_stats if sampled else function_stats)(trace, tid, progress)
-    if progress is not None:
-        print(file=sys.stderr)
+    # Everything is read before anything is printed: damage found while reading gives one
+    # error line, not half a report.
+    try:
+        threads = (sample_stats if sampled else function_stats)(trace, tid, progress)
+        sampling = trace.sampling  # without a clean stop: counted from the samples
+    finally:
+        if progress is not None:
+            print(file=sys.stderr)
     tables = [("all threads", merged(threads))]
     if args.per_thread or tid is not None:
         thread_names = {t.id: t.name for t in trace.threads}
         tables = ([] if tid is not None else tables) + [
             (f"thread {t.tid} {thread_names.get(t.tid, '?')}", t) for t in threads.values()]
     if args.json:
-        json.dump(_as_json(trace, tables, args), sys.stdout, indent=1)
+        json.dump(_as_json(trace, sampling, tables, args), sys.stdout, indent=1)
         print()
         return 0
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty()
@@ -76,16 +84,18 @@ def main(args: argparse.Namespace) -> int:
     if trace.stats.truncated:
         print(f"note: {trace.damage}")
     if sampled:
-        _print_sampling(trace, threads, color)
+        _print_sampling(trace, sampling, threads, args, color)
+    cpu = sampling is not None and sampling.clock == "cpu"
     for title, stats in tables:
-        _print_table(trace, title, stats, args, color)
+        _print_table(trace, title, stats, args, color, cpu)
     return 0
 
 
-def _print_sampling(trace: "fasttrace.Trace", threads: Dict[int, ThreadStats],
+def _print_sampling(trace: "fasttrace.Trace", s: "Optional[SamplingStats]",
+                    threads: Dict[int, ThreadStats], args: argparse.Namespace,
                     color: bool) -> None:
     bold, reset = ("\033[1m", "\033[0m") if color else ("", "")
-    s = trace.sampling
+    cpu = s is not None and s.clock == "cpu"
     if s is not None:
         met = "" if s.rate_met else "  RATE NOT MET: times are estimates from fewer samples"
         print(f"{bold}sampled {s.clock} clock at {s.rate:g} Hz: achieved {s.achieved_rate:.1f} "
@@ -94,13 +104,36 @@ def _print_sampling(trace: "fasttrace.Trace", threads: Dict[int, ThreadStats],
             print(f"  {s.torn:,} samples torn, {s.dropped:,} dropped, {s.truncated:,} cut at "
                   f"the maximum depth")
     names = {t.id: t.name for t in trace.threads}
-    print(f"{'samples':>9} {'running%':>9} {'waiting%':>9} {'in call%':>9}  thread")
-    for t in sorted(threads.values(), key=lambda t: -t.traced_ns):
-        span = max(t.traced_ns, 1)
-        print(f"{t.samples:9,} {100 * (t.traced_ns - t.idle_ns) / span:8.1f}% "
-              f"{100 * t.idle_ns / span:8.1f}% {100 * t.in_call_ns / span:8.1f}%  "
-              f"{t.tid} {names.get(t.tid, '?')}")
+    rows = sorted(threads.values(), key=lambda t: (-t.traced_ns, t.tid))
+    shown = rows[:args.limit] if args.limit > 0 else rows
+    if cpu:
+        # Every sample is CPU time; the state says whether the thread held the GIL while it
+        # used the CPU (C code such as numpy, zlib or hashing runs with it released).
+        print(f"{'samples':>9} {'cpu ms':>11} {'GIL held%':>10} {'released%':>10}  thread")
+        for t in shown:
+            span = max(t.traced_ns, 1)
+            print(f"{t.samples:9,} {t.traced_ns / 1e6:11.3f} "
+                  f"{100 * (t.traced_ns - t.idle_ns) / span:9.1f}% "
+                  f"{100 * t.idle_ns / span:9.1f}%  {t.tid} {names.get(t.tid, '?')}")
+    else:
+        # running: held the GIL; waiting: did not (in call: blocked inside a call such as
+        # sleep, recv or lock.acquire, rather than waiting for the GIL)
+        print(f"{'samples':>9} {'running%':>9} {'waiting%':>9} {'in call%':>9}  thread")
+        for t in shown:
+            span = max(t.traced_ns, 1)
+            print(f"{t.samples:9,} {100 * (t.traced_ns - t.idle_ns) / span:8.1f}% "
+                  f"{100 * t.idle_ns / span:8.1f}% {100 * t.in_call_ns / span:8.1f}%  "
+                  f"{t.tid} {names.get(t.tid, '?')}")
+    if len(shown) < len(rows):
+        print(f"  ... and {len(rows) - len(shown):,} more threads (--limit 0 lists them all)")
+    print(f"  {_STATES_CPU if cpu else _STATES_WALL}")
     print()
+
+
+_STATES_WALL = ("running: held the GIL; waiting: did not; in call: waiting inside a call "
+                "(sleep, recv, lock.acquire, ...)")
+_STATES_CPU = ("cpu clock: every sample is CPU time; GIL held: running Python (or C with the "
+               "GIL), released: C code running without the GIL (numpy, zlib, hashing)")
 
 
 def _thread_id(trace: "fasttrace.Trace", which: Optional[str]) -> Optional[int]:
@@ -140,33 +173,33 @@ def _rows(trace: "fasttrace.Trace", stats: ThreadStats, args: argparse.Namespace
     return rows[: args.limit] if args.limit > 0 else rows
 
 
-def _where(f: Any) -> str:
-    return f"{f.module or 'C'}" if f.is_c else f"{os.path.basename(f.filename)}:{f.lineno}"
-
-
 def _print_table(trace: "fasttrace.Trace", title: str, stats: ThreadStats,
-                 args: argparse.Namespace, color: bool) -> None:
+                 args: argparse.Namespace, color: bool, cpu: bool) -> None:
     bold, dim, reset = ("\033[1m", "\033[2m", "\033[0m") if color else ("", "", "")
     span = max(stats.traced_ns, 1)
     gaps = f", {stats.dropped:,} events dropped" if stats.dropped else ""
-    what = "sampled" if stats.samples else "traced"
-    print(f"{bold}{title}: {stats.traced_ns / 1e9:.6f} s {what}{gaps}{reset}")
-    count = "samples" if stats.samples else "calls"
+    if trace.mode == "sample":
+        what, count = f"sampled ({stats.samples:,} samples)", "samples"
+        if cpu:
+            what = f"of CPU time sampled ({stats.samples:,} samples)"
+    else:
+        what, count = "traced", "calls"
+    print(f"{bold}{title}: {duration_text(stats.traced_ns)} {what}{gaps}{reset}")
     print(f"{'self ms':>11} {'self%':>6} {'total ms':>11} {'total%':>6} {count:>10}  function")
     for fs, f in _rows(trace, stats, args):
         print(f"{fs.self_ns / 1e6:11.3f} {100 * fs.self_ns / span:5.1f}% "
               f"{fs.total_ns / 1e6:11.3f} {100 * fs.total_ns / span:5.1f}% {fs.calls:10,}  "
-              f"{f.qualname} {dim}{_where(f)}{reset}")
+              f"{f.qualname} {dim}{where(f)}{reset}")
     print()
 
 
-def _as_json(trace: "fasttrace.Trace", tables: List[Any],
+def _as_json(trace: "fasttrace.Trace", sampling: "Optional[SamplingStats]", tables: List[Any],
              args: argparse.Namespace) -> Dict[str, Any]:
     out: Dict[str, Any] = {"trace": trace.path, "mode": trace.mode,
                            "truncated": trace.stats.truncated,
                            "dropped": trace.stats.dropped, "tables": []}
-    if trace.sampling is not None:
-        out["sampling"] = trace.sampling._asdict()
+    if sampling is not None:
+        out["sampling"] = sampling._asdict()
     for title, stats in tables:
         out["tables"].append({
             "title": title,

@@ -5,34 +5,32 @@
     fasttrace run [options] -c code [args...]
     fasttrace run --rate 100 [--clock cpu] script.py [args...]     (sampling mode)
 
-The program sees what it would see under plain `python`: its sys.argv, `__name__ ==
-"__main__"`, sys.path[0], `__file__`, stdin and stdout.  Its exit status is fasttrace's: the
-code of sys.exit(), 1 after an uncaught exception (traceback printed), death by SIGINT or
-SIGTERM after those signals.  The trace is complete in every one of those cases.
+The program sees what it would see under plain `python`: its sys.argv, sys.path[0], a
+`__main__` module with the attributes python gives it (see _program.py), stdin, stdout and
+SIGPIPE.  Its exit status is fasttrace's: the code of sys.exit(), 1 after an uncaught exception
+(traceback printed), death by SIGINT or SIGTERM after those signals.  The trace is complete in
+every one of those cases; no frame of this runner or of runpy is in it.
 """
 
 from __future__ import annotations
 
 import argparse
-import builtins
-import importlib.util
-import io
 import os
-import runpy
 import signal
 import sys
 import threading
 import traceback
-import types
 
 import fasttrace
 from fasttrace import _tracer
-from fasttrace._tracer import DEFAULT_BUFFER_SIZE
+from fasttrace._tracer import (DEFAULT_BUFFER_SIZE, MIN_BUFFER_SIZE, format_size,
+                               max_buffer_size)
+from fasttrace.commands import duration_text
+from fasttrace.commands._program import NoProgram, prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from types import CodeType
-    from typing import Any, Dict, List, Optional, Tuple
+    from typing import List, Optional, Tuple
 
 USAGE = ("fasttrace run [-o OUT] [--no-c-calls] [--buffer-size BYTES] [--rate HZ] "
          "[--clock wall|cpu] (script.py | -m module | -c code) [args ...]")
@@ -65,14 +63,31 @@ def _options_parser() -> argparse.ArgumentParser:
 
 
 def _size(text: str) -> int:
+    """--buffer-size: bytes, or a number with K, M or G (KiB, MiB, GiB), within the bounds
+    start() accepts (named here after the flag, not the API's parameter)."""
     units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().rstrip("b")
+    t = text.strip().lower()
+    for suffix in ("ib", "b"):
+        if t.endswith(suffix) and t[:-len(suffix)][-1:] in units:
+            t = t[:-len(suffix)]
+            break
     try:
         if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 8388608, 8M, 512k)")
+            n = int(float(t[:-1]) * units[t[-1]])
+        else:
+            n = int(t)
+    except (ValueError, OverflowError):  # OverflowError: "infK"
+        raise argparse.ArgumentTypeError(
+            f"not a size: {text!r} (e.g. 8388608, 8M, 512K)") from None
+    if n < MIN_BUFFER_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {format_size(MIN_BUFFER_SIZE)}, got {text!r}")
+    top = max_buffer_size()
+    if n > top:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {format_size(top)} (this machine's memory; the ring is per "
+            f"thread), got {text!r}")
+    return n
 
 
 def split_argv(argv: List[str]) -> Tuple[List[str], List[str]]:
@@ -124,13 +139,6 @@ def _check_target(kind: str, what: str) -> Optional[str]:
             return f"cannot run {what!r}: a directory without __main__.py"
         if not os.access(what, os.R_OK):
             return f"cannot run {what!r}: permission denied"
-    elif kind == "module":
-        try:
-            spec = importlib.util.find_spec(what)
-        except (ImportError, ValueError) as e:
-            return f"cannot run module {what!r}: {e}"
-        if spec is None:
-            return f"cannot run module {what!r}: no module named {what!r}"
     return None
 
 
@@ -144,93 +152,68 @@ def _default_output(kind: str, what: str) -> str:
     return f"fasttrace-{name}-{os.getpid()}.ftrace"
 
 
+# The session this command started; the program may stop it (and start its own).
+_cli_session: Optional[_tracer.Session] = None
+
+
 def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
          buffer_size: int, rate: Optional[float] = None, clock: Optional[str] = None) -> int:
-    # What the program sees, as under `python script.py`, `python -m mod` or `python -c code`.
-    if kind == "script":
-        sys.argv = [what, *prog_args]
-        sys.path[0] = os.path.dirname(os.path.abspath(what))
-    elif kind == "module":
-        sys.argv = [what, *prog_args]  # runpy replaces argv[0] with the module's path
-        sys.path[0] = os.getcwd()
-    else:
-        sys.argv = ["-c", *prog_args]
-        sys.path[0] = ""
-
-    program, globs = _prepare(kind, what)
+    global _cli_session
+    # What the program sees, as under `python script.py`, `python -m mod` or `python -c code`;
+    # found and compiled before tracing starts, so that the trace opens with the program's own
+    # first frame.
+    try:
+        program, globs = prepare(kind, what, prog_args)
+    except NoProgram as e:
+        print(f"fasttrace: error: cannot run {'module ' if kind == 'module' else ''}{what!r}: "
+              f"{e}", file=sys.stderr)
+        return 1
+    except SystemExit as e:  # raised by the package of a -m module, as it is imported
+        return _exit_code(e)
+    except BaseException as e:  # noqa: B036 - a SyntaxError, or the package's own exception
+        _print_program_traceback(e)
+        return 1
+    previous_term = signal.signal(signal.SIGTERM, _on_sigterm)  # before the trace: not in it
     try:
         # The runner's own frames (this function and its callers) stay out of the trace: the
-        # program's first frame is a root, as under plain python.
-        # Sampling: the sampler cuts every stack at these frames (the program's code is exec'd
-        # by _run itself, or by runpy's _run_code).
-        runner = (_run.__code__, runpy._run_code.__code__)  # type: ignore[attr-defined]
-        _tracer._start(out, c_calls, buffer_size, rate, skip_caller_stack=True, clock=clock,
-                       stop_codes=runner)
+        # program's first frame is a root, as under plain python.  Sampling: the sampler cuts
+        # every stack at this function's frame, which runs the program's code itself.
+        _cli_session = _tracer._start(out, c_calls, buffer_size, rate, skip_caller_stack=True,
+                                      clock=clock, stop_codes=(_run.__code__,))
     except (fasttrace.TracingError, ValueError) as e:
+        signal.signal(signal.SIGTERM, previous_term)
         print(f"fasttrace: error: {e}", file=sys.stderr)
         return 2
-    previous_term = signal.signal(signal.SIGTERM, _on_sigterm)
 
     code, interrupted = 0, False
     try:
-        if program is not None:
-            exec(program, globs)  # here, not in a helper: one runner frame fewer in the trace
-        else:
-            _execute_with_runpy(kind, what)
-        _join_threads()
-    except SystemExit as e:
-        code = _exit_code(e)
+        try:
+            exec(program, globs)  # here, not in a helper: no runner frame in the trace
+        except SystemExit as e:
+            code = _exit_code(e)
+        except KeyboardInterrupt:
+            interrupted = True
+            traceback.print_exc()
+        except BaseException as e:  # noqa: B036 - the program's own exception: as python does
+            _print_program_traceback(e)
+            code = 1
+        if not interrupted:
+            # Python waits for non-daemon threads before it exits (threading._shutdown), also
+            # after an uncaught exception; so does the trace.  Inline: no runner frame.
+            for t in threading.enumerate():
+                if t is not threading.current_thread() and not t.daemon:
+                    t.join()
     except KeyboardInterrupt:
         interrupted = True
-        traceback.print_exc()
-    except BaseException as e:  # noqa: B036 - the program's own exception: report it as python does
-        _print_program_traceback(e)
-        code = 1
     finally:
-        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        code = _finish(code)
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:  # after the trace: not in it
             signal.signal(signal.SIGTERM, previous_term)
-        code = _finish(out, code)
     if interrupted:
         # Exit the way python does on an uncaught KeyboardInterrupt: by SIGINT.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     return code
-
-
-def _prepare(kind: str, what: str) -> "Tuple[Optional[CodeType], Dict[str, Any]]":
-    """A plain script or -c code, compiled, with the __main__ module it runs in; (None, {})
-    for what runpy must run (-m, a directory or zip with __main__.py).  Done before tracing
-    starts, so that the trace opens with the program's own first frame, as under python."""
-    if kind == "module" or (kind == "script" and not os.path.isfile(what)):
-        return None, {}
-    if kind == "script":
-        with io.open_code(what) as f:
-            source = f.read()
-        code = compile(source, what, "exec", dont_inherit=True)
-    else:
-        code = compile(what, "<string>", "exec", dont_inherit=True)
-    main = types.ModuleType("__main__")
-    main.__dict__.update(__file__=what if kind == "script" else None, __cached__=None,
-                         __loader__=None, __package__=None, __spec__=None,
-                         __builtins__=builtins)
-    if kind == "code":
-        del main.__dict__["__file__"]
-    sys.modules["__main__"] = main  # what pickle and multiprocessing look up, as under python
-    return code, main.__dict__
-
-
-def _execute_with_runpy(kind: str, what: str) -> None:
-    if kind == "script":
-        runpy.run_path(what, run_name="__main__")
-    else:
-        runpy.run_module(what, run_name="__main__", alter_sys=True)
-
-
-def _join_threads() -> None:
-    # Python waits for non-daemon threads before it exits; so does the trace.
-    for t in threading.enumerate():
-        if t is not threading.current_thread() and not t.daemon:
-            t.join()
 
 
 def _exit_code(e: SystemExit) -> int:
@@ -247,7 +230,11 @@ def _print_program_traceback(e: BaseException) -> None:
     tb = e.__traceback__
     while tb is not None and _is_ours(tb.tb_frame.f_code.co_filename):
         tb = tb.tb_next
-    traceback.print_exception(type(e), e, tb)
+    e.__traceback__ = tb  # the default hook prints the exception's own traceback
+    try:
+        sys.excepthook(type(e), e, tb)  # the program's own hook, if it set one
+    except BaseException:  # noqa: B036 - a broken hook: python falls back to the default
+        traceback.print_exception(type(e), e, tb)
 
 
 def _is_ours(filename: str) -> bool:
@@ -256,28 +243,45 @@ def _is_ours(filename: str) -> bool:
     )
 
 
-def _finish(out: str, code: int) -> int:
+def _finish(code: int) -> int:
+    """Stops this command's trace and says where it went; if the program stopped it itself,
+    says so (and leaves any trace the program started alone)."""
     try:
         sys.stdout.flush()
     except Exception:
         pass
-    if not fasttrace.is_tracing():
+    global _cli_session
+    session, _cli_session = _cli_session, None  # once: SIGTERM may come while it runs
+    if session is None:
         return code
-    try:
-        s = fasttrace.stop()
-    except fasttrace.TracingError as e:
-        print(f"fasttrace: error: {e}", file=sys.stderr)
-        return code or 1
+    note = ""
+    if _tracer._session is session:
+        try:
+            s = fasttrace.stop()
+        except fasttrace.TracingError as e:
+            print(f"fasttrace: error: {e}", file=sys.stderr)
+            return code or 1
+    elif session.summary is not None:
+        s = session.summary
+        note = "the program stopped the trace itself; "
+    else:
+        return code
     dropped = f", {s.dropped:,} dropped" if s.dropped else ""
-    what = f"{s.events:,} events"
+    what = f"{s.events:,} events from {s.threads} thread(s)"
     if s.sampling is not None:
-        what = (f"{s.sampling.samples:,} samples at {s.sampling.achieved_rate:.0f} Hz"
-                + ("" if s.sampling.rate_met else
-                   f" (RATE NOT MET: {s.sampling.rate:g} Hz requested)"))
-    print(f"fasttrace: wrote {what} from {s.threads} thread(s) to {out} "
-          f"({_size_text(s.bytes)}{dropped}); look at it with: fasttrace report {out}",
-          file=sys.stderr)
+        what = (f"{s.sampling.samples:,} samples from {s.threads} thread(s) over "
+                f"{duration_text(s.duration_ns)} ({_rate_text(s.sampling)})")
+    print(f"fasttrace: {note}wrote {what} to {session.path} ({_size_text(s.bytes)}{dropped}); "
+          f"look at it with: fasttrace report {session.path}", file=sys.stderr)
     return code
+
+
+def _rate_text(s: "_tracer.SamplingStats") -> str:
+    achieved = f"{s.achieved_rate:.0f} Hz" if s.achieved_rate >= 10 else \
+        f"{s.achieved_rate:.1f} Hz"
+    if s.rate_met:
+        return f"{achieved} of {s.rate:g} Hz"
+    return f"{achieved}, RATE NOT MET: {s.rate:g} Hz requested"
 
 
 def _size_text(n: int) -> str:
@@ -288,9 +292,5 @@ def _on_sigterm(signum: int, frame: object) -> None:
     # Under plain python SIGTERM kills the process at once; here the trace is finished first,
     # then the process dies by the same signal.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _finish(_current_output(), 0)
+    _finish(0)
     os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _current_output() -> str:
-    return _tracer._session.path if _tracer._session is not None else "?"

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from helpers import chunks_of, from_chunks, with_bad_record
 from helpers import fasttrace_cli as cli
 
 import fasttrace
@@ -75,9 +76,26 @@ def test_dump_stops_at_damage(tmp_path, good):
     r = cli(tmp_path, "dump", str(cut))
     assert r.returncode == 1
     assert "DAMAGE" in r.stdout.splitlines()[-1]
+    # and the first damage is the command's one error line
+    assert r.stderr.startswith(f"fasttrace: error: {cut}: byte ") and r.stderr.count("\n") == 1
+
+
+def test_dump_goes_on_after_damage_in_a_record(tmp_path, good):
+    bad = tmp_path / "bad.ftrace"
+    bad.write_bytes(with_bad_record(good.read_bytes(), 1))
+    r = cli(tmp_path, "dump", str(bad))
+    # dump shows records as they are: a call of an undefined function is not a framing error
+    assert r.returncode == 0 and re.search(r"CALL fid=100000 \(\?\)", r.stdout)
+    header, chunks = chunks_of(good.read_bytes())
+    events = next(c for c in chunks if c[0] == 1)
+    events[5] = b"\x42" + events[5]  # an unknown tag: the rest of this chunk is not decoded
+    bad.write_bytes(from_chunks(header, chunks))
+    r = cli(tmp_path, "dump", str(bad))
+    assert r.returncode == 1 and "DAMAGE unknown record tag 0x42" in r.stdout
+    assert r.stdout.count("CHUNK ") == len(chunks) and "TRAILER" in r.stdout
+    assert r.stderr.endswith(": unknown record tag 0x42\n") and r.stderr.count("\n") == 1
 
 
 def test_dump_missing_file_is_one_line(tmp_path):
     r = cli(tmp_path, "dump", "nope.ftrace")
-    assert r.returncode == 1 and r.stderr.count("\n") == 1
-    assert "cannot read 'nope.ftrace'" in r.stderr
+    assert r.returncode == 1 and r.stderr == "fasttrace: error: nope.ftrace: no such file\n"

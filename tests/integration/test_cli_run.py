@@ -52,7 +52,8 @@ def test_script_sees_plain_python(tmp_path, program):
     r = run(tmp_path, "run", "-o", "t.ftrace", "prog.py", "a", "--flag", stdin="hello")
     assert r.returncode == 0, r.stderr
     seen = json.loads(r.stdout)
-    assert seen == {"argv": ["prog.py", "a", "--flag"], "name": "__main__", "file": "prog.py",
+    assert seen == {"argv": ["prog.py", "a", "--flag"], "name": "__main__",
+                    "file": str(tmp_path / "prog.py"),
                     "path0": str(tmp_path), "stdin": "hello"}
     assert r.stderr.count("\n") == 1 and "fasttrace: wrote" in r.stderr and "t.ftrace" in r.stderr
     trace = fasttrace.load(tmp_path / "t.ftrace")
@@ -140,7 +141,7 @@ def test_signals_leave_a_complete_trace(tmp_path, sig):
 
 @pytest.mark.parametrize("args, code, message", [
     (["run", "missing.py"], 2, "cannot run 'missing.py': no such file"),
-    (["run", "-m", "no_such_module_xyz"], 1, "no module named 'no_such_module_xyz'"),
+    (["run", "-m", "no_such_module_xyz"], 1, "no module named no_such_module_xyz"),
     (["run", "-o", "/sys/x.ftrace", "-c", "pass"], 2, "permission denied"),
     (["run", "-o", "nodir/x.ftrace", "-c", "pass"], 2, "does not exist"),
 ])
@@ -162,3 +163,8 @@ def test_console_script(tmp_path, program):
     r = subprocess.run([exe, "info", "t.ftrace"], capture_output=True, text=True, cwd=tmp_path,
                        timeout=60)
     assert r.returncode == 0 and "complete   yes" in r.stdout and "MainThread" in r.stdout
+    # -m finds modules of the working directory (sys.path[0]), not of the script's bin/
+    (tmp_path / "mymod.py").write_text("print('mymod ran')\n")
+    r = subprocess.run([exe, "run", "-o", "m.ftrace", "-m", "mymod"], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=60)
+    assert r.returncode == 0 and r.stdout == "mymod ran\n", r.stderr

@@ -36,7 +36,7 @@ def sampled(tmp_path_factory):
     (d / "prog.py").write_text(PROGRAM)
     r = fasttrace_cli(d, "run", "--rate", "1000", "-o", "prog.ftrace", "prog.py")
     assert r.returncode == 0, r.stderr
-    assert "samples at" in r.stderr and "prog.ftrace" in r.stderr
+    assert " samples from " in r.stderr and "prog.ftrace" in r.stderr
     return d, d / "prog.ftrace"
 
 
