@@ -9,8 +9,10 @@ copy, and a killed process still leaves its trace under the name it was given.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import time
 
 from fasttrace._errors import TracingError
 
@@ -31,17 +33,27 @@ def _error(path: str, e: OSError) -> TracingError:
     return TracingError(f"cannot write trace to {path!r}: {e.strerror}")
 
 
+# How long start() waits for a reader to open a FIFO it writes to (`mkfifo p; fasttrace run
+# -o p app.py & consumer p` may start the consumer second); then it gives up with an error
+# instead of blocking forever as a plain open() would.
+FIFO_READER_WAIT_S = 5.0
+
+
 def _open_special(path: str) -> int:
-    """A FIFO, device or socket path: written as it is.  A FIFO is opened without blocking,
-    so that one with no reader is an error now instead of a start() that never returns."""
-    try:
-        fd = os.open(path, _FLAGS | os.O_NONBLOCK)
-    except OSError as e:
-        if e.errno == getattr(os, "ENXIO", 6):
-            raise TracingError(
-                f"cannot write trace to {path!r}: it is a FIFO with no reader (start the "
-                "reader first)") from None
-        raise _error(path, e) from None
+    """A FIFO, device or socket path: written as it is."""
+    deadline = time.monotonic() + FIFO_READER_WAIT_S
+    while True:
+        try:
+            fd = os.open(path, _FLAGS | os.O_NONBLOCK)
+            break
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise _error(path, e) from None
+            if time.monotonic() >= deadline:
+                raise TracingError(
+                    f"cannot write trace to {path!r}: it is a FIFO and no reader opened it "
+                    f"within {FIFO_READER_WAIT_S:g} s") from None
+            time.sleep(0.01)
     os.set_blocking(fd, True)  # the writer thread's writes wait for a slow reader
     return fd
 

@@ -34,6 +34,7 @@ HOOK_NAMES = {FT_HOOK_PROFILE: "profile", FT_HOOK_MONITORING: "monitoring",
 
 def hooks_init():
     ft_hooks_init()
+    _register_fork_hooks()
 
 
 def session_start(int fd, bint c_calls, int hook, uint32_t chunk_size, uint32_t n_chunks,
@@ -130,9 +131,9 @@ def lose_hooks(str what):
     ft_hooks_lose_all(b)
 
 
-def run_unmuted(code, dict globals):
-    """exec(code, globals), recorded although the caller's frames are muted (fasttrace run)."""
-    return ft_hooks_run_unmuted(code, globals)
+#: run_unmuted(code, globals): exec() recorded although the caller's frames are muted
+#: (fasttrace run); a C builtin, so no frame of it shows in the program's tracebacks.
+run_unmuted = ft_hooks_run_unmuted_function()
 
 
 def wrap_thread_start(original, after, bint install_hook):
@@ -189,29 +190,30 @@ def sampler_start(double rate, int clock, bytes call_opcodes, tuple stop_codes):
     cdef int err = ft_sampler_start(&cfg)
     if err != 0:
         raise OSError(err, _os.strerror(err))
-    _register_sampler_fork_hooks()
+    _register_fork_hooks()
 
 
-cdef bint _sampler_fork_hooks = False
+cdef bint _fork_hooks = False
 
 
-def _sampler_before_fork():
+def _before_fork():
+    ft_session_fork_defer()
     ft_sampler_fork_defer()
 
 
-def _sampler_after_fork_in_parent():
+def _after_fork_in_parent():
+    ft_session_fork_resume()
     ft_sampler_fork_resume()
 
 
-cdef _register_sampler_fork_hooks():
-    # The sampler thread is stopped around fork() (ft_sampler.h): for os.fork() it is restarted
-    # only from these hooks, after CPython has counted the process's threads.  Once per process;
-    # they do nothing while no sampler runs.
-    global _sampler_fork_hooks
-    if not _sampler_fork_hooks and hasattr(_os, "register_at_fork"):
-        _os.register_at_fork(before=_sampler_before_fork,
-                             after_in_parent=_sampler_after_fork_in_parent)
-        _sampler_fork_hooks = True
+cdef _register_fork_hooks():
+    # The writer and sampler threads are stopped around fork() (ft_fork.h): for os.fork() they
+    # are restarted only from these hooks, after CPython has counted the process's threads.
+    # Once per process; they do nothing while nothing runs.
+    global _fork_hooks
+    if not _fork_hooks and hasattr(_os, "register_at_fork"):
+        _os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent)
+        _fork_hooks = True
 
 
 def last_thread_uid():

@@ -737,11 +737,34 @@ ft_hooks_snapshot_threads(int skip_current)
     PyMem_RawFree(fids);
 }
 
+static PyObject*
+run_unmuted_builtin(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
+{
+    (void)self;
+    if (nargs != 2 || !PyCode_Check(args[0]) || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "run_unmuted(code, globals: dict)");
+        return NULL;
+    }
+    return ft_hooks_run_unmuted(args[0], args[1]);
+}
+
+static PyMethodDef g_run_unmuted_def = {
+    "run_unmuted", (PyCFunction)(void (*)(void))run_unmuted_builtin, METH_FASTCALL,
+    "run_unmuted(code, globals): exec() that records the program although the caller's "
+    "frames are muted (fasttrace run).  A plain builtin: no frame of its own appears in the "
+    "program's tracebacks."};
+
+PyObject*
+ft_hooks_run_unmuted_function(void)
+{
+    return PyCFunction_New(&g_run_unmuted_def, NULL);
+}
+
 PyObject*
 ft_hooks_run_unmuted(PyObject* code, PyObject* globals)
 {
     uint32_t gen = atomic_load_explicit(&ft_active_gen, memory_order_relaxed);
-    ft_thread* t = gen != FT_GEN_NONE ? current_thread() : NULL;
+    ft_thread* t = gen != FT_GEN_NONE && ft_S.mode == FT_MODE_TRACE ? current_thread() : NULL;
     uint32_t saved = t != NULL ? ft_thread_set_muted(t, 0) : 0;
     PyObject* result = PyEval_EvalCode(code, globals, globals); /* new reference, or NULL */
     /* The program may have stopped this trace and started another: leave that one alone. */

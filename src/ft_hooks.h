@@ -26,6 +26,8 @@ void ft_hooks_snapshot_threads(int skip_current);
 /* Evaluates `code` in `globals` (borrowed) with the calling thread's muted region suspended.
  * Returns a new reference, or NULL with an exception set. */
 PyObject* ft_hooks_run_unmuted(PyObject* code, PyObject* globals);
+/* New reference: ft_hooks_run_unmuted as a builtin function (METH_FASTCALL). */
+PyObject* ft_hooks_run_unmuted_function(void);
 
 /* Looks for threads whose hook another tool replaced (3.9-3.11: their profile function;
  * 3.11: the frame evaluator) and marks each with a HOOK_LOST def.  Runs at every chunk

@@ -18,7 +18,7 @@ cdef extern from "ft_hooks.h":
     int ft_hooks_eval_frame_taken()
     void ft_hooks_check()
     void ft_hooks_lose_all(const char* what)
-    object ft_hooks_run_unmuted(object code, object globals)
+    object ft_hooks_run_unmuted_function()
 
 cdef extern from "ft_spawn.h":
     object ft_spawn_wrap(object original, object after, int install_hook)

@@ -28,6 +28,7 @@
 
 #include "ft_clock.h"
 #include "ft_format.h"
+#include "ft_fork.h"
 #include "ft_session.h"
 #include "ft_thread.h"
 
@@ -1486,32 +1487,10 @@ read_budget(void)
 }
 
 /* ---- fork ------------------------------------------------------------------------------------
- * CPython 3.12+ warns in the parent, right after fork() returns, when the process has more than
- * one thread ("This process is multi-threaded, use of fork() may lead to deadlocks"), counting
- * them in /proc/self/stat.  So the sampler thread is stopped around fork(): prepare joins it
- * (its tables, ring and stats stay as they are), the parent restarts it on a new schedule, and
- * the child, which abandons the session (ft_sampler_abandon), only lets go of the lock.
- * os.fork() itself warns after the pthread_atfork parent handlers have run, so for it the
- * restart waits for its Python after-fork hook (ft_sampler_fork_defer / _resume); a fork()
- * from C (subprocess with preexec_fn, extensions) is restarted by the parent handler. */
-
-/* pthread_join returns once the kernel clears the thread's tid word, early in its exit; the
- * task leaves the thread group, and the count CPython reads, a little later (release_task).
- * So wait, at most FORK_TASK_WAIT_NS, for /proc/self/task/<tid> to go. */
-static void
-wait_task_gone(int tid)
-{
-    if (tid <= 0) {
-        return;
-    }
-    char path[48];
-    snprintf(path, sizeof path, "/proc/self/task/%d", tid);
-    uint64_t until = mono_ns(CLOCK_MONOTONIC) + FORK_TASK_WAIT_NS;
-    struct timespec pause = {0, 50000};
-    while (access(path, F_OK) == 0 && mono_ns(CLOCK_MONOTONIC) < until) {
-        nanosleep(&pause, NULL);
-    }
-}
+ * The sampler thread is stopped around fork() (ft_fork.h): prepare joins it (its tables, ring
+ * and stats stay as they are), the parent restarts it on a new schedule (for os.fork(), from
+ * its Python after-fork hook: ft_sampler_fork_defer / _resume), and the child, which abandons
+ * the session (ft_sampler_abandon), only lets go of the lock. */
 
 /* g_life_lock held.  The new thread counts the pause as it starts. */
 static void
@@ -1533,7 +1512,7 @@ fork_prepare(void)
     S.paused = 1;
     /* From the last tick: the interval the stop cut short is lost with the pause. */
     S.paused_at_ns = S.last_tick_ns ? S.last_tick_ns : mono_ns(CLOCK_MONOTONIC);
-    wait_task_gone(atomic_load(&S.tid));
+    ft_fork_wait_task_gone(atomic_load(&S.tid), FORK_TASK_WAIT_NS);
 }
 
 static void

@@ -97,6 +97,7 @@ ft_session_start(const ft_config* cfg)
     pthread_mutex_init(&ft_S.wake_lock, NULL);
     pthread_cond_init(&ft_S.wake, NULL);
     ft_S.fd = cfg->fd;
+    ft_S.mode = cfg->mode;
     ft_S.c_calls = cfg->c_calls;
     ft_S.chunk_size = cfg->chunk_size;
     ft_S.n_chunks = cfg->n_chunks;

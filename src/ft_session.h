@@ -66,6 +66,7 @@ typedef struct ft_snapshot {
 typedef struct {
     uint32_t gen; /* this session's generation (never FT_GEN_NONE) */
     int running;
+    int mode;     /* ft_mode: sampling mode has no hooks and no per-thread rings */
     char* path;   /* for the message of a trace saved at exit (owned) */
     int c_calls;
     int fd;
@@ -105,7 +106,8 @@ typedef struct {
     uint64_t last_clock_ns;
     int writer_exited;   /* under wake_lock: the writer saw writer_stop and is leaving */
     _Atomic int writer_tid;
-    int writer_paused;   /* fork: the writer was stopped in prepare; restart in the parent */
+    int writer_paused;   /* fork: how prepare left the writer (ft_writer.c) */
+    int fork_defer;      /* os.fork(): the parent restarts it from the Python hook */
 
     /* threads the trace could not follow */
     _Atomic uint64_t lost_events; /* events of threads whose ring could not be allocated */
@@ -136,6 +138,10 @@ void ft_session_at_exit(void);
  * restarts it. */
 void ft_session_fork_prepare(void);
 void ft_session_fork_parent(void);
+/* os.fork()'s Python hooks (GIL held): before fork, the parent handler is told to leave the
+ * writer stopped; after it in the parent, the writer restarts. */
+void ft_session_fork_defer(void);
+void ft_session_fork_resume(void);
 
 /* ---- used by the hooks' slow paths and by start() ---- */
 

@@ -32,4 +32,6 @@ cdef extern from "ft_session.h" nogil:
     void ft_session_quiesce()
     void ft_session_finish(ft_summary* out)
     void ft_session_abandon()
+    void ft_session_fork_defer()
+    void ft_session_fork_resume()
     void ft_session_set_thread_name(uint64_t ident, const char* name)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "ft_fork.h"
 #include "ft_format.h"
 #include "ft_session.h"
 
@@ -286,10 +287,12 @@ ft_writer_join(void)
     pthread_join(ft_S.writer, NULL);
 }
 
-/* ---- fork ---------------------------------------------------------------------------------- */
+/* ---- fork (ft_fork.h) ------------------------------------------------------------------- */
 
-#define FT_FORK_JOIN_NS 50000000L  /* a writer stuck in write() (a stalled pipe) is left alone */
-#define FT_FORK_TASK_NS 20000000L
+#define FT_FORK_JOIN_NS 50000000L /* a writer stuck in write() (a stalled pipe) is left alone */
+#define FT_FORK_TASK_NS 20000000u
+
+enum { WRITER_RUNNING, WRITER_JOINED, WRITER_STOPPING };
 
 static void
 add_ns(struct timespec* t, long ns)
@@ -301,32 +304,12 @@ add_ns(struct timespec* t, long ns)
     }
 }
 
-/* pthread_join returns when the thread has released its stack, a moment before the kernel
- * stops counting it in the process's threads, which is what CPython's fork warning reads
- * (/proc/self/stat): wait, briefly, for its task to go. */
-static void
-wait_task_gone(int tid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/task/%d", tid);
-    struct timespec start, now, pause = {0, 20000};
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    while (access(path, F_OK) == 0) {
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if ((now.tv_sec - start.tv_sec) * 1000000000L + (now.tv_nsec - start.tv_nsec) >
-            FT_FORK_TASK_NS) {
-            return;
-        }
-        nanosleep(&pause, NULL);
-    }
-}
-
 void
 ft_session_fork_prepare(void)
 {
-    ft_S.writer_paused = 0;
+    ft_S.writer_paused = WRITER_RUNNING;
     if (!ft_S.running || atomic_load(&ft_S.writer_stop)) {
-        return;
+        return; /* not started, or stop() is joining it */
     }
     pthread_mutex_lock(&ft_S.wake_lock);
     atomic_store(&ft_S.writer_stop, 1);
@@ -336,21 +319,24 @@ ft_session_fork_prepare(void)
     clock_gettime(CLOCK_REALTIME, &until);
     add_ns(&until, FT_FORK_JOIN_NS);
     if (pthread_timedjoin_np(ft_S.writer, NULL, &until) == 0) {
-        ft_S.writer_paused = 1;
-        wait_task_gone(atomic_load(&ft_S.writer_tid));
+        ft_S.writer_paused = WRITER_JOINED;
+        ft_fork_wait_task_gone(atomic_load(&ft_S.writer_tid), FT_FORK_TASK_NS);
     }
     else {
-        ft_S.writer_paused = 2; /* still inside a write: decided in the parent handler */
+        ft_S.writer_paused = WRITER_STOPPING; /* inside a write: decided when resuming */
     }
 }
 
-void
-ft_session_fork_parent(void)
+static void
+resume(void)
 {
-    if (ft_S.writer_paused == 1) {
-        ft_writer_start();
+    if (ft_S.writer_paused == WRITER_JOINED) {
+        if (ft_writer_start() != 0) {
+            /* No writer: the rings fill and drop, and stop() says so; nothing else to do. */
+            atomic_store(&ft_S.writer_stop, 1);
+        }
     }
-    else if (ft_S.writer_paused == 2) {
+    else if (ft_S.writer_paused == WRITER_STOPPING) {
         pthread_mutex_lock(&ft_S.wake_lock);
         int exited = ft_S.writer_exited;
         if (!exited) {
@@ -362,5 +348,26 @@ ft_session_fork_parent(void)
             ft_writer_start();
         }
     }
-    ft_S.writer_paused = 0;
+    ft_S.writer_paused = WRITER_RUNNING;
+}
+
+void
+ft_session_fork_parent(void)
+{
+    if (!ft_S.fork_defer) {
+        resume();
+    }
+}
+
+void
+ft_session_fork_defer(void)
+{
+    ft_S.fork_defer = ft_S.running;
+}
+
+void
+ft_session_fork_resume(void)
+{
+    ft_S.fork_defer = 0;
+    resume();
 }

@@ -17,7 +17,8 @@ def _hook_state() -> dict:
         "threading profile": getattr(threading, "_profile_hook", None),
     }
     if sys.version_info >= (3, 12):
-        state["monitoring tool 2"] = sys.monitoring.get_tool(2)
+        for tool in range(6):
+            state[f"monitoring tool {tool}"] = sys.monitoring.get_tool(tool)
     return state
 
 
@@ -25,7 +26,7 @@ CLEAN = {
     "tracing": False,
     "sys.getprofile": None,
     "threading profile": None,
-    "monitoring tool 2": None,
+    **{f"monitoring tool {tool}": None for tool in range(6)},
 }
 
 

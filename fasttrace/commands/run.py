@@ -22,7 +22,7 @@ import threading
 import traceback
 
 import fasttrace
-from fasttrace import _tracer
+from fasttrace import _core, _tracer
 from fasttrace._tracer import (DEFAULT_BUFFER_SIZE, MIN_BUFFER_SIZE, format_size,
                                max_buffer_size)
 from fasttrace.commands import duration_text
@@ -188,7 +188,9 @@ def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
     code, interrupted = 0, False
     try:
         try:
-            exec(program, globs)  # here, not in a helper: no runner frame in the trace
+            # Here, not in a helper: no runner frame in the trace.  The runner's frames are
+            # muted (skip_caller_stack); run_unmuted is exec() that records the program.
+            _core.run_unmuted(program, globs)
         except SystemExit as e:
             code = _exit_code(e)
         except KeyboardInterrupt:

@@ -77,16 +77,62 @@ def test_buffer_size_too_small(trace_path, bad):
         fasttrace.start(trace_path, buffer_size=bad)
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12+: cProfile runs beside it")
 def test_refuses_when_cprofile_runs(trace_path):
+    # 3.9-3.11: cProfile and fasttrace would share the thread's one profile function
     prof = cProfile.Profile()
     prof.enable()
     try:
-        with pytest.raises(TracingError, match="profile|PROFILER_ID"):
+        with pytest.raises(TracingError, match="another profiler"):
             fasttrace.start(trace_path)
     finally:
         prof.disable()
     # cProfile kept working: it saw the calls made while it was enabled
     assert prof.getstats()
+
+
+def _work(n):
+    return n if n < 2 else _work(n - 1) + _work(n - 2)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
+@pytest.mark.parametrize("first", ["cprofile", "fasttrace"])
+def test_cprofile_runs_beside_fasttrace(trace_path, first):
+    # Issue 8: fasttrace took sys.monitoring's PROFILER_ID, so `fasttrace run -m cProfile`
+    # failed; it takes an id no standard tool claims, and both see every call.
+    prof = cProfile.Profile()
+    if first == "cprofile":
+        prof.enable()
+        fasttrace.start(trace_path)
+    else:
+        fasttrace.start(trace_path)
+        prof.enable()
+    _work(10)
+    prof.disable()
+    fasttrace.stop()
+    calls = {getattr(entry.code, "co_name", str(entry.code)): entry.callcount
+             for entry in prof.getstats()}
+    assert calls["_work"] == 177
+    traced = [e for e in fasttrace.load(trace_path).events()
+              if e.kind == "call" and e.function.qualname == "_work"]
+    assert len(traced) == 177
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
+def test_refuses_when_its_monitoring_tool_ids_are_taken(trace_path):
+    from fasttrace._tracer import TOOL_IDS
+
+    for tool in TOOL_IDS:
+        sys.monitoring.use_tool_id(tool, f"someone-else-{tool}")
+    try:
+        with pytest.raises(TracingError, match="no free sys.monitoring tool id.*someone-else"):
+            fasttrace.start(trace_path)
+        sys.monitoring.free_tool_id(TOOL_IDS[0])  # one is enough
+        with fasttrace.start(trace_path) as session:
+            assert session.tool_id == TOOL_IDS[0]
+    finally:
+        for tool in TOOL_IDS[1:]:
+            sys.monitoring.free_tool_id(tool)
 
 
 def test_refuses_when_setprofile_is_set(trace_path):
@@ -117,17 +163,6 @@ def test_refuses_when_other_thread_is_profiled(trace_path):
     finally:
         done.set()
         t.join()
-
-
-@pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
-def test_refuses_when_monitoring_tool_is_taken(trace_path):
-    sys.monitoring.use_tool_id(2, "someone-else")
-    try:
-        with pytest.raises(TracingError, match="someone-else"):
-            fasttrace.start(trace_path)
-        assert sys.monitoring.get_tool(2) == "someone-else"
-    finally:
-        sys.monitoring.free_tool_id(2)
 
 
 def test_stop_from_another_thread(trace_path):
