@@ -14,9 +14,15 @@ if TYPE_CHECKING:
 
 
 # events: records in the file (the trailer's count when the trace ended cleanly);
-# dropped: events lost to full buffers; truncated: the file ends early (the process was killed,
-# or its tail is damaged); duration_ns: from start() to stop() (or the last clock record).
-Stats = namedtuple("Stats", ["events", "dropped", "truncated", "duration_ns"])
+# dropped: events lost to full buffers and to threads that got no buffer; truncated: the file
+# ends early (the process was killed, or its tail is damaged); duration_ns: from start() to
+# stop() (or to the last record); lost_threads: threads that got no buffer (out of memory).
+Stats = namedtuple("Stats", ["events", "dropped", "truncated", "duration_ns", "lost_threads"],
+                   defaults=(0,))
+
+# A thread whose hook another tool replaced (sys.setprofile, cProfile, a debugger's frame
+# evaluator): nothing of it after `ts` was recorded.
+HookLost = namedtuple("HookLost", ["thread", "ts", "what"])
 
 
 class Trace:
@@ -34,7 +40,10 @@ class Trace:
             dropped=f.trailer_dropped if f.complete else 0,
             truncated=f.truncated,
             duration_ns=f.duration_ns,
+            lost_threads=f.lost_threads,
         )
+        #: threads whose hook another tool replaced while tracing (HookLost tuples)
+        self.hook_lost: List[HookLost] = [HookLost(*h) for h in f.hook_lost]
 
     @property
     def threads(self) -> List["_core.Thread"]:

@@ -485,6 +485,7 @@ def _uninstall(session: Session) -> None:
     elif session.hook == "monitoring":
         mon = sys.monitoring
         tool = session.tool_id
+        assert tool is not None
         if mon.get_tool(tool) == "fasttrace":  # else someone freed it under us
             mon.set_events(tool, 0)
             for e in _all_monitoring_events():
@@ -510,6 +511,7 @@ def _check_hooks(session: Session) -> "list[str]":
     if session.hook == "monitoring":
         mon = sys.monitoring
         tool = session.tool_id
+        assert tool is not None
         if mon.get_tool(tool) != "fasttrace":
             what = f"sys.monitoring tool id {tool} was freed by someone else"
         elif mon.get_events(tool) != session._monitoring_events:

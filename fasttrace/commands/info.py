@@ -68,6 +68,14 @@ def main(args: argparse.Namespace) -> int:
         if sampling.torn or sampling.truncated or sampling.late_ticks:
             rows.append(("sampler", f"{sampling.torn:,} torn, {sampling.truncated:,} cut at the "
                                     f"maximum depth, {sampling.late_ticks:,} late ticks"))
+    if s.lost_threads:
+        rows.append(("not traced", f"{s.lost_threads:,} thread(s) got no ring buffer (out of "
+                                   "memory); their events are counted as dropped"))
+    names = {t.id: t.name for t in trace.threads}
+    for lost in trace.hook_lost:
+        rows.append(("hook lost", f"thread {lost.thread} ({names.get(lost.thread, '?')}) at "
+                                  f"{duration_text(lost.ts)}: {lost.what}; nothing of it after "
+                                  "that was recorded"))
     if trace.damage:
         rows.append(("damage", trace.damage))
     width = max(len(k) for k, _ in rows)

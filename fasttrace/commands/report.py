@@ -71,8 +71,8 @@ def main(args: argparse.Namespace) -> int:
         if progress is not None:
             print(file=sys.stderr)
     tables = [("all threads", merged(threads))]
+    thread_names = {t.id: t.name for t in trace.threads}
     if args.per_thread or tid is not None:
-        thread_names = {t.id: t.name for t in trace.threads}
         tables = ([] if tid is not None else tables) + [
             (f"thread {t.tid} {thread_names.get(t.tid, '?')}", t) for t in threads.values()]
     if args.json:
@@ -83,6 +83,12 @@ def main(args: argparse.Namespace) -> int:
                                        and not os.environ.get("NO_COLOR"))
     if trace.stats.truncated:
         print(f"note: {trace.damage}")
+    for lost in trace.hook_lost:
+        print(f"note: thread {lost.thread} ({thread_names.get(lost.thread, '?')}): "
+              f"{lost.what} at {duration_text(lost.ts)}; nothing of it after that is here")
+    if trace.stats.lost_threads:
+        print(f"note: {trace.stats.lost_threads:,} thread(s) got no ring buffer (out of "
+              "memory): not traced, their events counted as dropped")
     if sampled:
         _print_sampling(trace, sampling, threads, args, color)
     cpu = sampling is not None and sampling.clock == "cpu"
