@@ -387,19 +387,13 @@ def _wrap_thread_start(session: Session) -> None:
     if name is None:
         return
 
-    def name_started(function: Any, result: Any, uid_before: int) -> None:
-        owner = getattr(function, "__self__", None)
-        ident = getattr(result, "ident", result)
-        if isinstance(owner, threading.Thread) and isinstance(ident, int) and \
-                _session is session:
-            _core.name_sampled_thread(ident, owner.name, None, False, uid_before)
-
-    _patch(session, threading, name, name_started, install_hook=False)
+    _patch(session, threading, name, threading.Thread, install_hook=False)
 
 
-def _patch(session: Session, module: Any, name: str, after: Any, install_hook: bool) -> None:
+def _patch(session: Session, module: Any, name: str, thread_class: Any,
+           install_hook: bool) -> None:
     original = getattr(module, name)
-    wrapper = _core.wrap_thread_start(original, after, install_hook)
+    wrapper = _core.wrap_thread_start(original, thread_class, install_hook)
     setattr(module, name, wrapper)
     session._thread_starts.append((module, name, original, wrapper))
 

@@ -136,9 +136,9 @@ def lose_hooks(str what):
 run_unmuted = ft_hooks_run_unmuted_function()
 
 
-def wrap_thread_start(original, after, bint install_hook):
+def wrap_thread_start(original, thread_class, bint install_hook):
     """A C wrapper of a thread starter; see ft_spawn.h."""
-    return ft_spawn_wrap(original, after, install_hook)
+    return ft_spawn_wrap(original, thread_class, install_hook)
 
 
 def set_thread_name(unsigned long long ident, str name):

@@ -405,7 +405,7 @@ void
 ft_hooks_install_legacy_current(void)
 {
     if (atomic_load_explicit(&ft_active_gen, memory_order_relaxed) != FT_GEN_NONE &&
-        PyEval_GetProfile() == NULL) {
+        !ft_py_tstate_has_profile(PyThreadState_Get())) {
         PyEval_SetProfile(legacy_profile, g_marker);
         PyErr_Clear(); /* an audit hook said no: this thread stays untraced */
     }
@@ -432,6 +432,27 @@ check_legacy_hooks(void)
                                           "(sys.setprofile, cProfile or another profiler)");
         }
     }
+}
+
+/* Audit hook: "sys.setprofile" is raised by every change of a thread's profile function
+ * (sys.setprofile, threading's bootstrap, cProfile.enable, PyEval_SetProfile), on the thread
+ * that makes it, before the change.  A thread we follow that changes it was not changed by us
+ * (we install ours on threads before their first event, or while the trace is quiesced): its
+ * hook is about to be replaced.  This catches threads that end before the next check.  Cheap
+ * for every other audit event: one string compare. */
+static int
+audit_hook(const char* event, PyObject* args, void* data)
+{
+    (void)args;
+    (void)data;
+    if (ft_S.hook == FT_HOOK_PROFILE && strcmp(event, "sys.setprofile") == 0 &&
+        tls_thread != NULL &&
+        tls_gen == atomic_load_explicit(&ft_active_gen, memory_order_relaxed) &&
+        !tls_thread->hook_lost) {
+        ft_session_hook_lost(tls_thread, "its profile function was replaced or removed "
+                                         "(sys.setprofile, cProfile or another profiler)");
+    }
+    return 0;
 }
 
 /* threading.setprofile() target: (frame, event, arg).  Installs the C hook on this new
@@ -594,7 +615,9 @@ ft_hooks_check(void)
         return;
     }
 #if !FT_USE_MONITORING
-    check_legacy_hooks();
+    if (ft_S.hook == FT_HOOK_PROFILE) {
+        check_legacy_hooks();
+    }
 #endif
     check_eval_frame();
 }
@@ -659,6 +682,11 @@ ft_hooks_init(void)
     }
     ft_intern_set_own_code_callback(mute_own_code);
     ft_thread_on_handoff = ft_hooks_check;
+#if !FT_USE_MONITORING
+    if (PySys_AddAuditHook(audit_hook, NULL) < 0) {
+        return -1; /* another audit hook refused it: the exception says so */
+    }
+#endif
     g_ready = 1;
     return 0;
 }

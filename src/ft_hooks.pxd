@@ -21,7 +21,7 @@ cdef extern from "ft_hooks.h":
     object ft_hooks_run_unmuted_function()
 
 cdef extern from "ft_spawn.h":
-    object ft_spawn_wrap(object original, object after, int install_hook)
+    object ft_spawn_wrap(object original, object thread_class, int install_hook)
 
 cdef extern from "ft_intern.h":
     void ft_intern_reset()

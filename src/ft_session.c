@@ -77,7 +77,7 @@ write_header(const ft_config* cfg, uint32_t clock_kind)
     int err = write_all(cfg->fd, buf, FT_PREAMBLE_SIZE + body_size);
     free(buf);
     if (err == 0) {
-        ft_S.bytes = FT_PREAMBLE_SIZE + body_size;
+        ft_S.bytes = ft_S.good_bytes = FT_PREAMBLE_SIZE + body_size;
     }
     return err;
 }
@@ -98,6 +98,7 @@ ft_session_start(const ft_config* cfg)
     pthread_cond_init(&ft_S.wake, NULL);
     ft_S.fd = cfg->fd;
     ft_S.mode = cfg->mode;
+    ft_S.hook = cfg->hook;
     ft_S.c_calls = cfg->c_calls;
     ft_S.chunk_size = cfg->chunk_size;
     ft_S.n_chunks = cfg->n_chunks;

@@ -67,6 +67,7 @@ typedef struct {
     uint32_t gen; /* this session's generation (never FT_GEN_NONE) */
     int running;
     int mode;     /* ft_mode: sampling mode has no hooks and no per-thread rings */
+    int hook;     /* ft_hook_kind */
     char* path;   /* for the message of a trace saved at exit (owned) */
     int c_calls;
     int fd;

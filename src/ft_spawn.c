@@ -21,8 +21,8 @@ static PyMethodDef g_boot_def = {"fasttrace_thread_boot", (PyCFunction)(void (*)
  * "_thread.start_new_thread" it stands for. */
 typedef struct {
     PyObject_HEAD
-    PyObject* original; /* strong */
-    PyObject* after;    /* strong */
+    PyObject* original;     /* strong */
+    PyObject* thread_class; /* strong: threading.Thread, or None */
     int install;
 } spawn_state;
 
@@ -31,7 +31,7 @@ spawn_traverse(PyObject* op, visitproc visit, void* arg)
 {
     spawn_state* st = (spawn_state*)op;
     Py_VISIT(st->original);
-    Py_VISIT(st->after);
+    Py_VISIT(st->thread_class);
     return 0;
 }
 
@@ -40,7 +40,7 @@ spawn_clear(PyObject* op)
 {
     spawn_state* st = (spawn_state*)op;
     Py_CLEAR(st->original);
-    Py_CLEAR(st->after);
+    Py_CLEAR(st->thread_class);
     return 0;
 }
 
@@ -61,15 +61,44 @@ static PyTypeObject g_spawn_type = {
     .tp_dealloc = spawn_dealloc,
 };
 
+/* Names the thread just started for the sampler, with no Python code run: the function is a
+ * bound Thread._bootstrap, whose instance dict holds the name, and the starter returned the
+ * ident (3.9-3.12) or a handle whose ident is a C attribute (3.13+).  Errors are dropped: an
+ * unnamed thread is shown as thread-<id>. */
+static void
+name_started(PyObject* thread_class, PyObject* function, PyObject* result, uint64_t uid)
+{
+    ft_py_err_state err;
+    ft_py_err_save(&err);
+    PyObject* owner = PyMethod_Check(function) ? PyMethod_GET_SELF(function) : NULL; /* bor. */
+    if (owner != NULL && PyObject_IsInstance(owner, thread_class) == 1) {
+        PyObject* ident = PyLong_Check(result) ? (Py_INCREF(result), result)
+                                               : PyObject_GetAttrString(result, "ident"); /* new */
+        PyObject* dict = PyObject_GenericGetDict(owner, NULL);                     /* new */
+        PyObject* name = dict ? PyDict_GetItemString(dict, "_name") : NULL;       /* borrowed */
+        const char* utf8 = name && PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+        unsigned long long id = ident && PyLong_Check(ident) ? PyLong_AsUnsignedLongLong(ident)
+                                                             : 0;
+        if (utf8 != NULL && id != 0 && id != (unsigned long long)-1) {
+            ft_sampler_set_thread_name(id, utf8, 0, 0, uid ? uid + 1 : 0);
+        }
+        Py_XDECREF(dict);
+        Py_XDECREF(ident);
+    }
+    PyErr_Clear();
+    ft_py_err_restore(&err);
+}
+
 static PyObject*
 spawn_call(PyObject* self, PyObject* args, PyObject* kwargs)
 {
     spawn_state* st = (spawn_state*)self;
-    PyObject* original = st->original; /* borrowed */
-    PyObject* after = st->after;       /* borrowed */
+    PyObject* original = st->original;     /* borrowed */
+    PyObject* thread_class = st->thread_class; /* borrowed */
     int install = st->install;
     Py_ssize_t n = PyTuple_GET_SIZE(args);
     PyObject* function = n > 0 ? PyTuple_GET_ITEM(args, 0) : NULL; /* borrowed */
+    Py_XINCREF(function); /* the thread may drop its reference before we name it */
     PyObject* call_args = args;                                      /* owned below */
     Py_INCREF(call_args);
     if (install && function != NULL) {
@@ -78,22 +107,20 @@ spawn_call(PyObject* self, PyObject* args, PyObject* kwargs)
         if (swapped == NULL) {
             Py_XDECREF(boot);
             Py_DECREF(call_args);
+            Py_XDECREF(function);
             return NULL;
         }
-        Py_SETREF(PyTuple_GET_ITEM(swapped, 0), boot); /* steals boot, drops function */
+        Py_SETREF(PyTuple_GET_ITEM(swapped, 0), boot); /* steals boot, drops one ref */
         Py_SETREF(call_args, swapped);
     }
-    uint64_t uid = after != Py_None ? ft_sampler_last_thread_uid() : 0;
+    int naming = thread_class != Py_None && function != NULL;
+    uint64_t uid = naming ? ft_sampler_last_thread_uid() : 0;
     PyObject* result = PyObject_Call(original, call_args, kwargs); /* new, or NULL */
     Py_DECREF(call_args);
-    if (result != NULL && after != Py_None && function != NULL) {
-        PyObject* r = PyObject_CallFunction(after, "OOK", function, result,
-                                            (unsigned long long)uid); /* new, or NULL */
-        if (r == NULL) {
-            PyErr_WriteUnraisable(after);
-        }
-        Py_XDECREF(r);
+    if (result != NULL && naming) {
+        name_started(thread_class, function, result, uid);
     }
+    Py_XDECREF(function);
     return result;
 }
 
@@ -102,7 +129,7 @@ static PyMethodDef g_spawn_def = {"start_new_thread", (PyCFunction)(void (*)(voi
                                   "fasttrace's wrapper of CPython's thread starter"};
 
 PyObject*
-ft_spawn_wrap(PyObject* original, PyObject* after, int install_hook)
+ft_spawn_wrap(PyObject* original, PyObject* thread_class, int install_hook)
 {
     if (!(g_spawn_type.tp_flags & Py_TPFLAGS_READY) && PyType_Ready(&g_spawn_type) < 0) {
         return NULL;
@@ -112,9 +139,9 @@ ft_spawn_wrap(PyObject* original, PyObject* after, int install_hook)
         return NULL;
     }
     Py_INCREF(original);
-    Py_INCREF(after);
+    Py_INCREF(thread_class);
     self->original = original;
-    self->after = after;
+    self->thread_class = thread_class;
     self->install = install_hook;
     PyObject_GC_Track((PyObject*)self);
     PyObject* wrapper = PyCFunction_New(&g_spawn_def, (PyObject*)self); /* keeps self */

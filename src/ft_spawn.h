@@ -16,10 +16,9 @@
 
 /* New reference: a callable that calls `original` (a thread starter whose first argument is
  * the function the thread runs) with the same arguments.  With `install_hook`, that function
- * runs under fasttrace's profile function in the new thread.  If `after` is not None it is
- * called as after(function, result, uid) once the thread is started, where uid is
- * ft_sampler_last_thread_uid() from before the start; an exception there is reported as
- * unraisable, since the thread is running by then.  All arguments are borrowed. */
-PyObject* ft_spawn_wrap(PyObject* original, PyObject* after, int install_hook);
+ * runs under fasttrace's profile function in the new thread.  If `thread_class`
+ * (threading.Thread) is not None, a thread that runs a bound method of an instance of it is
+ * named for the sampler once started.  All arguments are borrowed. */
+PyObject* ft_spawn_wrap(PyObject* original, PyObject* thread_class, int install_hook);
 
 #endif /* FT_SPAWN_H */

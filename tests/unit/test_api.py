@@ -228,3 +228,66 @@ def test_buffer_size_beyond_memory_is_refused(trace_path, size):
     with pytest.raises(ValueError, match="buffer_size must be at most .*this machine's memory"):
         fasttrace.start(trace_path, buffer_size=size)
     assert not trace_path.exists()
+
+
+def _fasttrace_frames(trace):
+    return [e for e in trace.events()
+            if e.function.filename.startswith(os.path.dirname(fasttrace.__file__))]
+
+
+@pytest.mark.parametrize("how", ["calls", "with"])
+def test_start_and_stop_leave_no_frames_of_their_own(trace_path, how):
+    # Issue 8: start()'s _install/_start returned into the trace, stop() appeared as a function
+    # with what it called (RLock, atexit), and Session.__enter__/__exit__ too.
+    if how == "calls":
+        fasttrace.start(trace_path)
+        _work(5)
+        fasttrace.stop()
+    else:
+        with fasttrace.start(trace_path):
+            _work(5)
+    trace = fasttrace.load(trace_path)
+    assert _fasttrace_frames(trace) == []
+    names = {e.function.qualname for e in trace.events()}
+    assert not names & {"atexit.register", "atexit.unregister", "_thread.RLock.__exit__",
+                        "_thread.RLock.__enter__", "start", "stop", "_install", "_start"}
+    # and nesting is whole: no return without its call before the program's first call
+    first = next(e for e in trace.events() if not e.synthetic)
+    assert (first.kind, first.function.qualname) == ("call", "_work")
+
+
+def test_own_frames_stay_muted_when_start_fails(trace_path):
+    # start() raising inside a trace (a second start): its frames unwind muted, and what
+    # follows is recorded normally.
+    with fasttrace.start(trace_path):
+        with pytest.raises(TracingError):
+            fasttrace.start(trace_path)
+        _work(3)
+    trace = fasttrace.load(trace_path)
+    assert _fasttrace_frames(trace) == []
+    assert sum(1 for e in trace.events() if e.kind == "call" and e.function.qualname == "_work") \
+        == 5
+
+
+def test_sampled_header_names_no_hook(trace_path):
+    with fasttrace.start(trace_path, rate=100):
+        pass
+    assert fasttrace.load(trace_path).header["hook"] == "sampler"
+
+
+def test_sampled_thread_starts_show_no_frame_of_fasttrace(trace_path):
+    # Issue 8: sampling names threads as they start through a wrapper of threading's starter;
+    # as a Python function it took the self time of Thread.start in the samples.
+    with fasttrace.start(trace_path, rate=5000):
+        for _ in range(4):
+            threads = [threading.Thread(target=len, args=("x",)) for _ in range(50)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    trace = fasttrace.load(trace_path)
+    starts = [s for s in trace.samples() if any(f.qualname == "Thread.start" for f in s.stack)]
+    assert starts, "no sample caught a thread starting"
+    ours = [s for s in starts if any(f.filename.startswith(os.path.dirname(fasttrace.__file__))
+                                     for f in s.stack)]
+    assert ours == []
