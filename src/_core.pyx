@@ -10,6 +10,7 @@ cimport cython
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
+from posix.unistd cimport close as c_close
 from cpython.object cimport PyObject
 
 from ft_hooks cimport *
@@ -409,8 +410,9 @@ cdef class TraceFile:
         self._hook_lost = []
 
     def __dealloc__(self):
+        # C close: this can run during interpreter shutdown, when module globals are gone
         if self._fd >= 0:
-            _os.close(self._fd)
+            c_close(self._fd)
             self._fd = -1
 
     def __init__(self, path):
@@ -680,7 +682,7 @@ cdef class TraceFile:
         if self._iterating:
             raise RuntimeError("cannot close a trace while events() is being iterated")
         if self._fd >= 0:
-            _os.close(self._fd)
+            c_close(self._fd)
             self._fd = -1
 
     cdef const uint8_t* _reread(self, ft_rfile* rf, uint64_t offset, uint32_t size,
