@@ -259,10 +259,11 @@ class Dumper:
                 tick, mono, wall = struct.unpack_from("<3Q", d, p)
                 self.out(b + p, 1, f"tick={tick} mono_ns={mono} wall_ns={wall}")
             elif ctype == R.TRAILER_CHUNK:
-                ev, dropped, tick, mono, wall, threads, funcs, err, _r = R.TRAILER.unpack_from(d, p)
+                ev, dropped, tick, mono, wall, threads, funcs, err, lost = \
+                    R.TRAILER.unpack_from(d, p)
                 self.out(b + p, 1, f"events={ev} dropped={dropped} stop_tick={tick} "
                                    f"stop_mono_ns={mono} threads={threads} functions={funcs} "
-                                   f"error={err}")
+                                   f"error={err} lost_threads={lost}")
         except (R._Short, struct.error, IndexError):
             self.bad(b + p, 1, "record runs past the end of its chunk")
 
@@ -310,6 +311,11 @@ class Dumper:
             names = list(R.SAMPLER_STATS) + [f"stat{i}" for i in range(len(R.SAMPLER_STATS), n)]
             self.out(b + start, 1, "SAMPLER_STATS " + " ".join(
                 f"{k}={v}" for k, v in zip(names, values)))
+        elif tag == R.DEF_HOOK_LOST:
+            tid, p = R._varint(d, p, end)
+            tick, p = R._varint(d, p, end)
+            what, p = R._str(d, p, end)
+            self.out(b + start, 1, f"HOOK_LOST thread={tid} tick={tick} what={R._text(what)!r}")
         else:
             self.bad(b + start, 1, f"unknown definition tag 0x{tag:02x}")
             return end

@@ -260,7 +260,7 @@ def test_fork_while_tracing_gives_no_threads_warning(tmp_path):
     out = tmp_path / "f.ftrace"
     r = run_script(tmp_path, f"""
         import os, warnings, fasttrace
-        warnings.simplefilter("error", DeprecationWarning)
+        warnings.simplefilter("always", DeprecationWarning)  # "error" is swallowed by fork()
         def f(): pass
         with fasttrace.start({str(out)!r}):
             for _ in range(5):

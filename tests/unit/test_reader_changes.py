@@ -97,16 +97,22 @@ def test_file_rewritten_in_place_is_detected(tmp_path, big_trace):
 
 def test_reader_memory_does_not_grow_with_the_file(tmp_path, big_trace):
     rc, out, err = _child("""
-        import resource, sys, fasttrace
+        import sys, fasttrace
+        def rss():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        before = rss()
         t = fasttrace.load(sys.argv[1])
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        for _ in t.events():
+        it = t.events()
+        for _ in it:
             pass
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+        print(rss() - before)
         """, big_trace)
     assert rc == 0, err
-    # a mapped file counted its pages in RSS; reads use a 1 MiB window and one chunk of events
-    assert int(out) * 1024 < os.path.getsize(big_trace) // 2, out
+    # a mapped file kept every page it read (the load's scan reads them all) resident; reads
+    # go through a 1 MiB window
+    assert int(out) < os.path.getsize(big_trace) // 2, out
 
 
 @pytest.mark.parametrize("make, kind", [
