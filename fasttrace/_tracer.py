@@ -1,7 +1,7 @@
 """start() and stop(): composing the native primitives of fasttrace._core.
 
 Hook choice per version (research/cpython-hooks.md, bench/pep523/README.md):
-  3.12+      sys.monitoring, tool id 2 (PROFILER_ID), C callbacks;
+  3.12+      sys.monitoring, tool id 4 (or 3; see TOOL_IDS), C callbacks;
   3.11       c_calls=False: a PEP 523 frame evaluator, which keeps the specializing
              interpreter on; otherwise a C profile function, as on 3.9 and 3.10;
   3.9-3.11   a C profile function on every thread, and threading.setprofile for new ones.

@@ -13,6 +13,9 @@ from libc.string cimport memcpy
 from posix.unistd cimport close as c_close
 from cpython.object cimport PyObject
 
+cdef extern from "Python.h":
+    int Py_AddPendingCall(int (*func)(void*) noexcept, void* arg)
+
 from ft_hooks cimport *
 from ft_reader cimport *
 from ft_sampler cimport *
@@ -202,9 +205,18 @@ def _before_fork():
     ft_sampler_fork_defer()
 
 
-def _after_fork_in_parent():
+cdef int _resume_after_fork(void* arg) noexcept:
     ft_session_fork_resume()
     ft_sampler_fork_resume()
+    return 0
+
+
+def _after_fork_in_parent():
+    # 3.13 counts the threads after this hook: restart once os.fork() has returned, from a
+    # pending call (the main thread runs it at its next bytecode; see ft_compat.h)
+    if FT_FORK_COUNTS_AFTER_HOOKS and Py_AddPendingCall(_resume_after_fork, NULL) == 0:
+        return
+    _resume_after_fork(NULL)
 
 
 cdef _register_fork_hooks():

@@ -96,6 +96,16 @@ ft_py_code_qualname(PyCodeObject* co)
 
 /* ---- threads ---------------------------------------------------------------------------- */
 
+/* 3.11+ thread states carry the kernel thread id; before, the sampler learns it from
+ * threading (Thread.native_id), which sets it in the new thread just before Thread.start()
+ * returns. */
+#define FT_TSTATE_HAS_NATIVE_ID (PY_VERSION_HEX >= 0x030B0000)
+
+/* os.fork() counts the process's threads for its "multi-threaded" warning after the Python
+ * after-fork hooks on 3.13 (3.12: before them; 3.14: before fork()), so there fasttrace's
+ * threads restart once os.fork() has returned (ft_fork.h). */
+#define FT_FORK_COUNTS_AFTER_HOOKS (PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030E0000)
+
 static inline unsigned long
 ft_py_tstate_ident(PyThreadState* ts)
 {

@@ -1,11 +1,12 @@
 /* ft_fork.h: what the writer and the sampler share about fork().
  *
- * CPython 3.12+ warns in the parent, right after fork() returns, when the process has more than
- * one thread ("This process is multi-threaded, use of fork() may lead to deadlocks"), counting
- * them in /proc/self/stat.  fasttrace's native threads (writer, sampler) are therefore stopped
- * in a pthread_atfork prepare handler.  os.fork() warns after the pthread_atfork parent
- * handlers have run, so for it they are restarted from its Python after-fork hook (see
- * fasttrace._core); a fork() from C is restarted by the parent handler.
+ * CPython 3.12+ warns in os.fork() when the process has more than one thread ("This process is
+ * multi-threaded, use of fork() may lead to deadlocks"), counting them in /proc/self/stat:
+ * 3.12 in the parent right after fork() returns, 3.13 just before fork(), after the Python
+ * before-fork hooks.  fasttrace's native threads (writer, sampler) are therefore stopped in
+ * os.fork()'s Python before-fork hook and restarted in its after-fork hook in the parent (see
+ * fasttrace._core); a fork() from C (no Python hooks) is covered by pthread_atfork handlers
+ * that do the same.
  */
 #ifndef FT_FORK_H
 #define FT_FORK_H

@@ -1,6 +1,7 @@
 # Declarations of ft_hooks.h and ft_intern.h for the Cython boundary (no logic here).
 cdef extern from "ft_hooks.h":
     int FT_USE_MONITORING
+    int FT_FORK_COUNTS_AFTER_HOOKS
     int ft_hooks_init() except -1
     void ft_hooks_retain(object threading_active, object disable, object marker)
     void ft_hooks_release()

@@ -1487,10 +1487,11 @@ read_budget(void)
 }
 
 /* ---- fork ------------------------------------------------------------------------------------
- * The sampler thread is stopped around fork() (ft_fork.h): prepare joins it (its tables, ring
- * and stats stay as they are), the parent restarts it on a new schedule (for os.fork(), from
- * its Python after-fork hook: ft_sampler_fork_defer / _resume), and the child, which abandons
- * the session (ft_sampler_abandon), only lets go of the lock. */
+ * The sampler thread is stopped around fork() (ft_fork.h): its tables, ring and stats stay as
+ * they are.  For os.fork() the Python before-fork hook stops it (ft_sampler_fork_defer) and
+ * the after-fork hook restarts it in the parent (ft_sampler_fork_resume), on a new schedule;
+ * for a fork() from C the pthread_atfork handlers do both.  The child, which abandons the
+ * session (ft_sampler_abandon), only lets go of the lock. */
 
 /* g_life_lock held.  The new thread counts the pause as it starts. */
 static void
@@ -1501,10 +1502,10 @@ resume(void)
     }
 }
 
+/* g_life_lock held. */
 static void
-fork_prepare(void)
+pause_thread(void)
 {
-    pthread_mutex_lock(&g_life_lock); /* held until the parent or child handler */
     if (!S.running || S.paused) {
         return;
     }
@@ -1513,6 +1514,13 @@ fork_prepare(void)
     /* From the last tick: the interval the stop cut short is lost with the pause. */
     S.paused_at_ns = S.last_tick_ns ? S.last_tick_ns : mono_ns(CLOCK_MONOTONIC);
     ft_fork_wait_task_gone(atomic_load(&S.tid), FORK_TASK_WAIT_NS);
+}
+
+static void
+fork_prepare(void)
+{
+    pthread_mutex_lock(&g_life_lock); /* held until the parent or child handler */
+    pause_thread(); /* already done by the Python hook for os.fork() */
 }
 
 static void
@@ -1538,6 +1546,7 @@ ft_sampler_fork_defer(void)
 {
     pthread_mutex_lock(&g_life_lock);
     S.fork_defer = S.running;
+    pause_thread(); /* now: some versions count the threads before fork() itself */
     pthread_mutex_unlock(&g_life_lock);
 }
 

@@ -61,32 +61,55 @@ static PyTypeObject g_spawn_type = {
     .tp_dealloc = spawn_dealloc,
 };
 
-/* Names the thread just started for the sampler, with no Python code run: the function is a
- * bound Thread._bootstrap, whose instance dict holds the name, and the starter returned the
- * ident (3.9-3.12) or a handle whose ident is a C attribute (3.13+).  Errors are dropped: an
- * unnamed thread is shown as thread-<id>. */
-static void
+/* Names the thread just started for the sampler, with no Python code run (on 3.11+): the
+ * function is a bound Thread._bootstrap, whose instance dict holds the name, and the starter
+ * returned the ident (3.9-3.12) or a handle whose ident is a C attribute (3.13+).  Before
+ * 3.11 the sampler also needs the kernel thread id (the cpu clock reads the thread's CPU time
+ * with it), which the new thread sets just before Thread.start() would stop waiting for it:
+ * so the wait Thread.start() does next is done here (Event.wait, as under plain Python).
+ * Returns -1 with an exception set only if that wait raised (a KeyboardInterrupt, say), as
+ * Thread.start() would have; other errors leave the thread unnamed (thread-<id>). */
+static int
 name_started(PyObject* thread_class, PyObject* function, PyObject* result, uint64_t uid)
 {
-    ft_py_err_state err;
-    ft_py_err_save(&err);
     PyObject* owner = PyMethod_Check(function) ? PyMethod_GET_SELF(function) : NULL; /* bor. */
-    if (owner != NULL && PyObject_IsInstance(owner, thread_class) == 1) {
-        PyObject* ident = PyLong_Check(result) ? (Py_INCREF(result), result)
-                                               : PyObject_GetAttrString(result, "ident"); /* new */
-        PyObject* dict = PyObject_GenericGetDict(owner, NULL);                     /* new */
-        PyObject* name = dict ? PyDict_GetItemString(dict, "_name") : NULL;       /* borrowed */
-        const char* utf8 = name && PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
-        unsigned long long id = ident && PyLong_Check(ident) ? PyLong_AsUnsignedLongLong(ident)
-                                                             : 0;
-        if (utf8 != NULL && id != 0 && id != (unsigned long long)-1) {
-            ft_sampler_set_thread_name(id, utf8, 0, 0, uid ? uid + 1 : 0);
-        }
-        Py_XDECREF(dict);
-        Py_XDECREF(ident);
+    if (owner == NULL || PyObject_IsInstance(owner, thread_class) != 1) {
+        PyErr_Clear();
+        return 0;
     }
+    unsigned long long native_id = 0;
+#if !FT_TSTATE_HAS_NATIVE_ID
+    PyObject* started = PyObject_GetAttrString(owner, "_started"); /* new */
+    PyObject* waited = started ? PyObject_CallMethod(started, "wait", NULL) : NULL; /* new */
+    Py_XDECREF(started);
+    if (waited == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_Exception)) {
+            PyErr_Clear(); /* not threading's Thread as we know it: name it without the id */
+        }
+        else {
+            return -1;
+        }
+    }
+    Py_XDECREF(waited);
+#endif
+    PyObject* ident = PyLong_Check(result) ? (Py_INCREF(result), result)
+                                           : PyObject_GetAttrString(result, "ident"); /* new */
+    PyObject* dict = PyObject_GenericGetDict(owner, NULL);                 /* new */
+    PyObject* name = dict ? PyDict_GetItemString(dict, "_name") : NULL;   /* borrowed */
+    PyObject* native = dict ? PyDict_GetItemString(dict, "_native_id") : NULL; /* borrowed */
+    const char* utf8 = name && PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    unsigned long long id = ident && PyLong_Check(ident) ? PyLong_AsUnsignedLongLong(ident) : 0;
+    if (native != NULL && PyLong_Check(native)) {
+        native_id = PyLong_AsUnsignedLongLong(native);
+    }
+    if (utf8 != NULL && id != 0 && id != (unsigned long long)-1) {
+        ft_sampler_set_thread_name(id, utf8, native_id == (unsigned long long)-1 ? 0 : native_id,
+                                   0, uid ? uid + 1 : 0);
+    }
+    Py_XDECREF(dict);
+    Py_XDECREF(ident);
     PyErr_Clear();
-    ft_py_err_restore(&err);
+    return 0;
 }
 
 static PyObject*
@@ -117,8 +140,8 @@ spawn_call(PyObject* self, PyObject* args, PyObject* kwargs)
     uint64_t uid = naming ? ft_sampler_last_thread_uid() : 0;
     PyObject* result = PyObject_Call(original, call_args, kwargs); /* new, or NULL */
     Py_DECREF(call_args);
-    if (result != NULL && naming) {
-        name_started(thread_class, function, result, uid);
+    if (result != NULL && naming && name_started(thread_class, function, result, uid) < 0) {
+        Py_CLEAR(result);
     }
     Py_XDECREF(function);
     return result;

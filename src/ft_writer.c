@@ -277,9 +277,14 @@ ft_writer_start(void)
     return err;
 }
 
+static int writer_joined(void);
+
 void
 ft_writer_join(void)
 {
+    if (writer_joined()) {
+        return; /* stopped for a fork whose restart has not come (or failed) */
+    }
     pthread_mutex_lock(&ft_S.wake_lock);
     atomic_store(&ft_S.writer_stop, 1);
     pthread_cond_signal(&ft_S.wake);
@@ -294,6 +299,12 @@ ft_writer_join(void)
 
 enum { WRITER_RUNNING, WRITER_JOINED, WRITER_STOPPING };
 
+static int
+writer_joined(void)
+{
+    return ft_S.writer_paused == WRITER_JOINED;
+}
+
 static void
 add_ns(struct timespec* t, long ns)
 {
@@ -307,9 +318,9 @@ add_ns(struct timespec* t, long ns)
 void
 ft_session_fork_prepare(void)
 {
-    ft_S.writer_paused = WRITER_RUNNING;
-    if (!ft_S.running || atomic_load(&ft_S.writer_stop)) {
-        return; /* not started, or stop() is joining it */
+    if (!ft_S.running || ft_S.writer_paused != WRITER_RUNNING ||
+        atomic_load(&ft_S.writer_stop)) {
+        return; /* not started, paused already by the Python hook, or stop() is joining it */
     }
     pthread_mutex_lock(&ft_S.wake_lock);
     atomic_store(&ft_S.writer_stop, 1);
@@ -330,6 +341,10 @@ ft_session_fork_prepare(void)
 static void
 resume(void)
 {
+    if (!ft_S.running) {
+        ft_S.writer_paused = WRITER_RUNNING; /* stop() came first */
+        return;
+    }
     if (ft_S.writer_paused == WRITER_JOINED) {
         if (ft_writer_start() != 0) {
             /* No writer: the rings fill and drop, and stop() says so; nothing else to do. */
@@ -362,7 +377,9 @@ ft_session_fork_parent(void)
 void
 ft_session_fork_defer(void)
 {
+    /* Stopped here, before fork(): some versions count the threads before fork() itself. */
     ft_S.fork_defer = ft_S.running;
+    ft_session_fork_prepare();
 }
 
 void

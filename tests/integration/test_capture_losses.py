@@ -279,6 +279,48 @@ def test_fork_while_tracing_gives_no_threads_warning(tmp_path):
         == 10
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+@pytest.mark.parametrize("rate", [None, 1000])
+def test_fork_from_another_thread_keeps_the_trace_going(tmp_path, rate):
+    # The writer (and sampler) restart after a fork made by a thread that is not the main
+    # one; on 3.13 that restart waits for the main thread to run bytecode again.
+    out = tmp_path / "g.ftrace"
+    r = run_script(tmp_path, f"""
+        import os, threading, time, fasttrace
+        def f(): pass
+        def forker():
+            for _ in range(3):
+                pid = os.fork()
+                if pid == 0:
+                    os._exit(0)
+                os.waitpid(pid, 0)
+            for _ in range(200_000):
+                f()
+        with fasttrace.start({str(out)!r}, rate={rate!r}) as session:
+            t = threading.Thread(target=forker, name="forker")
+            t.start()
+            t.join()
+            end = time.perf_counter() + 0.2
+            while time.perf_counter() < end:
+                f()
+        s = session.summary
+        print("dropped", s.dropped, "sampling", s.sampling and s.sampling.rate_met)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert "dropped 0" in r.stdout
+    trace = _load(out)
+    assert not trace.stats.truncated
+    if rate is None:
+        forker = next(t.id for t in trace.threads if t.name == "forker")
+        assert sum(1 for e in trace.events(forker)
+                   if e.kind == "call" and e.function.qualname == "f") == 200_000
+    else:
+        assert "sampling True" in r.stdout
+        # samples kept coming after the forks, up to the end
+        last = max(s.ts for s in trace.samples())
+        assert trace.stats.duration_ns - last < 20_000_000
+
+
 # ---- a disk that fills ----------------------------------------------------------------------
 
 

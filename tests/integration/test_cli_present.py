@@ -4,7 +4,6 @@ the cpu clock's thread states (issue 8)."""
 from __future__ import annotations
 
 import re
-import sys
 import threading
 import time
 
@@ -164,11 +163,6 @@ def test_cpu_clock_states(tmp_path):
     assert re.search(r"^all threads: .* of CPU time sampled", out, re.M), out
 
 
-@pytest.mark.xfail(sys.version_info < (3, 11), strict=True,
-                   reason="capture side (fasttrace/_tracer.py, the lead's): before 3.11 a thread "
-                          "started while sampling with the cpu clock is named before its "
-                          "native_id is known (0), so the sampler never reads its CPU clock "
-                          "and it gets no samples")
 def test_cpu_clock_samples_a_thread_started_while_sampling(tmp_path):
     out = _cpu_report(tmp_path, "thread")
     row = next(line for line in out.splitlines() if line.endswith(" hasher"))

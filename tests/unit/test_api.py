@@ -286,7 +286,8 @@ def test_sampled_thread_starts_show_no_frame_of_fasttrace(trace_path):
             for t in threads:
                 t.join()
     trace = fasttrace.load(trace_path)
-    starts = [s for s in trace.samples() if any(f.qualname == "Thread.start" for f in s.stack)]
+    starts = [s for s in trace.samples()  # Thread.start (3.9 and 3.10 have no qualnames)
+              if any(f.name == "start" and f.filename.endswith("threading.py") for f in s.stack)]
     assert starts, "no sample caught a thread starting"
     ours = [s for s in starts if any(f.filename.startswith(os.path.dirname(fasttrace.__file__))
                                      for f in s.stack)]
