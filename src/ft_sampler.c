@@ -1016,6 +1016,27 @@ remember(known_thread* kt, const ft_raw_tstate* ts, const ft_raw_gil* gil, int g
     }
 }
 
+/* The thread's entry (met, or met now) and, with the cpu clock, its CPU time and the sample's
+ * weight.  0 if it has no entry, or used no CPU since the last tick (not sampled). */
+static int
+meet_thread(known_thread* kt, const ft_raw_tstate* ts, int holds, uint64_t interval_ns,
+            thread_entry** te, uint64_t* cpu, uint64_t* weight)
+{
+    *te = thread_for(kt, ts);
+    if (*te == NULL) {
+        return 0;
+    }
+    __atomic_store_n(&(*te)->seen_tick, S.stat[FT_STAT_TICKS], __ATOMIC_RELAXED);
+    if (S.cfg.clock == FT_CLOCK_CPU) {
+        *cpu = thread_cpu_ns(native_of(*te));
+        *weight = cpu_weight(*te, *cpu, holds, interval_ns);
+        if (*weight == 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static void
 sample_thread(known_thread* kt, const ft_raw_tstate* ts, const ft_raw_gil* gil, int gil_ok,
               uint64_t tick, uint64_t interval_ns)
@@ -1025,19 +1046,8 @@ sample_thread(known_thread* kt, const ft_raw_tstate* ts, const ft_raw_gil* gil, 
     thread_entry* te = NULL;
     uint64_t cpu = 0; /* the thread's CPU clock, read at most once per tick */
     uint64_t weight = interval_ns;
-    if (kt->te != 0) { /* met before */
-        te = thread_for(kt, ts);
-        if (te == NULL) {
-            return;
-        }
-        __atomic_store_n(&te->seen_tick, S.stat[FT_STAT_TICKS], __ATOMIC_RELAXED);
-        if (S.cfg.clock == FT_CLOCK_CPU) {
-            cpu = thread_cpu_ns(native_of(te));
-            weight = cpu_weight(te, cpu, holds, interval_ns);
-            if (weight == 0) {
-                return; /* no CPU used since the last tick: not sampled, nothing to read */
-            }
-        }
+    if (kt->te != 0 && !meet_thread(kt, ts, holds, interval_ns, &te, &cpu, &weight)) {
+        return; /* met before: gone, or (cpu clock) no CPU used since the last tick */
     }
     if (!holds && kt->cached && (kt->sid == 0 || te != NULL) &&
         memcmp(&kt->ts, ts, sizeof *ts) == 0 && stack_unchanged(kt, gil, gil_ok, te, &cpu)) {
@@ -1060,19 +1070,8 @@ sample_thread(known_thread* kt, const ft_raw_tstate* ts, const ft_raw_gil* gil, 
         }
         return;
     }
-    if (te == NULL) {
-        te = thread_for(kt, ts);
-        if (te == NULL) {
-            return;
-        }
-        __atomic_store_n(&te->seen_tick, S.stat[FT_STAT_TICKS], __ATOMIC_RELAXED);
-        if (S.cfg.clock == FT_CLOCK_CPU) {
-            cpu = thread_cpu_ns(native_of(te));
-            weight = cpu_weight(te, cpu, holds, interval_ns);
-            if (weight == 0) {
-                return;
-            }
-        }
+    if (te == NULL && !meet_thread(kt, ts, holds, interval_ns, &te, &cpu, &weight)) {
+        return;
     }
     if (!holds && cpu == 0) {
         cpu = thread_cpu_ns(native_of(te)); /* before the walk: see stack_unchanged */

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,7 +100,13 @@ def test_full_disk_stops_tracing_and_the_app_goes_on(tmp_path):
     assert os.path.getsize(out) <= 300_000
     trace = fasttrace.load(out)
     assert trace.stats.truncated
-    assert sum(1 for _ in trace.events()) > 1000
+    events = list(trace.events())
+    assert len(events) > 1000
+    # what the message promises is exactly what loads: the chunks written whole (issue 8: it
+    # named the bytes of a partial chunk too), and the trace lasts to its last event, not 0
+    readable = int(re.search(r"the (\d+) bytes before it are readable", r.stdout)[1])
+    assert f"the {readable} bytes before it were loaded" in trace.damage
+    assert trace.stats.duration_ns >= events[-1].ts > 0
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

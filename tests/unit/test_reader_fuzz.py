@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import chunk, sample_tuple
+from helpers import chunks_of, from_chunks, sample_tuple
 from helpers import varint as vi
 
 import fasttrace
@@ -101,20 +101,9 @@ def check(data, tmp_dir):
 
 
 
-def split(data):
-    """(header bytes, [(type, flags, thread, records, base_tick, payload)])"""
-    first = 20 + struct.unpack_from("<I", data, 12)[0]
-    off, chunks = first, []
-    while off + 32 <= len(data):
-        _m, size, _crc, ctype, flags, _r, thread, records, base = struct.unpack_from(
-            "<IIIBBHIIQ", data, off)
-        chunks.append([ctype, flags, thread, records, base, data[off + 32:off + 32 + size]])
-        off += 32 + size
-    return data[:first], chunks
-
-
-def join(header, chunks):
-    return header + b"".join(chunk(c[0], c[5], c[2], c[3], c[4], c[1]) for c in chunks)
+# (header bytes, [[type, flags, thread, records, base_tick, payload], ...]) and back
+split = chunks_of
+join = from_chunks
 
 
 def fix_crcs(data):
