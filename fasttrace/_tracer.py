@@ -115,8 +115,9 @@ def rate_shortfall_allowed(expected: float) -> float:
 
 
 def sampling_stats(rate: float, clock: str, raw: "dict[str, int]") -> SamplingStats:
-    # Time stopped around fork() is not time the sampler was asked to tick in.
-    active_ns = raw.get("duration_ns", 0) - raw.get("paused_ns", 0)
+    # Time stopped around fork() is not time the sampler was asked to tick in.  (The values
+    # come from a file: a damaged one can hold a pause longer than the run.)
+    active_ns = max(0, raw.get("duration_ns", 0) - raw.get("paused_ns", 0))
     seconds = active_ns / 1e9
     ticks = raw.get("ticks", 0)
     achieved = ticks / seconds if seconds > 0 else 0.0

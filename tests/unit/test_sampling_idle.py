@@ -258,3 +258,15 @@ def test_fork_stops_the_sampler_thread_and_the_parent_goes_on(tmp_path):
     late_part = [s for s in trace.samples()
                  if s.ts > trace.stats.duration_ns - got["tail_s"] * 1e9 * 0.9]
     assert len(late_part) > 30, len(late_part)
+
+
+def test_sampling_stats_of_a_damaged_file_stay_numbers():
+    # Found by the CLI fuzzer: a pause longer than the run made the expected tick count
+    # negative and its square root complex, and every command failed with a TypeError.
+    from fasttrace._tracer import sampling_stats
+
+    s = sampling_stats(100.0, "wall", {"duration_ns": 10**9, "paused_ns": 5 * 10**9,
+                                       "ticks": 3})
+    assert s.achieved_rate == 0.0 and isinstance(s.rate_met, bool)
+    s = sampling_stats(100.0, "wall", {"duration_ns": 2**64 - 1, "ticks": 2**64 - 1})
+    assert s.rate_met and s.achieved_rate > 0
