@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from typing import Any, Dict, List, Tuple
 
 
+# python (and runpy) stopped setting __main__.__cached__ in 3.15
+SETS_CACHED = sys.version_info < (3, 15)
+
+
 class NoProgram(ImportError):
     """The module or __main__ to run cannot be found; the message says why (runpy's error)."""
 
@@ -45,7 +49,8 @@ def prepare(kind: str, what: str, args: List[str]) -> "Tuple[CodeType, Dict[str,
     (a SyntaxError, ...), as python would."""
     main = types.ModuleType("__main__")
     g = main.__dict__
-    g["__annotations__"] = {}
+    if sys.version_info < (3, 14):  # 3.14's annotations are evaluated lazily (PEP 649)
+        g["__annotations__"] = {}
     g["__builtins__"] = builtins
     if kind == "code":
         sys.argv = ["-c", *args]
@@ -53,8 +58,9 @@ def prepare(kind: str, what: str, args: List[str]) -> "Tuple[CodeType, Dict[str,
         code = compile(what, "<string>", "exec", dont_inherit=True)
         g["__loader__"] = importlib.machinery.BuiltinImporter
         register = getattr(linecache, "_register_code", None)
-        if register is not None:  # 3.13+: python keeps -c code for its tracebacks
-            register("<string>", what, "<string>")
+        if register is not None:  # 3.13+: python keeps -c code for its tracebacks, keyed by
+            # the file name on 3.13 and by the code objects from 3.14
+            register(code if sys.version_info >= (3, 14) else "<string>", what, "<string>")
     elif kind == "module":
         sys.argv = ["-m", *args]  # python's argv[0] while it looks for the module
         sys.path[0] = os.getcwd()
@@ -69,8 +75,10 @@ def prepare(kind: str, what: str, args: List[str]) -> "Tuple[CodeType, Dict[str,
         with io.open_code(path) as f:
             source = f.read()
         code = compile(source, path, "exec", dont_inherit=True)
-        g.update(__file__=path, __cached__=None,
+        g.update(__file__=path,
                  __loader__=importlib.machinery.SourceFileLoader("__main__", path))
+        if SETS_CACHED:
+            g["__cached__"] = None
     else:  # a directory or a zip file with a __main__.py
         sys.argv = [what, *args]
         sys.path[0] = os.path.abspath(what)
@@ -93,5 +101,7 @@ def _details(what: str, find: Any) -> Any:
 
 def _from_spec(g: Dict[str, Any], spec: Any) -> None:
     # as runpy._run_code
-    g.update(__name__="__main__", __file__=spec.origin, __cached__=spec.cached, __doc__=None,
+    g.update(__name__="__main__", __file__=spec.origin, __doc__=None,
              __loader__=spec.loader, __package__=spec.parent, __spec__=spec)
+    if SETS_CACHED:
+        g["__cached__"] = spec.cached
