@@ -147,6 +147,7 @@ class PyTrace:
             "mode": {1: "trace", 2: "sample"}.get(mode, "unknown"),
             "c_calls": bool(flags & 1),
             "hook": HOOKS.get((flags >> 1) & 3, "unknown"),
+            "hook_fallback": bool(flags & 8),
             "clock": "tsc" if clock_kind == 2 else "monotonic",
             "tick_hz": hz,
             "chunk_size": chunk_size,

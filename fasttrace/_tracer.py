@@ -165,6 +165,8 @@ class Session:
         self.tool_id: Optional[int] = None
         self._monitoring_events = 0
         self._bootstrap: Any = None  # 3.9-3.11: what threading.setprofile was given
+        #: the frame evaluator was the choice, but another tool holds it: the plain hook runs
+        self.hook_fallback = False
 
     def __enter__(self) -> "Session":
         return self
@@ -194,12 +196,33 @@ def is_tracing() -> bool:
     return _session is not None
 
 
-def _choose_hook(c_calls: bool) -> str:
-    if _core.USE_MONITORING:
-        return "monitoring"
-    if not c_calls and _core.HAS_EVAL_FRAME and os.environ.get("FASTTRACE_HOOK") != "profile":
-        return "eval_frame"
-    return "profile"
+# Where there is a choice (c_calls=False on 3.11+), the faster hook is the default and
+# FASTTRACE_HOOK names the other one (tests and bench/ use it to cover and measure both).
+# With C calls there is one hook per version: the profile function before 3.12,
+# sys.monitoring after.
+EVAL_FRAME_DEFAULT = _core.HAS_EVAL_FRAME
+
+
+def _choose_hook(c_calls: bool) -> "tuple[str, bool]":
+    """(hook, fell_back): fell_back when the frame evaluator was the choice but another tool
+    holds it (a debugger, a JIT): fasttrace never replaces it."""
+    plain = "monitoring" if _core.USE_MONITORING else "profile"
+    forced = os.environ.get("FASTTRACE_HOOK", "")
+    if forced == "eval_frame" and not _core.HAS_EVAL_FRAME:
+        why = ("3.13 runs a class's Python __init__ without asking the frame evaluator"
+               if sys.version_info[:2] == (3, 13) else "it is new in 3.11")
+        raise TracingError(f"FASTTRACE_HOOK='eval_frame' is not offered on Python "
+                           f"{sys.version_info[0]}.{sys.version_info[1]} ({why}); "
+                           f"this Python's hook is {plain!r}")
+    if forced not in ("", "eval_frame", plain):
+        choices = f"'eval_frame' or {plain!r}" if _core.HAS_EVAL_FRAME else repr(plain)
+        raise TracingError(f"FASTTRACE_HOOK={forced!r} is not a hook of this Python: {choices}")
+    if c_calls or not _core.HAS_EVAL_FRAME:
+        return plain, False  # the frame evaluator cannot see C calls
+    want = forced or ("eval_frame" if EVAL_FRAME_DEFAULT else plain)
+    if want == "eval_frame" and _core.eval_frame_taken():
+        return plain, True
+    return want, False
 
 
 def _check_no_other_profiler(hook: str) -> None:
@@ -214,11 +237,6 @@ def _check_no_other_profiler(hook: str) -> None:
         raise TracingError(
             f"another profiler is installed on thread {ident} (a profile function is set); "
             "stop it before fasttrace.start()"
-        )
-    if hook == "eval_frame" and _core.eval_frame_taken():
-        raise TracingError(
-            "another tool (a debugger or a JIT) has replaced CPython's frame evaluator "
-            "(PEP 523); stop it before fasttrace.start(), or pass c_calls=True"
         )
 
 
@@ -301,7 +319,7 @@ def _start(path: "str | os.PathLike[str]", c_calls: bool, buffer_size: int,
             )
         if rate is not None:
             return _start_sampling(path, buffer_size, float(rate), clock or "wall", stop_codes)
-        hook = _choose_hook(c_calls)
+        hook, fell_back = _choose_hook(c_calls)
         _check_no_other_profiler(hook)
         tool_id = _free_tool_id() if hook == "monitoring" else None
         _prepare_core()
@@ -309,8 +327,10 @@ def _start(path: "str | os.PathLike[str]", c_calls: bool, buffer_size: int,
         n_chunks = buffer_size // CHUNK_SIZE
         hook_id = {"profile": _core.HOOK_PROFILE, "monitoring": _core.HOOK_MONITORING,
                    "eval_frame": _core.HOOK_EVAL_FRAME}[hook]
-        _session_start(fd, path, buffer_size, c_calls, hook_id, n_chunks, False)
+        _session_start(fd, path, buffer_size, c_calls, hook_id, n_chunks, False, fell_back)
         session = Session(path, c_calls, buffer_size, hook)
+        #: the frame evaluator was the choice, but another tool holds it
+        session.hook_fallback = fell_back
         session.tool_id = tool_id
         session._skip_caller_stack = skip_caller_stack
         _install(session)
@@ -327,10 +347,10 @@ def _prepare_core() -> None:
 
 
 def _session_start(fd: int, path: str, buffer_size: int, c_calls: bool, hook_id: int,
-                   n_chunks: int, sample: bool) -> None:
+                   n_chunks: int, sample: bool, hook_fallback: bool = False) -> None:
     try:
         _core.session_start(fd, c_calls, hook_id, CHUNK_SIZE, n_chunks, _command_line(),
-                            sys.version, sys.hexversion, sample, path)
+                            sys.version, sys.hexversion, sample, path, hook_fallback)
     except OSError as e:
         os.close(fd)
         if e.errno == errno.ENOMEM:

@@ -43,7 +43,7 @@ def hooks_init():
 
 def session_start(int fd, bint c_calls, int hook, uint32_t chunk_size, uint32_t n_chunks,
                   bytes command_line, str python_version, uint32_t python_version_hex,
-                  bint sample=False, str path=""):
+                  bint sample=False, str path="", bint hook_fallback=False):
     """Writes the header and starts the writer thread.  Raises OSError; the caller keeps fd.
     ENOMEM: a ring of chunk_size * n_chunks bytes cannot be reserved."""
     cdef ft_config cfg
@@ -53,6 +53,7 @@ def session_start(int fd, bint c_calls, int hook, uint32_t chunk_size, uint32_t 
     cfg.fd = fd
     cfg.c_calls = c_calls
     cfg.hook = hook
+    cfg.hook_fallback = hook_fallback
     cfg.mode = FT_MODE_SAMPLE if sample else FT_MODE_TRACE
     cfg.chunk_size = chunk_size
     cfg.n_chunks = n_chunks
@@ -459,6 +460,7 @@ cdef class TraceFile:
             "mode": {FT_MODE_TRACE: "trace", FT_MODE_SAMPLE: "sample"}.get(self._h.mode, "unknown"),
             "c_calls": bool(self._h.flags & FT_HEADER_C_CALLS),
             "hook": HOOK_NAMES.get((self._h.flags >> FT_HEADER_HOOK_SHIFT) & 3, "unknown"),
+            "hook_fallback": bool(self._h.flags & FT_HEADER_HOOK_FALLBACK),
             "clock": "tsc" if self._h.clock_kind == 2 else "monotonic",
             "tick_hz": self._h.tick_hz,
             "chunk_size": self._h.chunk_size,

@@ -26,22 +26,37 @@
 
 #define FT_USE_MONITORING (PY_VERSION_HEX >= 0x030C0000)
 
-/* 3.11 only: a PEP 523 frame-evaluation function sees Python entries and exits without
- * switching the specializing interpreter off, which any profile function does on 3.11
- * (bench/pep523/README.md: ~5x less overhead on call-dense code, none on loops).  It cannot
- * see C calls, so it serves c_calls=False.  3.12+ has sys.monitoring; before 3.11 the profile
- * hook is cheap. */
-#define FT_USE_EVAL_FRAME (PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000)
+/* 3.11+: a PEP 523 frame-evaluation function sees Python entries and exits.  On 3.11 it keeps
+ * the specializing interpreter on, which any profile function switches off (~5x less overhead
+ * on call-dense code); on 3.12+ it competes with sys.monitoring (bench/README.md, "The fastest
+ * hook on every version", says which is the default where).  It cannot see C calls, so it
+ * serves c_calls=False.  Before 3.11 the profile hook is cheap.
+ * Not on 3.13: its CALL_ALLOC_AND_ENTER_INIT (a class call specialized for a Python __init__)
+ * pushes the __init__ frame without asking the frame evaluator, so those calls would be lost;
+ * 3.14 added the check (_CHECK_PEP_523) to that instruction. */
+#define FT_USE_EVAL_FRAME \
+    (PY_VERSION_HEX >= 0x030B0000 && !(PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030E0000))
 
 #if FT_USE_EVAL_FRAME
 #define Py_BUILD_CORE 1
+#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+#undef _PyGC_FINALIZED /* 3.12: the public and internal headers both define it */
+#endif
 #include "internal/pycore_frame.h"
+#if PY_VERSION_HEX >= 0x030E0000
+#include "internal/pycore_interpframe.h" /* 3.14: the frame struct and its accessors */
+#endif
 #undef Py_BUILD_CORE
 typedef _PyInterpreterFrame ft_py_iframe;
+/* Borrowed: the frame holds its code until its caller pops it. */
 static inline PyCodeObject*
 ft_py_iframe_code(ft_py_iframe* f)
 {
+#if PY_VERSION_HEX >= 0x030D0000
+    return _PyFrame_GetCode(f); /* 3.13 f_executable, 3.14 a tagged stack reference */
+#else
     return f->f_code;
+#endif
 }
 /* Calling a generator or coroutine function runs its frame just long enough to create the
  * generator (RETURN_GENERATOR); the profile hook reports no call for that, so neither do we.
@@ -49,7 +64,7 @@ ft_py_iframe_code(ft_py_iframe* f)
 static inline int
 ft_py_iframe_creates_generator(ft_py_iframe* f)
 {
-    return (f->f_code->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)) &&
+    return (ft_py_iframe_code(f)->co_flags & (CO_GENERATOR | CO_COROUTINE | CO_ASYNC_GENERATOR)) &&
            f->owner != FRAME_OWNED_BY_GENERATOR;
 }
 #endif

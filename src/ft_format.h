@@ -30,6 +30,7 @@ enum ft_mode {
 enum ft_header_flags {
     FT_HEADER_C_CALLS = 1u << 0,
     FT_HEADER_HOOK_SHIFT = 1, /* bits 1-2: the hook that recorded the trace (ft_hook_kind) */
+    FT_HEADER_HOOK_FALLBACK = 1u << 3, /* the frame evaluator was taken by another tool */
 };
 
 enum ft_hook_kind {

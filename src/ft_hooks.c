@@ -500,16 +500,66 @@ ft_hooks_legacy_bootstrap(void)
 #endif
 
 #if FT_USE_EVAL_FRAME
-/* ---- PEP 523 frame evaluation (3.11, c_calls=False) ------------------------------------- */
+/* ---- PEP 523 frame evaluation (3.11+, c_calls=False) ------------------------------------ */
+
+#if FT_USE_MONITORING
+#define FT_PLAIN_HOOK_NAME "monitoring"
+#else
+#define FT_PLAIN_HOOK_NAME "profile"
+#endif
 
 /* Every Python frame, and every resume of a generator or coroutine, runs through here; an
  * exit by return, yield or exception comes back through here too.  Frames that were already
  * running at start() never do, so this mode records no start-up stack. */
+/* With a frame evaluator installed, CPython no longer runs a Python call inside its caller's
+ * C frame: every Python call nests a C call of the evaluator, so a recursion that plain
+ * Python runs in a few MB of its own frames runs out of the thread's C stack.  Before the
+ * stack is gone (a crash), the call raises RecursionError, as 3.14+ does on its own. */
+#define FT_STACK_MARGIN (256u * 1024u)
+static FT_TLS uintptr_t tls_stack_low; /* lowest safe address; 0 until known */
+
+static uintptr_t
+stack_low_slow(void)
+{
+    pthread_attr_t attr;
+    void* addr;
+    size_t size;
+    uintptr_t low = 1; /* unknown: never "nearly full" */
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        if (pthread_attr_getstack(&attr, &addr, &size) == 0) {
+            low = (uintptr_t)addr + FT_STACK_MARGIN;
+        }
+        pthread_attr_destroy(&attr);
+    }
+    tls_stack_low = low;
+    return low;
+}
+
+static inline int
+stack_nearly_full(void)
+{
+    char here;
+    uintptr_t low = tls_stack_low;
+    if (FT_UNLIKELY(low == 0)) {
+        low = stack_low_slow();
+    }
+    return FT_UNLIKELY((uintptr_t)&here < low);
+}
+
 static PyObject*
 eval_frame(PyThreadState* ts, ft_py_iframe* frame, int throwflag)
 {
     if (FT_UNLIKELY(ft_py_iframe_creates_generator(frame))) {
         return _PyEval_EvalFrameDefault(ts, frame, throwflag);
+    }
+    if (stack_nearly_full()) {
+        /* Raised into the frame as gen.throw() does into a new generator: the evaluator
+         * unwinds it and pops it, so nothing leaks. */
+        PyErr_SetString(PyExc_RecursionError,
+                        "maximum recursion depth exceeded: with c_calls=False fasttrace's frame "
+                        "evaluator uses C stack for every Python call (FASTTRACE_HOOK="
+                        FT_PLAIN_HOOK_NAME " traces this program without it)");
+        return _PyEval_EvalFrameDefault(ts, frame, 1);
     }
     PyCodeObject* co = ft_py_iframe_code(frame); /* the frame holds it until its caller pops it */
     ft_thread* t = current_thread();

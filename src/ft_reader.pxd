@@ -51,6 +51,7 @@ cdef extern from "ft_format.h" nogil:
         FT_MODE_SAMPLE
         FT_HEADER_C_CALLS
         FT_HEADER_HOOK_SHIFT
+        FT_HEADER_HOOK_FALLBACK
         FT_HOOK_PROFILE
         FT_HOOK_MONITORING
         FT_HOOK_EVAL_FRAME

@@ -58,7 +58,8 @@ write_header(const ft_config* cfg, uint32_t clock_kind)
     p = ft_put_u32(p, (uint32_t)getpid());
     p = ft_put_u32(p, cfg->mode == FT_MODE_SAMPLE ? FT_MODE_SAMPLE : FT_MODE_TRACE);
     p = ft_put_u32(p, (cfg->c_calls ? FT_HEADER_C_CALLS : 0) |
-                          ((uint32_t)cfg->hook << FT_HEADER_HOOK_SHIFT));
+                          ((uint32_t)cfg->hook << FT_HEADER_HOOK_SHIFT) |
+                          (cfg->hook_fallback ? FT_HEADER_HOOK_FALLBACK : 0));
     p = ft_put_u32(p, clock_kind);
     p = ft_put_u32(p, cfg->chunk_size);
     p = ft_put_u64(p, (uint64_t)cfg->chunk_size * cfg->n_chunks);

@@ -30,6 +30,7 @@ typedef struct {
     int fd;
     int c_calls;
     int hook; /* ft_hook_kind */
+    int hook_fallback; /* the frame evaluator was the choice but another tool holds it */
     int mode; /* ft_mode */
     uint32_t chunk_size;
     uint32_t n_chunks;

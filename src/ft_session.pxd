@@ -7,6 +7,7 @@ cdef extern from "ft_session.h" nogil:
         int fd
         int c_calls
         int hook
+        int hook_fallback
         int mode
         uint32_t chunk_size
         uint32_t n_chunks

@@ -198,3 +198,19 @@ def cli_in_process(*args):
     err.flush()
     return (code, out.buffer.getvalue().decode("utf-8", "replace"),
             err.buffer.getvalue().decode("utf-8", "replace"))
+
+
+def build_extension(directory, name, source):
+    """Compiles C `source` into the extension module `name` in `directory` with the C compiler
+    CPython was built with, and returns the directory (for sys.path).  For tests that need a
+    real second native tool (another PEP 523 frame evaluator, say), not a stand-in of ours."""
+    import sysconfig
+
+    directory = Path(directory)
+    c = directory / f"{name}.c"
+    c.write_text(textwrap.dedent(source))
+    cc = (sysconfig.get_config_var("CC") or "cc").split()
+    out = directory / f"{name}{sysconfig.get_config_var('EXT_SUFFIX')}"
+    subprocess.run([*cc, "-shared", "-fPIC", "-O1", f"-I{sysconfig.get_paths()['include']}",
+                    str(c), "-o", str(out)], check=True, capture_output=True, timeout=120)
+    return directory

@@ -46,7 +46,9 @@ def main(args: argparse.Namespace) -> int:
         ("file", trace.path),
         ("format", f"version {h['format_version']}, {h['mode']} mode"),
         ("python", (h["python_version"].split() or ["?"])[0] + (
-            " (sampled: no hook)" if h["mode"] == "sample" else f" (hook: {h['hook']})")),
+            " (sampled: no hook)" if h["mode"] == "sample" else f" (hook: {h['hook']}"
+            + ("; the frame evaluator was taken by another tool" if h.get("hook_fallback")
+               else "") + ")")),
         ("command", " ".join(h["argv"])),
         ("pid", str(h["pid"])),
         ("started", started.isoformat(timespec="milliseconds")),

@@ -211,13 +211,11 @@ def test_restart_many_times_without_leaks(tmp_path):
 def test_header_names_the_hook(trace_path, c_calls):
     with fasttrace.start(trace_path, c_calls=c_calls) as session:
         pass
-    if sys.version_info >= (3, 12):
-        expected = "monitoring"
-    elif sys.version_info[:2] == (3, 11) and not c_calls and os.environ.get(
-            "FASTTRACE_HOOK") != "profile":
+    plain = "monitoring" if sys.version_info >= (3, 12) else "profile"
+    if sys.version_info >= (3, 11) and not c_calls and os.environ.get("FASTTRACE_HOOK") != plain:
         expected = "eval_frame"
     else:
-        expected = "profile"
+        expected = plain
     assert session.hook == expected
     assert fasttrace.load(trace_path).header["hook"] == expected
 
@@ -292,3 +290,13 @@ def test_sampled_thread_starts_show_no_frame_of_fasttrace(trace_path):
     ours = [s for s in starts if any(f.filename.startswith(os.path.dirname(fasttrace.__file__))
                                      for f in s.stack)]
     assert ours == []
+
+
+@pytest.mark.skipif(fasttrace._core.HAS_EVAL_FRAME, reason="this Python offers the frame evaluator")
+def test_forcing_a_frame_evaluator_this_python_lacks_is_an_error(trace_path, monkeypatch):
+    # 3.9/3.10 have no PEP 523 hook of fasttrace's; 3.13 would lose specialized __init__ calls.
+    monkeypatch.setenv("FASTTRACE_HOOK", "eval_frame")
+    with pytest.raises(fasttrace.TracingError, match=r"FASTTRACE_HOOK='eval_frame' is not "
+                       r"offered on Python 3\.\d+ \(.*\); this Python's hook is '"):
+        fasttrace.start(trace_path, c_calls=False)
+    assert not fasttrace.is_tracing() and not os.path.exists(trace_path)

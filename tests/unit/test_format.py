@@ -149,18 +149,17 @@ def chunk_offsets(data):
 # ---- real traces: both readers agree ----------------------------------------------------
 
 def expected_hook(c_calls, forced):
-    if _core.USE_MONITORING:
-        return "monitoring"
-    return "eval_frame" if _core.HAS_EVAL_FRAME and not c_calls and not forced else "profile"
+    plain = "monitoring" if _core.USE_MONITORING else "profile"
+    return "eval_frame" if _core.HAS_EVAL_FRAME and not c_calls and not forced else plain
 
 
 @pytest.mark.parametrize("program", PROGRAMS, ids=lambda f: f.__name__)
 @pytest.mark.parametrize("c_calls", [True, False], ids=["c_calls", "no_c_calls"])
 @pytest.mark.parametrize("force_profile", [False, True] if _core.HAS_EVAL_FRAME else [False],
-                         ids=["default_hook", "profile_hook"][:1 + _core.HAS_EVAL_FRAME])
+                         ids=["default_hook", "plain_hook"][:1 + _core.HAS_EVAL_FRAME])
 def test_readers_agree(tmp_path, monkeypatch, program, c_calls, force_profile):
-    if force_profile:  # 3.11: the profile function instead of the PEP 523 hook
-        monkeypatch.setenv("FASTTRACE_HOOK", "profile")
+    if force_profile:  # 3.11+: the plain hook instead of the PEP 523 one
+        monkeypatch.setenv("FASTTRACE_HOOK", "monitoring" if _core.USE_MONITORING else "profile")
     else:
         monkeypatch.delenv("FASTTRACE_HOOK", raising=False)
     v = same(trace(tmp_path / "t.ftrace", program, c_calls=c_calls))
