@@ -344,6 +344,12 @@ def _start_sampling(path: str, buffer_size: int, rate: float, clock: str,
                     stop_codes: "tuple[Any, ...]") -> Session:
     """Sampling mode: no hook at all, so it runs beside debuggers and other profilers."""
     global _session
+    # 3.13+: the interpreter's own description of its struct layouts against this build's,
+    # before the output is opened: a refused start leaves the path as it was (no new file, an
+    # earlier trace there untouched).  sampler_start checks again, for C callers.
+    problem = _core.sampler_check_layout()
+    if problem is not None:
+        raise TracingError(problem)
     _prepare_core()
     fd = open_output(path)
     _session_start(fd, path, buffer_size, False, _core.HOOK_SAMPLER, buffer_size // CHUNK_SIZE,
@@ -351,10 +357,20 @@ def _start_sampling(path: str, buffer_size: int, rate: float, clock: str,
     try:
         _core.sampler_start(rate, _core.CLOCK_CPU if clock == "cpu" else _core.CLOCK_WALL,
                             _call_opcodes(), tuple(stop_codes))
-    except OSError as e:
+    except (OSError, _core.LayoutError) as e:
         _core.session_quiesce()
         _core.session_finish()
         _core.sampler_release()
+        # No trace file is left: it would hold no sample, only the header of a start that
+        # never happened.  (open_output replaced a symlink's target, not the link.)
+        target = os.path.realpath(path)
+        if os.path.isfile(target):
+            try:
+                os.unlink(target)
+            except OSError:
+                pass  # a directory we may not change: the trace was written in place
+        if isinstance(e, _core.LayoutError):  # only if the environment changed since the check
+            raise TracingError(str(e)) from None
         raise TracingError(
             f"cannot start the sampler: {e.strerror}"
             + (" (process_vm_readv is not allowed here: seccomp or a container policy)"
