@@ -423,6 +423,13 @@ def _unwrap_thread_start(session: Session) -> None:
 
 
 _CALL_OPCODES: Optional[bytes] = None
+# Besides every opcode named *CALL* (3.11's PRECALL_* specializations make the call
+# themselves): the with statement's __enter__ and __exit__ calls up to 3.13 (3.14+ compiles
+# them to LOAD_SPECIAL + CALL), and imports.  Not "WITH" as a substring: that also named
+# LOAD_ATTR_WITH_HINT, STORE_ATTR_WITH_HINT, LOAD_*_WITH_VALUES, FORMAT_WITH_SPEC and 3.10's
+# COPY_DICT_WITHOUT_KEYS, which call nothing, and flagged a thread running them as in a call.
+_CALLING_OPNAMES = frozenset({"SETUP_WITH", "SETUP_ASYNC_WITH", "BEFORE_WITH",
+                              "BEFORE_ASYNC_WITH", "WITH_EXCEPT_START", "IMPORT_NAME"})
 
 
 def _call_opcodes() -> bytes:
@@ -440,7 +447,7 @@ def _call_opcodes() -> bytes:
         free = [op for op, name in enumerate(opcode.opname) if name.startswith("<")]
         names.update(zip(specialized, free))
         for name, op in names.items():
-            if 0 <= op < 256 and ("CALL" in name or "WITH" in name or name == "IMPORT_NAME"):
+            if 0 <= op < 256 and ("CALL" in name or name in _CALLING_OPNAMES):
                 table[op] = 1
         _CALL_OPCODES = bytes(table)
     return _CALL_OPCODES
