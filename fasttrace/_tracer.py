@@ -364,6 +364,12 @@ def _start_sampling(path: str, buffer_size: int, rate: float, clock: str,
                     stop_codes: "tuple[Any, ...]") -> Session:
     """Sampling mode: no hook at all, so it runs beside debuggers and other profilers."""
     global _session
+    # 3.13+: the interpreter's own description of its struct layouts against this build's,
+    # before the output is opened: a refused start leaves the path as it was (no new file, an
+    # earlier trace there untouched).  sampler_start checks again, for C callers.
+    problem = _core.sampler_check_layout()
+    if problem is not None:
+        raise TracingError(problem)
     _prepare_core()
     fd = open_output(path)
     _session_start(fd, path, buffer_size, False, _core.HOOK_SAMPLER, buffer_size // CHUNK_SIZE,
@@ -371,10 +377,20 @@ def _start_sampling(path: str, buffer_size: int, rate: float, clock: str,
     try:
         _core.sampler_start(rate, _core.CLOCK_CPU if clock == "cpu" else _core.CLOCK_WALL,
                             _call_opcodes(), tuple(stop_codes))
-    except OSError as e:
+    except (OSError, _core.LayoutError) as e:
         _core.session_quiesce()
         _core.session_finish()
         _core.sampler_release()
+        # No trace file is left: it would hold no sample, only the header of a start that
+        # never happened.  (open_output replaced a symlink's target, not the link.)
+        target = os.path.realpath(path)
+        if os.path.isfile(target):
+            try:
+                os.unlink(target)
+            except OSError:
+                pass  # a directory we may not change: the trace was written in place
+        if isinstance(e, _core.LayoutError):  # only if the environment changed since the check
+            raise TracingError(str(e)) from None
         raise TracingError(
             f"cannot start the sampler: {e.strerror}"
             + (" (process_vm_readv is not allowed here: seccomp or a container policy)"
@@ -427,6 +443,13 @@ def _unwrap_thread_start(session: Session) -> None:
 
 
 _CALL_OPCODES: Optional[bytes] = None
+# Besides every opcode named *CALL* (3.11's PRECALL_* specializations make the call
+# themselves): the with statement's __enter__ and __exit__ calls up to 3.13 (3.14+ compiles
+# them to LOAD_SPECIAL + CALL), and imports.  Not "WITH" as a substring: that also named
+# LOAD_ATTR_WITH_HINT, STORE_ATTR_WITH_HINT, LOAD_*_WITH_VALUES, FORMAT_WITH_SPEC and 3.10's
+# COPY_DICT_WITHOUT_KEYS, which call nothing, and flagged a thread running them as in a call.
+_CALLING_OPNAMES = frozenset({"SETUP_WITH", "SETUP_ASYNC_WITH", "BEFORE_WITH",
+                              "BEFORE_ASYNC_WITH", "WITH_EXCEPT_START", "IMPORT_NAME"})
 
 
 def _call_opcodes() -> bytes:
@@ -444,7 +467,7 @@ def _call_opcodes() -> bytes:
         free = [op for op, name in enumerate(opcode.opname) if name.startswith("<")]
         names.update(zip(specialized, free))
         for name, op in names.items():
-            if 0 <= op < 256 and ("CALL" in name or "WITH" in name or name == "IMPORT_NAME"):
+            if 0 <= op < 256 and ("CALL" in name or name in _CALLING_OPNAMES):
                 table[op] = 1
         _CALL_OPCODES = bytes(table)
     return _CALL_OPCODES

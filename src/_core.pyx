@@ -174,10 +174,40 @@ def name_sampled_thread(unsigned long long ident, str name, native_id, bint forc
     ft_sampler_set_thread_name(ident, b, native_id or 0, force, after_uid + 1 if after_uid else 0)
 
 
+class LayoutError(Exception):
+    """The running interpreter's struct layouts are not the ones this build reads (3.13+)."""
+
+
+def _layout_fields():
+    cdef const char* name
+    names = []
+    while True:
+        name = ft_sampler_layout_field(len(names))
+        if name == NULL:
+            return tuple(names)
+        names.append(name.decode())
+
+
+# The fields sampler_check_layout compares with the running interpreter's _PyRuntime.debug_offsets
+# ("interpreter_frame.instr_ptr", ...); empty before 3.13, which does not describe its layout.
+LAYOUT_FIELDS = _layout_fields()
+
+
+def sampler_check_layout():
+    """None when the struct layouts this build reads are the running interpreter's (always
+    before 3.13), else the message saying which field differs (GIL held; reads the
+    FASTTRACE_DEBUG_OFFSETS_SKEW test hook)."""
+    cdef char msg[640]
+    if ft_sampler_check_layout(msg, sizeof(msg)) == 0:
+        return None
+    return msg.decode("utf-8", "replace")
+
+
 def sampler_start(double rate, int clock, bytes call_opcodes, tuple stop_codes):
     """Starts the sampler thread (after session_start).  call_opcodes: 256 bytes, nonzero for
     opcodes that call.  stop_codes: code objects whose frames, and all outer ones, are left out
-    of every stack; the caller keeps them alive until session_finish.  Raises OSError."""
+    of every stack; the caller keeps them alive until session_finish.  Raises OSError, or
+    LayoutError when the layout check refuses (see sampler_check_layout)."""
     global _call_opcodes, _stop_codes
     cdef ft_sampler_config cfg
     cdef const void* codes[FT_SAMPLER_MAX_STOP_CODES]
@@ -193,6 +223,8 @@ def sampler_start(double rate, int clock, bytes call_opcodes, tuple stop_codes):
     cfg.stop_codes = codes
     cfg.n_stop_codes = len(stop_codes)
     cdef int err = ft_sampler_start(&cfg)
+    if err == FT_SAMPLER_ELAYOUT:
+        raise LayoutError(ft_sampler_layout_error().decode("utf-8", "replace"))
     if err != 0:
         raise OSError(err, _os.strerror(err))
     _register_fork_hooks()

@@ -469,6 +469,102 @@ ft_raw_last_thread_uid(PyInterpreterState* interp)
 #else
 #define FT_HAVE_CODE_WATCHERS 0
 #endif
+
+/* ---- the running interpreter's own description of its layout (3.13+) ----------------------
+ *
+ * Every offset and size above is compiled in from the headers of the CPython this fasttrace
+ * was built against, while the extension loads into any interpreter of the same minor
+ * version.  CPython keeps these structs stable only between final patch releases of one
+ * minor version; a pre-release, a distribution's patched build or a future patch release that
+ * breaks the promise would have the sampler decode the wrong words: never a crash (every read
+ * is a copy), but wrong stacks with nothing to say so.
+ *
+ * 3.13+ publishes its layout for out-of-process tools in _PyRuntime.debug_offsets
+ * (_Py_DebugOffsets: the cookie "xdebugpy", PY_VERSION_HEX, then offsets and sizes by struct).
+ * So ft_sampler_start, before any file or thread exists (fasttrace's Python side calls the
+ * same check before it opens the output), copies it and compares every entry of
+ * ft_layout_checks below with the value this build uses, and refuses to sample on the first
+ * difference, naming the field and both values.  The table holds exactly the offsets and sizes
+ * the ft_raw_* helpers above rely on, each expected value being offsetof/sizeof on the very
+ * struct those helpers decode.  What _Py_DebugOffsets does not describe cannot be checked
+ * this way: tstate->id and datastack_top, the GIL's switch_number, interp->threads'
+ * next_unique_id, the str state bits.
+ *
+ * The description's own shape changes between minor versions and between pre-releases, so
+ * its fields are read with this build's definition only after the cookie matched and the
+ * version said the shape is this build's (ft_sampler.c, layout_readable).  The copy itself is
+ * always in bounds: the struct opens _PyRuntime, which is far larger in every version.
+ *
+ * Test hook: FASTTRACE_DEBUG_OFFSETS_SKEW=NAME (a name below, or "cookie" or "version") skews
+ * that field of the copy before the comparison, so that tests can take the refusal path. */
+#if PY_VERSION_HEX >= 0x030D0000
+#define FT_HAVE_DEBUG_OFFSETS 1
+typedef _Py_DebugOffsets ft_debug_offsets;
+
+enum { FT_LAYOUT_OFFSET, FT_LAYOUT_SIZE, FT_LAYOUT_VALUE };
+
+typedef struct {
+    const char* name;  /* "section.field", as in _Py_DebugOffsets */
+    size_t at;         /* where the field is in _Py_DebugOffsets */
+    uint64_t expected; /* what this build uses */
+    int kind;          /* FT_LAYOUT_*: how the message words it */
+} ft_layout_check;
+
+#define FT_LAYOUT_(sec, fld, value, kind) \
+    {#sec "." #fld, offsetof(_Py_DebugOffsets, sec.fld), (uint64_t)(value), kind}
+#define FT_LAYOUT_OFF(sec, fld, type, member) \
+    FT_LAYOUT_(sec, fld, offsetof(type, member), FT_LAYOUT_OFFSET)
+#define FT_LAYOUT_SIZE(sec, fld, type) FT_LAYOUT_(sec, fld, sizeof(type), FT_LAYOUT_SIZE)
+
+static const ft_layout_check ft_layout_checks[] = {
+    /* this build reads GIL builds only */
+    {"free_threaded", offsetof(_Py_DebugOffsets, free_threaded), 0, FT_LAYOUT_VALUE},
+    /* the thread list and the GIL (ft_raw_threads_head, ft_raw_gil_addr, ft_raw_gil_held_by) */
+    FT_LAYOUT_OFF(interpreter_state, threads_head, PyInterpreterState, threads.head),
+    FT_LAYOUT_OFF(interpreter_state, ceval_gil, PyInterpreterState, ceval.gil),
+    FT_LAYOUT_OFF(interpreter_state, gil_runtime_state_locked, PyInterpreterState, _gil.locked),
+    FT_LAYOUT_OFF(interpreter_state, gil_runtime_state_holder, PyInterpreterState,
+                  _gil.last_holder),
+    /* thread states: copied whole (ft_raw_tstate), then decoded */
+    FT_LAYOUT_SIZE(thread_state, size, PyThreadState),
+    FT_LAYOUT_OFF(thread_state, next, PyThreadState, next),
+    FT_LAYOUT_OFF(thread_state, interp, PyThreadState, interp),
+    FT_LAYOUT_OFF(thread_state, current_frame, PyThreadState, current_frame),
+    FT_LAYOUT_OFF(thread_state, thread_id, PyThreadState, thread_id),
+    FT_LAYOUT_OFF(thread_state, native_thread_id, PyThreadState, native_thread_id),
+    FT_LAYOUT_OFF(thread_state, datastack_chunk, PyThreadState, datastack_chunk),
+    /* frames (ft_raw_frame_decode; FT_RAW_FRAME_SIZE ends at owner) */
+    FT_LAYOUT_OFF(interpreter_frame, previous, _PyInterpreterFrame, previous),
+    FT_LAYOUT_OFF(interpreter_frame, executable, _PyInterpreterFrame, f_executable),
+    FT_LAYOUT_OFF(interpreter_frame, instr_ptr, _PyInterpreterFrame, instr_ptr),
+    FT_LAYOUT_OFF(interpreter_frame, owner, _PyInterpreterFrame, owner),
+    /* code objects (ft_raw_code_decode; FT_RAW_CODE_SIZE is co_code_adaptive) */
+    FT_LAYOUT_OFF(code_object, filename, PyCodeObject, co_filename),
+    FT_LAYOUT_OFF(code_object, name, PyCodeObject, co_name),
+    FT_LAYOUT_OFF(code_object, qualname, PyCodeObject, co_qualname),
+    FT_LAYOUT_OFF(code_object, firstlineno, PyCodeObject, co_firstlineno),
+    FT_LAYOUT_OFF(code_object, co_code_adaptive, PyCodeObject, co_code_adaptive),
+    /* the type check of code objects and strs (ft_raw_is_code_type, ft_raw_str_layout) */
+    FT_LAYOUT_OFF(pyobject, ob_type, PyObject, ob_type),
+    /* strs (ft_raw_str_layout: where the characters start) */
+    FT_LAYOUT_OFF(unicode_object, state, PyASCIIObject, state),
+    FT_LAYOUT_OFF(unicode_object, length, PyASCIIObject, length),
+    FT_LAYOUT_SIZE(unicode_object, asciiobject_size, PyASCIIObject),
+#if PY_VERSION_HEX >= 0x030F0000 /* 3.13 and 3.14 describe no such entry */
+    FT_LAYOUT_SIZE(unicode_object, compactunicodeobject_size, PyCompactUnicodeObject),
+#endif
+};
+#define FT_LAYOUT_N_CHECKS (sizeof ft_layout_checks / sizeof ft_layout_checks[0])
+
+/* GIL held.  A copy of the running interpreter's description (see above: always in bounds). */
+static inline void
+ft_raw_debug_offsets_copy(ft_debug_offsets* out)
+{
+    memcpy(out, &_PyRuntime.debug_offsets, sizeof *out);
+}
+#else
+#define FT_HAVE_DEBUG_OFFSETS 0 /* before 3.13 the interpreter does not describe its layout */
+#endif
 #endif /* FT_COMPAT_SAMPLER */
 
 #endif /* FT_COMPAT_H */

@@ -1485,6 +1485,158 @@ read_budget(void)
     }
 }
 
+/* ---- the layout check ---------------------------------------------------------------------
+ * 3.13+: this build's struct layouts against the running interpreter's own description of
+ * them (ft_compat.h says why and which fields).  Runs with the GIL, before anything starts. */
+
+static char g_layout_msg[640]; /* the last refusal, for ft_sampler_layout_error (GIL held) */
+
+const char*
+ft_sampler_layout_field(int i)
+{
+#if FT_HAVE_DEBUG_OFFSETS
+    return i >= 0 && (size_t)i < FT_LAYOUT_N_CHECKS ? ft_layout_checks[i].name : NULL;
+#else
+    (void)i;
+    return NULL;
+#endif
+}
+
+const char*
+ft_sampler_layout_error(void)
+{
+    return g_layout_msg;
+}
+
+#if FT_HAVE_DEBUG_OFFSETS
+/* PY_VERSION_HEX as Python writes it: 3.14.10, 3.15.0a7, 3.14.0rc1. */
+static void
+format_version(uint64_t hex, char* out, size_t cap)
+{
+    unsigned major = (unsigned)(hex >> 24) & 0xFF, minor = (unsigned)(hex >> 16) & 0xFF;
+    unsigned micro = (unsigned)(hex >> 8) & 0xFF, level = (unsigned)(hex >> 4) & 0xF;
+    unsigned serial = (unsigned)hex & 0xF;
+    static const char* const levels[] = {"a", "b", "rc"}; /* PY_RELEASE_LEVEL 0xA, 0xB, 0xC */
+    if (level == 0xF) {
+        snprintf(out, cap, "%u.%u.%u", major, minor, micro);
+    } else if (level >= 0xA && level <= 0xC) {
+        snprintf(out, cap, "%u.%u.%u%s%u", major, minor, micro, levels[level - 0xA], serial);
+    } else {
+        snprintf(out, cap, "0x%llx", (unsigned long long)hex);
+    }
+}
+
+/* Whether a description the running interpreter versioned `hex` has this build's shape.  Its
+ * shape is kept between the final patch releases of a minor version, and nowhere else. */
+static int
+layout_readable(uint64_t hex)
+{
+    uint64_t built = PY_VERSION_HEX;
+    int both_final = ((hex >> 4) & 0xF) == 0xF && ((built >> 4) & 0xF) == 0xF;
+    return (hex >> 16) == (built >> 16) && (hex == built || both_final);
+}
+
+/* Test hook (see ft_compat.h): FASTTRACE_DEBUG_OFFSETS_SKEW=NAME skews that field of the copy:
+ * an offset or size by 8 (one pointer), a value by 1, the version to the next minor version, the cookie's
+ * first byte.  -1 with the message when NAME is none of those: a typo must not pass. */
+static int
+skew_for_test(ft_debug_offsets* copy, char* msg, size_t cap)
+{
+    const char* name = getenv("FASTTRACE_DEBUG_OFFSETS_SKEW");
+    if (name == NULL || *name == '\0') {
+        return 0;
+    }
+    if (strcmp(name, "cookie") == 0) {
+        copy->cookie[0] ^= 0x20;
+        return 0;
+    }
+    if (strcmp(name, "version") == 0) {
+        copy->version += 0x00010000;
+        return 0;
+    }
+    for (size_t i = 0; i < FT_LAYOUT_N_CHECKS; i++) {
+        if (strcmp(name, ft_layout_checks[i].name) == 0) {
+            uint64_t v;
+            memcpy(&v, (char*)copy + ft_layout_checks[i].at, sizeof v);
+            v += ft_layout_checks[i].kind == FT_LAYOUT_VALUE ? 1 : 8;
+            memcpy((char*)copy + ft_layout_checks[i].at, &v, sizeof v);
+            return 0;
+        }
+    }
+    snprintf(msg, cap, "cannot sample: FASTTRACE_DEBUG_OFFSETS_SKEW=%.64s names no field that "
+             "fasttrace checks", name);
+    return -1;
+}
+#endif
+
+int
+ft_sampler_check_layout(char* msg, size_t cap)
+{
+#if FT_HAVE_DEBUG_OFFSETS
+    ft_debug_offsets copy;
+    ft_raw_debug_offsets_copy(&copy);
+    if (skew_for_test(&copy, msg, cap) < 0) {
+        return FT_SAMPLER_ELAYOUT;
+    }
+    /* The cookie and the version first: nothing after them is read until they say the
+     * description has this build's shape. */
+    if (memcmp(copy.cookie, _Py_Debug_Cookie, sizeof copy.cookie) != 0) {
+        snprintf(msg, cap, "cannot sample: this fasttrace was built for CPython %s, but the "
+                 "running interpreter's layout description (_PyRuntime.debug_offsets) does not "
+                 "start with the \"%s\" cookie; rebuild fasttrace for this interpreter",
+                 PY_VERSION, _Py_Debug_Cookie);
+        return FT_SAMPLER_ELAYOUT;
+    }
+    char running[32];
+    format_version(copy.version, running, sizeof running);
+    if (!layout_readable(copy.version)) {
+        snprintf(msg, cap, "cannot sample: this fasttrace was built for CPython %s, but the "
+                 "running interpreter is CPython %s, whose layout description this build cannot "
+                 "read; rebuild fasttrace for this interpreter", PY_VERSION, running);
+        return FT_SAMPLER_ELAYOUT;
+    }
+    const ft_layout_check* first = NULL;
+    uint64_t first_value = 0;
+    int more = 0;
+    for (size_t i = 0; i < FT_LAYOUT_N_CHECKS; i++) {
+        uint64_t v;
+        memcpy(&v, (const char*)&copy + ft_layout_checks[i].at, sizeof v);
+        if (v != ft_layout_checks[i].expected) {
+            if (first == NULL) {
+                first = &ft_layout_checks[i];
+                first_value = v;
+            } else {
+                more++;
+            }
+        }
+    }
+    if (first == NULL) {
+        return 0;
+    }
+    char what[160], rest[48] = "";
+    unsigned long long got = first_value, want = first->expected;
+    if (first->kind == FT_LAYOUT_OFFSET) {
+        snprintf(what, sizeof what, "%s at offset %llu, not %llu", first->name, got, want);
+    } else if (first->kind == FT_LAYOUT_SIZE) {
+        snprintf(what, sizeof what, "a %s of %llu bytes, not %llu", first->name, got, want);
+    } else {
+        snprintf(what, sizeof what, "%s = %llu, not %llu", first->name, got, want);
+    }
+    if (more > 0) {
+        snprintf(rest, sizeof rest, " (and %d more field%s differ%s)", more, more > 1 ? "s" : "",
+                 more > 1 ? "" : "s");
+    }
+    snprintf(msg, cap, "cannot sample: this fasttrace was built for CPython %s's struct "
+             "layouts, but the running interpreter (CPython %s) has %s%s; rebuild fasttrace "
+             "for this interpreter", PY_VERSION, running, what, rest);
+    return FT_SAMPLER_ELAYOUT;
+#else
+    (void)msg;
+    (void)cap;
+    return 0;
+#endif
+}
+
 /* ---- fork ------------------------------------------------------------------------------------
  * The sampler thread is stopped around fork() (ft_fork.h): its tables, ring and stats stay as
  * they are.  For os.fork() the Python before-fork hook stops it (ft_sampler_fork_defer) and
@@ -1567,6 +1719,10 @@ ft_sampler_start(const ft_sampler_config* cfg)
 {
     if (S.running) {
         return EBUSY;
+    }
+    /* Before anything exists: a layout this build would misread must never be sampled. */
+    if (ft_sampler_check_layout(g_layout_msg, sizeof g_layout_msg) != 0) {
+        return FT_SAMPLER_ELAYOUT;
     }
     if (!g_atfork_registered) {
         /* Once: handlers cannot be removed, and they do nothing while no sampler runs. */

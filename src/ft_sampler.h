@@ -14,6 +14,7 @@
 #ifndef FT_SAMPLER_H
 #define FT_SAMPLER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct {
@@ -32,8 +33,21 @@ typedef struct {
     int clock;
 } ft_sampler_stats;
 
-/* GIL held, session started.  Returns 0 or an errno value (nothing is left running). */
+/* GIL held, session started.  Returns 0, an errno value, or FT_SAMPLER_ELAYOUT when the
+ * layout check below refused (ft_sampler_layout_error() says why); nothing is left running. */
 int ft_sampler_start(const ft_sampler_config* cfg);
+#define FT_SAMPLER_ELAYOUT 0x10000 /* not an errno value */
+/* GIL held.  3.13+: compares the struct layouts this build reads with the running
+ * interpreter's own description of them (_PyRuntime.debug_offsets; ft_compat.h has the list
+ * and the reasons).  0 when they agree (always before 3.13); else FT_SAMPLER_ELAYOUT and a
+ * one-line message in msg, naming the first field that differs and both values.
+ * FASTTRACE_DEBUG_OFFSETS_SKEW=NAME skews one field of the copy compared: a test hook. */
+int ft_sampler_check_layout(char* msg, size_t cap);
+/* The message of ft_sampler_start's last FT_SAMPLER_ELAYOUT. */
+const char* ft_sampler_layout_error(void);
+/* The i-th field the layout check compares ("interpreter_frame.instr_ptr"), NULL past the
+ * last (at once before 3.13). */
+const char* ft_sampler_layout_field(int i);
 /* Joins the sampler thread, publishes its last chunk and writes the stats def.  No GIL needed;
  * a no-op when no sampler runs.  Called by ft_session_finish. */
 void ft_sampler_stop(ft_sampler_stats* out);

@@ -11,8 +11,12 @@ cdef extern from "ft_sampler.h":
 
     enum:
         FT_SAMPLER_MAX_STOP_CODES
+        FT_SAMPLER_ELAYOUT
 
     int ft_sampler_start(const ft_sampler_config* cfg)
+    int ft_sampler_check_layout(char* msg, size_t cap)
+    const char* ft_sampler_layout_error()
+    const char* ft_sampler_layout_field(int i)
     int ft_sampler_running()
     void ft_sampler_set_thread_name(uint64_t ident, const char* name, uint64_t native_id,
                                     int force, uint64_t min_uid)

@@ -229,6 +229,58 @@ def test_repeated_sessions_with_threads_do_not_leak(tmp_path):
     assert grown < 16 * 1024, f"RSS grew by {grown} kB over 40 sampling sessions"
 
 
+# ---- in_call -------------------------------------------------------------------------------
+
+def opcodes_by_name():
+    """Every opcode of this version, specialized forms included, numbered as the sampler
+    numbers them (fasttrace._tracer._call_opcodes)."""
+    import opcode
+    names = {n: op for n, op in opcode.opmap.items() if op < 256}
+    names.update(getattr(opcode, "_specialized_opmap", {}))
+    free = [op for op, n in enumerate(opcode.opname) if n.startswith("<")]
+    names.update(zip(getattr(opcode, "_specialized_instructions", ()), free))
+    return names
+
+
+def test_call_opcode_table_flags_calls_and_nothing_else():
+    from fasttrace._tracer import _call_opcodes
+    table = _call_opcodes()
+    names = opcodes_by_name()
+    flagged = {n for n, op in names.items() if table[op]}
+    assert "CALL" in flagged or "CALL_FUNCTION" in flagged
+    assert "IMPORT_NAME" in flagged
+    # attribute loads and stores, formatting and match statements call nothing: a thread
+    # running them is running, not in a call (the table once matched "WITH" anywhere)
+    not_calls = {n for n in names if n.startswith(("LOAD_", "STORE_", "FORMAT_", "COPY_"))}
+    assert not_calls, names
+    assert not flagged & not_calls, sorted(flagged & not_calls)
+
+
+def test_a_thread_blocked_entering_a_with_block_is_in_a_call(trace_path):
+    # 3.14+ calls __enter__ with LOAD_SPECIAL + CALL; before, BEFORE_WITH or SETUP_WITH does
+    lock = threading.Lock()
+    lock.acquire()
+    entered = threading.Event()
+
+    def blocked_on_with():
+        with lock:
+            entered.set()
+
+    t = threading.Thread(target=blocked_on_with, name="with")
+    with fasttrace.start(trace_path, rate=1000):
+        t.start()
+        time.sleep(0.2)
+        lock.release()
+        t.join()
+    assert entered.is_set()
+    trace = fasttrace.load(trace_path)
+    tid = next(th.id for th in trace.threads if th.name == "with")
+    waiting = [s for s in trace.samples(tid) if s.stack and s.stack[-1].name == "blocked_on_with"]
+    assert len(waiting) > 50
+    # the few samples of the thread's start and end can catch it running
+    assert sum(s.idle and s.in_call for s in waiting) >= 0.9 * len(waiting)
+
+
 # ---- deep stacks ----------------------------------------------------------------------------
 
 def test_deep_recursion_is_cut_at_the_maximum_depth(trace_path):
