@@ -3,14 +3,16 @@ one message, before any compile, and the build uses the Cython of the building i
 
 These run `cmake -S <repo> -B <tmp> -G Ninja` (configure only, never a build) against this
 test's own interpreter; the test hooks FASTTRACE_PRETEND_PYTHON_VERSION and
-FASTTRACE_PRETEND_GIL_DISABLED make CMakeLists.txt see a 3.16 alpha, a 3.8 or a free-threaded
-build instead. They need cmake >= 3.21 and ninja (skipped without them); the full configures
-also need Cython and cython-cmake in this interpreter's environment, as in a development venv.
+FASTTRACE_PRETEND_GIL_DISABLED make CMakeLists.txt see an alpha of the version after the newest
+supported one (3.16.0a1), the one before the oldest (3.8) or a free-threaded build instead.
+They need cmake >= 3.21 and ninja (skipped without them); the full configures also need Cython
+and cython-cmake in this interpreter's environment, as in a development venv.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -21,8 +23,24 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SUPPORTED = "fasttrace supports CPython 3.9 to 3.15 with the GIL, 64-bit; this is "
-THIS = f"CPython {sys.version_info[0]}.{sys.version_info[1]}.{sys.version_info[2]}"
+THIS = f"CPython {platform.python_version()}"
+
+
+def _range() -> tuple[str, str]:
+    """FASTTRACE_MIN_PYTHON and FASTTRACE_MAX_PYTHON, as CMakeLists.txt sets them."""
+    try:
+        text = (REPO / "CMakeLists.txt").read_text()
+    except OSError:
+        return "3.9", "3.15"  # the tests skip: no source tree
+    found = [re.search(rf"set\(FASTTRACE_{m}_PYTHON ([0-9.]+)\)", text) for m in ("MIN", "MAX")]
+    assert all(found), "CMakeLists.txt sets FASTTRACE_MIN_PYTHON and FASTTRACE_MAX_PYTHON"
+    return found[0].group(1), found[1].group(1)
+
+
+LOWEST, HIGHEST = _range()
+TOO_OLD = f"3.{int(LOWEST.split('.')[1]) - 1}.18"  # 3.8.18
+TOO_NEW = f"3.{int(HIGHEST.split('.')[1]) + 1}.0a1"  # 3.16.0a1
+SUPPORTED = f"fasttrace supports CPython {LOWEST} to {HIGHEST} with the GIL, 64-bit; this is "
 
 
 def _tool(name: str) -> str | None:
@@ -38,9 +56,7 @@ def _cmake_binary() -> tuple[str | None, str]:
     cmake = _tool("cmake")
     if cmake is None:
         return None, "cmake not found (next to this Python or on PATH)"
-    script = (
-        'message("${CMAKE_COMMAND}")\nmessage("${CMAKE_VERSION}")\n'
-    )
+    script = 'message("${CMAKE_COMMAND}")\nmessage("${CMAKE_VERSION}")\n'
     try:
         res = subprocess.run(
             [cmake, "-P", "/dev/stdin"], input=script, capture_output=True, text=True, timeout=30
@@ -56,14 +72,19 @@ def _cmake_binary() -> tuple[str | None, str]:
     return binary, ""
 
 
-CMAKE, CMAKE_MISSING = _cmake_binary() if (REPO / "CMakeLists.txt").exists() else (
-    None, "no CMakeLists.txt: not run from a source tree")
-NINJA = _tool("ninja")
-
-pytestmark = [
-    pytest.mark.skipif(CMAKE is None, reason=CMAKE_MISSING),
-    pytest.mark.skipif(NINJA is None, reason="ninja not found (next to this Python or on PATH)"),
-]
+@pytest.fixture(scope="module")
+def tools():
+    """(cmake, ninja), or the tests are skipped with the reason. Looked up once, when a test of
+    this module first runs, never at collection."""
+    if not (REPO / "CMakeLists.txt").exists():
+        pytest.skip("no CMakeLists.txt: not run from a source tree")
+    cmake, why = _cmake_binary()
+    if cmake is None:
+        pytest.skip(why)
+    ninja = _tool("ninja")
+    if ninja is None:
+        pytest.skip("ninja not found (next to this Python or on PATH)")
+    return cmake, ninja
 
 
 def _cython_cmake_dir() -> str | None:
@@ -83,9 +104,10 @@ needs_cython = pytest.mark.skipif(
 )
 
 
-def configure(build: Path, *defines: str, python: str = sys.executable, env=None):
-    argv = [CMAKE, "-S", str(REPO), "-B", str(build), "-G", "Ninja",
-            f"-DCMAKE_MAKE_PROGRAM={NINJA}", f"-DPython_EXECUTABLE={python}",
+def configure(tools, build: Path, *defines: str, python: str = sys.executable, env=None):
+    cmake, ninja = tools
+    argv = [cmake, "-S", str(REPO), "-B", str(build), "-G", "Ninja",
+            f"-DCMAKE_MAKE_PROGRAM={ninja}", f"-DPython_EXECUTABLE={python}",
             "-DSKBUILD_PROJECT_NAME=fasttrace"]  # as scikit-build-core passes it
     if CYTHON_CMAKE:
         argv.append(f"-DCMAKE_MODULE_PATH={CYTHON_CMAKE}")
@@ -115,37 +137,37 @@ def assert_refused(build: Path, rc: int, output: str, this: str) -> None:
 @pytest.mark.parametrize(
     "defines, this",
     [
-        (["FASTTRACE_PRETEND_PYTHON_VERSION=3.16.0a1"], "CPython 3.16.0a1"),
-        (["FASTTRACE_PRETEND_PYTHON_VERSION=3.8.18"], "CPython 3.8.18"),
+        ([f"FASTTRACE_PRETEND_PYTHON_VERSION={TOO_NEW}"], f"CPython {TOO_NEW}"),
+        ([f"FASTTRACE_PRETEND_PYTHON_VERSION={TOO_OLD}"], f"CPython {TOO_OLD}"),
         (["FASTTRACE_PRETEND_GIL_DISABLED=ON"], THIS + " (free-threaded)"),
         (
-            ["FASTTRACE_PRETEND_PYTHON_VERSION=3.16.0a1", "FASTTRACE_PRETEND_GIL_DISABLED=ON"],
-            "CPython 3.16.0a1 (free-threaded)",
+            [f"FASTTRACE_PRETEND_PYTHON_VERSION={TOO_NEW}", "FASTTRACE_PRETEND_GIL_DISABLED=ON"],
+            f"CPython {TOO_NEW} (free-threaded)",
         ),
     ],
-    ids=["3.16", "3.8", "free-threaded", "3.16-free-threaded"],
+    ids=["too-new", "too-old", "free-threaded", "too-new-free-threaded"],
 )
-def test_unsupported_interpreter_stops_configure(tmp_path, defines, this):
-    rc, output = configure(tmp_path / "b", *defines)
+def test_unsupported_interpreter_stops_configure(tools, tmp_path, defines, this):
+    rc, output = configure(tools, tmp_path / "b", *defines)
     assert_refused(tmp_path / "b", rc, output, this)
     # The message says the test hook made it up, and what the interpreter really is.
     assert f"the interpreter is {THIS}]" in flat(output)
 
 
-def test_supported_interpreter_passes_the_check(tmp_path):
-    rc, output = configure(tmp_path / "b", "FASTTRACE_PRETEND_PYTHON_VERSION=3.15.0")
+def test_supported_interpreter_passes_the_check(tools, tmp_path):
+    rc, output = configure(tools, tmp_path / "b", f"FASTTRACE_PRETEND_PYTHON_VERSION={HIGHEST}.0")
     text = flat(output)
     assert SUPPORTED not in text, output
-    assert f"fasttrace: building for CPython 3.15.0 (GIL): {sys.executable}" in text, output
+    assert f"fasttrace: building for CPython {HIGHEST}.0 (GIL): {sys.executable}" in text, output
 
 
 @needs_cython
-def test_configure_completes_and_pretending_is_one_run_only(tmp_path):
+def test_configure_completes_and_pretending_is_one_run_only(tools, tmp_path):
     build = tmp_path / "b"
-    rc, output = configure(build, "FASTTRACE_PRETEND_PYTHON_VERSION=3.16.0a1")
-    assert_refused(build, rc, output, "CPython 3.16.0a1")
+    rc, output = configure(tools, build, f"FASTTRACE_PRETEND_PYTHON_VERSION={TOO_NEW}")
+    assert_refused(build, rc, output, f"CPython {TOO_NEW}")
     # The same build directory, configured again without the hook: the real interpreter.
-    rc, output = configure(build)
+    rc, output = configure(tools, build)
     assert rc == 0, output
     assert f"fasttrace: building for {THIS} (GIL): {sys.executable}" in flat(output)
     assert "test hook" not in output
@@ -153,7 +175,7 @@ def test_configure_completes_and_pretending_is_one_run_only(tmp_path):
 
 
 @needs_cython
-def test_cython_comes_from_the_building_interpreter(tmp_path):
+def test_cython_comes_from_the_building_interpreter(tools, tmp_path):
     """As in pip's isolated build: Cython importable by the interpreter (through PYTHONPATH),
     no `cython` script beside it, and another `cython` first on PATH (as when a pyenv shim runs
     cmake). The build must use the interpreter's Cython, never the one on PATH."""
@@ -172,7 +194,7 @@ def test_cython_comes_from_the_building_interpreter(tmp_path):
     env = dict(os.environ, PATH=f"{fakedir}{os.pathsep}{os.environ.get('PATH', '')}",
                PYTHONPATH=site)
     build = tmp_path / "b"
-    rc, output = configure(build, python=str(python), env=env)
+    rc, output = configure(tools, build, python=str(python), env=env)
     assert rc == 0, output
     text = flat(output)
     assert "3.9.99" not in text and str(fake) not in text, output
