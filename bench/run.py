@@ -27,7 +27,18 @@ BENCH = Path(__file__).resolve().parent
 WORKLOADS = ["fib", "richards", "deltablue", "go", "raytrace", "nbody"]
 CALL_DENSE = ["fib", "richards", "deltablue", "go", "raytrace"]
 DEFAULT_TOOLS = ["fasttrace", "cProfile", "viztracer", "trace0"]
-ALL_TOOLS = [*DEFAULT_TOOLS, "fasttrace-noc"]  # fasttrace-noc: fasttrace with c_calls=False
+# fasttrace's variants: runners/fasttrace_run.py's options for each. fasttrace-noc is
+# c_calls=False; -mon, -eval and -prof force one hook with FASTTRACE_HOOK (monitoring,
+# eval_frame, profile), also with c_calls=False, the one setting every hook serves, so that they
+# compare the hooks side by side. The hook each trace really used is recorded and printed.
+FASTTRACE_VARIANTS = {
+    "fasttrace": [],
+    "fasttrace-noc": ["--no-c-calls"],
+    "fasttrace-mon": ["--no-c-calls", "--hook", "monitoring"],
+    "fasttrace-eval": ["--no-c-calls", "--hook", "eval_frame"],
+    "fasttrace-prof": ["--no-c-calls", "--hook", "profile"],
+}
+ALL_TOOLS = [*DEFAULT_TOOLS, *(t for t in FASTTRACE_VARIANTS if t not in DEFAULT_TOOLS)]
 VIZ_DEFAULT_ENTRIES = 1_000_000  # viztracer's own default --tracer_entries
 
 
@@ -44,7 +55,8 @@ def fmt_rate(per_s):
 
 
 class PythonEnv:
-    """One interpreter: bench/.venvs/<ver> when set up, else the plain pyenv Python."""
+    """One interpreter: bench/.venvs/<ver> when set up, else the plain pyenv Python (or, for a
+    version pyenv lacks, the one scripts/get-python.sh left in build/pythons/)."""
 
     def __init__(self, ver):
         self.ver = ver
@@ -56,12 +68,18 @@ class PythonEnv:
             self.label = rel(self.python)
         else:
             prefix = self._pyenv_prefix()
-            if prefix is None:
+            unpacked = BENCH.parent / "build" / "pythons" / ver / "usr" / "bin" / f"python{ver}"
+            if prefix is not None:
+                self.python = str(Path(prefix) / "bin" / "python")
+                self.label = f"pyenv {ver}, no bench/.venvs/{ver}"
+            elif unpacked.exists():
+                self.python = str(unpacked)
+                self.label = f"{rel(unpacked)}, no bench/.venvs/{ver}"
+            else:
                 self.python = None
-                self.problem = f"no bench/.venvs/{ver} and 'pyenv prefix {ver}' failed"
+                self.problem = (f"no bench/.venvs/{ver}, 'pyenv prefix {ver}' failed and "
+                                f"scripts/get-python.sh has not unpacked {ver}")
                 return
-            self.python = str(Path(prefix) / "bin" / "python")
-            self.label = f"pyenv {ver}, no bench/.venvs/{ver}"
         self.out.mkdir(parents=True, exist_ok=True)
         probe = self.probe(
             "import sys, platform; print('%d.%d' % sys.version_info[:2], platform.python_version())"
@@ -87,10 +105,14 @@ class PythonEnv:
             [self.python, "-c", code], check=False, capture_output=True, text=True, cwd=self.out
         )
 
-    def setup_hint(self):
-        log = self.venv / "fasttrace-install.log"
+    def setup_hint(self, name="fasttrace"):
+        """Where to look when `name` (fasttrace or a peer) is not installed: the log setup.sh
+        keeps of a failed install, else the command that installs it."""
+        log = self.venv / f"{name}-install.log"
         if log.exists():
-            return f"see {rel(log)}"
+            tail = [x.strip() for x in log.read_text(errors="replace").splitlines() if x.strip()]
+            error = next((x for x in reversed(tail) if x.startswith("ERROR")), None)
+            return f"see {rel(log)}" + (f": {error}" if error and name != "fasttrace" else "")
         return f"run: bash bench/setup.sh {self.ver}"
 
     def script(self, name):
@@ -105,7 +127,10 @@ class PythonEnv:
 def tool_command(tool, env, workload, out_base, args):
     """(argv, output path) for one run; raises LookupError(reason) if the tool cannot run here."""
     wl = str(BENCH / "workloads" / f"{workload}.py")
-    not_installed = f"not installed in bench/.venvs/{env.ver} ({env.setup_hint()})"
+
+    def not_installed(name):
+        return f"{name} not installed in bench/.venvs/{env.ver} ({env.setup_hint(name)})"
+
     if tool == "bare":
         return [env.python, wl], None
     if tool == "cProfile":
@@ -114,7 +139,7 @@ def tool_command(tool, env, workload, out_base, args):
     if tool == "viztracer":
         viztracer = env.script("viztracer")
         if viztracer is None:
-            raise LookupError("viztracer " + not_installed)
+            raise LookupError(not_installed("viztracer"))
         out = out_base + ".json"
         return [viztracer, "--tracer_entries", str(args.viz_entries), "-o", out, wl], out
     if tool == "trace0":
@@ -122,10 +147,10 @@ def tool_command(tool, env, workload, out_base, args):
             raise LookupError(f"trace0 needs Python >= 3.13, this is {env.minor}")
         trace0 = env.script("trace0")
         if trace0 is None:
-            raise LookupError("trace0 " + not_installed)
+            raise LookupError(not_installed("trace0"))
         out = out_base + ".pb"
         return [trace0, "run", "--output", out, wl], out
-    if tool in ("fasttrace", "fasttrace-noc"):
+    if tool in FASTTRACE_VARIANTS:
         check = env.probe("import fasttrace; fasttrace.start; fasttrace.stop")
         if check.returncode != 0:
             error = (check.stderr.strip().splitlines() or ["?"])[-1]
@@ -133,7 +158,7 @@ def tool_command(tool, env, workload, out_base, args):
             raise LookupError(f"import fasttrace failed in {env.label}: {error} ({hint})")
         out = out_base + ".ftrace"
         argv = [env.python, str(BENCH / "runners" / "fasttrace_run.py"), wl, out]
-        return argv + (["--no-c-calls"] if tool == "fasttrace-noc" else []), out
+        return argv + FASTTRACE_VARIANTS[tool], out
     raise LookupError(f"unknown tool {tool!r}")
 
 
@@ -249,7 +274,21 @@ def fasttrace_stats(runs):
         "bytes_per_event": last["bytes"] / last["events"] if last.get("bytes") else None,
         "events_per_s": statistics.median(rates) if rates else None,
         "dropped_max": max(s.get("dropped") or 0 for s in sums),
+        # The hook the traces were recorded with (Session.hook), and FASTTRACE_HOOK if set.
+        "hooks": sorted({s["hook"] for s in sums if s.get("hook")}),
+        "hook_requested": last.get("hook_requested"),
     }
+
+
+def hook_note(tool, res):
+    """`tool: hook` as recorded, and whether a FASTTRACE_HOOK request was not honoured."""
+    st = (res or {}).get("stats") or {}
+    if not st.get("hooks"):
+        return None
+    used, asked = "/".join(st["hooks"]), st.get("hook_requested")
+    if asked and st["hooks"] != [asked]:
+        return f"{tool} {used} (FASTTRACE_HOOK={asked} asked: not honoured by this build)"
+    return f"{tool} {used}"
 
 
 def version_entry(results, ver, pairs, packages):
@@ -341,6 +380,17 @@ def print_tables(results, out=sys.stdout):
             print("`*` VizTracer reported its circular buffer full (early events lost).", file=out)
         packages = ", ".join(f"{p} {v}" for p, v in entry.get("packages", {}).items() if v)
         print(f"Packages: {packages or '-'}", file=out)
+        hooks = {}
+        for t in ft_tools:
+            for row in entry["workloads"].values():
+                note = hook_note(t, row.get(t))
+                if note:
+                    hooks.setdefault(t, [])
+                    if note not in hooks[t]:
+                        hooks[t].append(note)
+        if hooks:
+            print(f"fasttrace's hooks: {'; '.join(n for ns in hooks.values() for n in ns)}",
+                  file=out)
         for p in dict.fromkeys(problems):  # a skip repeats per workload: print each once
             print("- " + p, file=out)
 

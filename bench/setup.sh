@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Create the per-version benchmark venvs bench/.venvs/<ver>/ with the peers and fasttrace.
 #
-#   bash bench/setup.sh [VERSION ...]      # default: 3.11 3.12 3.13
+#   bash bench/setup.sh [VERSION ...]      # default: 3.11 3.12 3.13; 3.14 and 3.15 work too
 #
+# Each venv is made from pyenv's interpreter of that version or, where pyenv has none (3.14,
+# 3.15), from the one scripts/get-python.sh unpacks into build/pythons/ (Debian sid's build).
 # Each venv gets viztracer, trace0 (Python >= 3.13 only), the sampling peers pyinstrument and
 # py-spy (for bench/sampling_overhead.py), and fasttrace built from this repo
 # (`pip install <repo>`). A fasttrace build failure is reported and does not stop
-# the script: bench/run.py then lists fasttrace as skipped for that version.
+# the script: bench/run.py then lists fasttrace as skipped for that version. So does a peer
+# that does not install (say, no support for that Python yet): its pip output goes to
+# <venv>/<peer>-install.log, the last lines are printed, and run.py lists it as skipped.
 # Env: VIZTRACER_SPEC / TRACE0_SPEC / PYINSTRUMENT_SPEC / PYSPY_SPEC override the pinned
 #      peer versions;
 #      SKIP_FASTTRACE=1 leaves fasttrace out (e.g. to refresh the peers only);
@@ -34,33 +38,61 @@ if [ -n "${FASTTRACE_REV:-}" ] && [ "${SKIP_FASTTRACE:-0}" != 1 ]; then
     source_note="commit $commit (git archive)"
 fi
 
+# The interpreter for VERSION: pyenv's, else scripts/get-python.sh's (which downloads it once).
+base_python() {
+    local prefix line
+    if prefix=$(pyenv prefix "$1" 2>/dev/null) && [ -x "$prefix/bin/python" ]; then
+        echo "$prefix/bin/python"
+        return 0
+    fi
+    echo "note: pyenv has no $1, trying scripts/get-python.sh $1" >&2
+    line=$(bash "$repo_dir/scripts/get-python.sh" --quiet "$1" | grep '^PYTHON=') || return 1
+    echo "${line#PYTHON=}"
+}
+
+# pip install SPEC into the venv; on failure, the tail of pip's output and a FAIL line.
+peer_install() {
+    local spec=$1 name=${1%%[=<>!~ ]*}
+    local log="$venv/$name-install.log"
+    if "${pip[@]}" "$spec" >"$log" 2>&1; then
+        rm -f "$log"
+        return 0
+    fi
+    echo "FAIL $ver: $spec did not install; run.py will skip it. Log: ${log#"$repo_dir"/}"
+    grep -v '^ *$' "$log" | tail -n 6 | sed 's/^/    /'
+    status=1
+    return 1
+}
+
 status=0
 for ver in "${versions[@]}"; do
     echo "=== Python $ver"
-    if ! prefix=$(pyenv prefix "$ver" 2>/dev/null); then
-        echo "SKIP $ver: 'pyenv prefix $ver' found no such Python"
-        status=1
-        continue
-    fi
     venv="$bench_dir/.venvs/$ver"
     py="$venv/bin/python"
     if [ ! -x "$py" ]; then
-        if ! "$prefix/bin/python" -m venv "$venv"; then
-            echo "FAIL $ver: venv creation"
+        if ! base=$(base_python "$ver"); then
+            echo "SKIP $ver: neither pyenv nor scripts/get-python.sh has CPython $ver"
+            status=1
+            continue
+        fi
+        if ! "$base" -m venv "$venv"; then
+            echo "FAIL $ver: venv creation from $base"
             status=1
             continue
         fi
     fi
-    pip=("$py" -m pip install --quiet --disable-pip-version-check)
+    echo "interpreter: CPython $("$py" -c 'import os, platform, sys
+print(platform.python_version(), "from", os.path.realpath(sys.executable))')"
+    pip=("$py" -m pip install --disable-pip-version-check)
 
-    "${pip[@]}" "$viztracer_spec" || { echo "FAIL $ver: $viztracer_spec"; status=1; }
+    peer_install "$viztracer_spec"
     if "$py" -c 'import sys; sys.exit(sys.version_info < (3, 13))'; then
-        "${pip[@]}" "$trace0_spec" || { echo "FAIL $ver: $trace0_spec"; status=1; }
+        peer_install "$trace0_spec"
     else
         echo "note: trace0 needs Python >= 3.13, not installed for $ver"
     fi
     for spec in "$pyinstrument_spec" "$pyspy_spec"; do
-        "${pip[@]}" "$spec" || { echo "FAIL $ver: $spec"; status=1; }
+        peer_install "$spec"
     done
 
     if [ "${SKIP_FASTTRACE:-0}" = 1 ]; then
@@ -71,7 +103,7 @@ for ver in "${versions[@]}"; do
     "$py" -m pip uninstall --quiet --yes fasttrace >/dev/null 2>&1
     log="$venv/fasttrace-install.log"
     rm -f "$venv/fasttrace-source.txt"
-    if "${pip[@]}" --no-deps "$fasttrace_src" >"$log" 2>&1; then
+    if "${pip[@]}" --quiet --no-deps "$fasttrace_src" >"$log" 2>&1; then
         echo "$source_note" >"$venv/fasttrace-source.txt"
         echo "fasttrace installed for $ver from $source_note"
     else

@@ -1,28 +1,42 @@
 """Run a workload under fasttrace's trace mode (used by bench/run.py and bench/decode_speed.py).
 
-    python bench/runners/fasttrace_run.py WORKLOAD OUT [--no-c-calls]
+    python bench/runners/fasttrace_run.py WORKLOAD OUT [--no-c-calls] [--hook HOOK]
 
 Writes the trace to OUT and the stop() summary as one JSON line to OUT.summary.json
-(a side file, so the workload's own stdout/stderr cannot get in the way).
+(a side file, so the workload's own stdout/stderr cannot get in the way), with the hook that
+recorded the trace. `--hook monitoring|eval_frame|profile` sets FASTTRACE_HOOK for the run
+(before fasttrace is imported), which forces that hook where the build offers it.
 """
 
 import json
+import os
 import runpy
 import sys
 
 SUMMARY_FIELDS = ("path", "events", "dropped", "duration_ns", "bytes")
 
 
+USAGE = "usage: fasttrace_run.py WORKLOAD OUT [--no-c-calls] [--hook HOOK]"
+
+
 def main(argv):
     c_calls = "--no-c-calls" not in argv
     args = [a for a in argv if a != "--no-c-calls"]
+    hook = None
+    if "--hook" in args:
+        i = args.index("--hook")
+        if i + 1 >= len(args):
+            sys.exit(USAGE)
+        hook = args[i + 1]
+        del args[i : i + 2]
+        os.environ["FASTTRACE_HOOK"] = hook
     if len(args) != 2:
-        sys.exit("usage: fasttrace_run.py WORKLOAD OUT [--no-c-calls]")
+        sys.exit(USAGE)
     workload, out = args
 
     import fasttrace
 
-    fasttrace.start(out, c_calls=c_calls)
+    session = fasttrace.start(out, c_calls=c_calls)
     try:
         sys.argv = [workload]
         runpy.run_path(workload, run_name="__main__")
@@ -31,6 +45,8 @@ def main(argv):
     fields = {name: getattr(summary, name, None) for name in SUMMARY_FIELDS}
     fields["path"] = str(fields["path"]) if fields["path"] is not None else None
     fields["c_calls"] = c_calls
+    fields["hook"] = getattr(session, "hook", None)
+    fields["hook_requested"] = hook
     with open(out + ".summary.json", "w") as f:
         f.write(json.dumps(fields) + "\n")
 
