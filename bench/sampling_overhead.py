@@ -1,4 +1,5 @@
-"""Overhead of fasttrace's sampling mode next to pyinstrument and py-spy (issue 4).
+"""Overhead of fasttrace's sampling mode next to pyinstrument, py-spy and, on 3.15+, the
+standard library's own sampler, profiling.sampling (issues 4 and 9).
 
     python bench/sampling_overhead.py --python 3.12 [--python 3.13 ...] [--workloads fib,go]
                                       [--tools fasttrace-100,py-spy-100] [--pairs 7] [--json F]
@@ -41,6 +42,9 @@ CONFIGS = {
     "pyinstrument-1ms": ("pyinstrument", 0.001, "pyinstrument 1 ms"),
     "py-spy-100": ("py-spy", 100, "py-spy 100 Hz"),
     "py-spy-1000": ("py-spy", 1000, "py-spy 1000 Hz"),
+    # 3.15+: `python -m profiling.sampling run`, which samples its child out of process
+    "profiling.sampling-100": ("profiling.sampling", 100, "profiling.sampling 100 Hz"),
+    "profiling.sampling-1000": ("profiling.sampling", 1000, "profiling.sampling 1000 Hz"),
 }
 TARGETS = {"fasttrace-100": 1.01, "fasttrace-1000": 1.05}  # ratio must stay below
 STARTUP = "startup"  # pseudo-workload: fixed cost per process
@@ -70,6 +74,10 @@ def can_run(env, tool):
         if check.returncode != 0:
             error = (check.stderr.strip().splitlines() or ["?"])[-1]
             reason = f"import fasttrace (with sampling) failed in {env.label}: {error}"
+    elif tool == "profiling.sampling":
+        check = env.probe("import profiling.sampling")
+        if check.returncode != 0:
+            reason = f"no profiling.sampling in Python {env.full_version} (new in 3.15)"
     elif env.script(tool) is None:
         reason = not_installed
     elif tool == "py-spy":  # it attaches with ptrace: does that work here?
@@ -127,6 +135,10 @@ def config_command(name, env, workload, out_base, args):
         if setting is None:
             return argv + ["--off"], out
         return argv + ["--rate", str(setting), "--clock", args.clock], out
+    if tool == "profiling.sampling":  # collapsed stacks, its cheapest output; all threads, as
+        out = out_base + ".txt"  # py-spy and fasttrace sample them
+        opts = ["run", "-r", str(setting), "-a", "--collapsed", "-o", out]
+        return [env.python, "-m", "profiling.sampling", *opts, wl], out
     if tool == "pyinstrument":  # its raw session, no report rendering (as fasttrace's file)
         out = out_base + ".pyisession"
         opts = ["-i", str(setting), "-r", "pyisession", "-o", out]
@@ -153,6 +165,13 @@ def config_notes(name, log_path, out):
     elif tool == "py-spy":
         m = re.search(r"Samples: (\d+) Errors: (\d+)", Path(log_path).read_text(errors="replace"))
         notes["samples"], notes["errors"] = (int(m.group(1)), int(m.group(2))) if m else (None,) * 2
+    elif tool == "profiling.sampling":
+        log = Path(log_path).read_text(errors="replace")
+        m = re.search(r"Captured (\d+) samples in ([\d.]+) seconds", log)
+        if m:
+            notes["samples"], notes["duration_s"] = int(m.group(1)), float(m.group(2))
+        m = re.search(r"Error rate: ([\d.]+)", log)  # a percentage of its attempts
+        notes["error_pct"] = float(m.group(1)) if m else None
     if out:
         Path(out).unlink(missing_ok=True)
     return notes
@@ -212,9 +231,12 @@ def summarize(name, res):
         if not samples:
             return
         res["sampling"] = {"samples": statistics.median(samples)}
-        if tool == "pyinstrument":
+        if tool in ("pyinstrument", "profiling.sampling"):
             rates = [r["samples"] / r["duration_s"] for r in runs if r.get("duration_s")]
             res["sampling"]["achieved_rate"] = statistics.median(rates) if rates else None
+            errors = [r["error_pct"] for r in runs if r.get("error_pct") is not None]
+            if errors:
+                res["sampling"]["error_pct"] = statistics.median(errors)
         else:
             res["sampling"]["errors_max"] = max(r.get("errors") or 0 for r in runs)
 
@@ -281,7 +303,8 @@ def fmt_sampling(name, res):
             cpu + met
         )
     if sam.get("achieved_rate"):
-        return f"{sam['achieved_rate']:.0f} Hz, {sam['samples']:.0f}"
+        errors = f", errors {sam['error_pct']:.1f}%" if sam.get("error_pct") is not None else ""
+        return f"{sam['achieved_rate']:.0f} Hz, {sam['samples']:.0f}{errors}"
     errors = f", errors {sam['errors_max']}" if sam.get("errors_max") else ""
     return f"{sam['samples']:.0f}{errors}"
 
@@ -405,7 +428,8 @@ def report(results):
                 "Medians over the runs. fasttrace: achieved rate, samples, torn samples (from its "
                 "SamplingStats) and the sampler thread's CPU time as a share of the sampled time. "
                 "pyinstrument: sample_count / duration of its session, and samples. py-spy: the "
-                "samples it reports."
+                "samples it reports. profiling.sampling: samples / duration, samples and the "
+                "error rate it reports (reads that failed, a share of its attempts)."
             )
         if targeted and target_rows:
             head = ["workload"] + [f"{labels[n]}: wall ratio < {TARGETS[n]}" for n in targeted]

@@ -196,11 +196,10 @@ def is_tracing() -> bool:
     return _session is not None
 
 
-# Where there is a choice (c_calls=False on 3.11+), the faster hook is the default and
-# FASTTRACE_HOOK names the other one (tests and bench/ use it to cover and measure both).
-# With C calls there is one hook per version: the profile function before 3.12,
-# sys.monitoring after.
-EVAL_FRAME_DEFAULT = _core.HAS_EVAL_FRAME
+# Where there is a choice (c_calls=False on 3.11 and 3.12), the faster hook, the frame
+# evaluator, is the default and FASTTRACE_HOOK names the other one (tests and bench/ use it to
+# cover and measure both; bench/README.md, "The fastest hook on every version").  Otherwise
+# there is one hook per version: the profile function before 3.12, sys.monitoring after.
 
 
 def _choose_hook(c_calls: bool) -> "tuple[str, bool]":
@@ -209,8 +208,11 @@ def _choose_hook(c_calls: bool) -> "tuple[str, bool]":
     plain = "monitoring" if _core.USE_MONITORING else "profile"
     forced = os.environ.get("FASTTRACE_HOOK", "")
     if forced == "eval_frame" and not _core.HAS_EVAL_FRAME:
-        why = ("3.13 runs a class's Python __init__ without asking the frame evaluator"
-               if sys.version_info[:2] == (3, 13) else "it is new in 3.11")
+        why = ("it is new in 3.11" if sys.version_info < (3, 11) else
+               "3.13 runs a class's Python __init__ without asking the frame evaluator"
+               if sys.version_info < (3, 14) else
+               "3.14+ closes generators without running their frames, and the evaluator is "
+               "no faster than sys.monitoring there")
         raise TracingError(f"FASTTRACE_HOOK='eval_frame' is not offered on Python "
                            f"{sys.version_info[0]}.{sys.version_info[1]} ({why}); "
                            f"this Python's hook is {plain!r}")
@@ -219,7 +221,7 @@ def _choose_hook(c_calls: bool) -> "tuple[str, bool]":
         raise TracingError(f"FASTTRACE_HOOK={forced!r} is not a hook of this Python: {choices}")
     if c_calls or not _core.HAS_EVAL_FRAME:
         return plain, False  # the frame evaluator cannot see C calls
-    want = forced or ("eval_frame" if EVAL_FRAME_DEFAULT else plain)
+    want = forced or "eval_frame"
     if want == "eval_frame" and _core.eval_frame_taken():
         return plain, True
     return want, False

@@ -22,6 +22,8 @@ from ft_sampler cimport *
 from ft_session cimport *
 
 import os as _os
+import _thread
+import sys as _sys
 
 USE_MONITORING = bool(FT_USE_MONITORING)
 HAS_EVAL_FRAME = bool(FT_USE_EVAL_FRAME)
@@ -245,11 +247,20 @@ cdef int _resume_after_fork(void* arg) noexcept:
 
 
 def _after_fork_in_parent():
-    # 3.13 counts the threads after this hook: restart once os.fork() has returned, from a
-    # pending call (the main thread runs it at its next bytecode; see ft_compat.h)
-    if FT_FORK_COUNTS_AFTER_HOOKS and Py_AddPendingCall(_resume_after_fork, NULL) == 0:
+    # 3.13 counts the threads after this hook: a fork from the main thread restarts once
+    # os.fork() has returned, from a pending call (the main thread runs it at its next
+    # bytecode; see ft_compat.h).  A fork from another thread restarts at once: there the
+    # warning is due anyway (the main thread is another one), and the main thread may not run
+    # bytecode for a long time (blocked in a join), with the rings filling meanwhile.
+    if (FT_FORK_COUNTS_AFTER_HOOKS and _thread.get_ident() == _thread_main_ident()
+            and Py_AddPendingCall(_resume_after_fork, NULL) == 0):
         return
     _resume_after_fork(NULL)
+
+
+def _thread_main_ident():
+    threading = _sys.modules.get("threading")
+    return threading.main_thread().ident if threading is not None else _thread.get_ident()
 
 
 cdef _register_fork_hooks():

@@ -26,37 +26,31 @@
 
 #define FT_USE_MONITORING (PY_VERSION_HEX >= 0x030C0000)
 
-/* 3.11+: a PEP 523 frame-evaluation function sees Python entries and exits.  On 3.11 it keeps
- * the specializing interpreter on, which any profile function switches off (~5x less overhead
- * on call-dense code); on 3.12+ it competes with sys.monitoring (bench/README.md, "The fastest
- * hook on every version", says which is the default where).  It cannot see C calls, so it
- * serves c_calls=False.  Before 3.11 the profile hook is cheap.
- * Not on 3.13: its CALL_ALLOC_AND_ENTER_INIT (a class call specialized for a Python __init__)
- * pushes the __init__ frame without asking the frame evaluator, so those calls would be lost;
- * 3.14 added the check (_CHECK_PEP_523) to that instruction. */
-#define FT_USE_EVAL_FRAME \
-    (PY_VERSION_HEX >= 0x030B0000 && !(PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030E0000))
+/* 3.11 and 3.12: a PEP 523 frame-evaluation function sees Python entries and exits; it cannot
+ * see C calls, so it serves c_calls=False.  On 3.11 it keeps the specializing interpreter on,
+ * which any profile function switches off (~5x less overhead on call-dense code); on 3.12 it
+ * costs 7-18 % less than sys.monitoring's dispatch.  Before 3.11 the profile hook is cheap.
+ * Not on 3.13+ (bench/README.md, "The fastest hook on every version"):
+ *  - 3.13's CALL_ALLOC_AND_ENTER_INIT (a class call specialized for a Python __init__) pushes
+ *    the __init__ frame without asking the evaluator: those calls would be lost;
+ *  - 3.14 and 3.15 close a suspended generator without running its frame when no tool watches
+ *    PY_UNWIND, so the evaluator would miss a call cProfile counts; and there it is no faster
+ *    than sys.monitoring. */
+#define FT_USE_EVAL_FRAME (PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000)
 
 #if FT_USE_EVAL_FRAME
 #define Py_BUILD_CORE 1
-#if PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+#if PY_VERSION_HEX >= 0x030C0000
 #undef _PyGC_FINALIZED /* 3.12: the public and internal headers both define it */
 #endif
 #include "internal/pycore_frame.h"
-#if PY_VERSION_HEX >= 0x030E0000
-#include "internal/pycore_interpframe.h" /* 3.14: the frame struct and its accessors */
-#endif
 #undef Py_BUILD_CORE
 typedef _PyInterpreterFrame ft_py_iframe;
 /* Borrowed: the frame holds its code until its caller pops it. */
 static inline PyCodeObject*
 ft_py_iframe_code(ft_py_iframe* f)
 {
-#if PY_VERSION_HEX >= 0x030D0000
-    return _PyFrame_GetCode(f); /* 3.13 f_executable, 3.14 a tagged stack reference */
-#else
     return f->f_code;
-#endif
 }
 /* Calling a generator or coroutine function runs its frame just long enough to create the
  * generator (RETURN_GENERATOR); the profile hook reports no call for that, so neither do we.

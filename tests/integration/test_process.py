@@ -151,12 +151,36 @@ def test_trace_the_same_calls_as_cprofile(tmp_path, c_calls):
         class Shape:
             def __init__(self, n): self.n = n
             def area(self): return self.n * self.n
+        # Calls the interpreter makes inline, without a C-level call (specialized instructions
+        # that push a frame): each hook must still see every one of them.
+        class Square(Shape):
+            def __init__(self, n): super().__init__(n)
+            @property
+            def side(self): return self.n
+            def __getitem__(self, i): return i
+        class Dynamic:
+            def __getattribute__(self, name): return 2
+        def numbers(n):
+            for i in range(n):
+                yield i
+        def echo():
+            x = yield 1
+            while True:
+                x = yield x
         def main():
             doc = parse('{"a": [1, 2, {"b": [3, 4, 5]}], "c": {"d": 6}}')
             total = 0
+            d = Dynamic()
             for i in range(200):
                 total += walk(doc) + Shape(i).area()
                 re.sub("a", "b", "banana" * (i % 3))
+                sq = Square(i)
+                total += sq.side + sq[i] + d.anything + sum(numbers(3))
+                e = echo()
+                next(e); e.send(1); e.send(2)  # then closed when dropped
+                e = echo()
+                next(e); e.close()
+                total += (lambda y: y)(i)
             return total
     """
     r = run_script(tmp_path, f"""

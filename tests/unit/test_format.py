@@ -158,7 +158,7 @@ def expected_hook(c_calls, forced):
 @pytest.mark.parametrize("force_profile", [False, True] if _core.HAS_EVAL_FRAME else [False],
                          ids=["default_hook", "plain_hook"][:1 + _core.HAS_EVAL_FRAME])
 def test_readers_agree(tmp_path, monkeypatch, program, c_calls, force_profile):
-    if force_profile:  # 3.11+: the plain hook instead of the PEP 523 one
+    if force_profile:  # 3.11, 3.12: the plain hook instead of the PEP 523 one
         monkeypatch.setenv("FASTTRACE_HOOK", "monitoring" if _core.USE_MONITORING else "profile")
     else:
         monkeypatch.delenv("FASTTRACE_HOOK", raising=False)
