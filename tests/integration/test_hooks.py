@@ -4,7 +4,6 @@ frame evaluator (PEP 523): debuggers such as pydevd, and JITs such as torch.comp
 from __future__ import annotations
 
 import os
-import sys
 import textwrap
 
 import pytest
@@ -14,7 +13,8 @@ from helpers import build_extension, run_script
 import fasttrace
 from fasttrace import _core
 
-pytestmark = pytest.mark.skipif(not _core.HAS_EVAL_FRAME, reason="the frame evaluator: 3.11 and 3.12")
+pytestmark = pytest.mark.skipif(not _core.HAS_EVAL_FRAME,
+                                reason="the frame evaluator: 3.11 and 3.12")
 PLAIN = "monitoring" if _core.USE_MONITORING else "profile"
 
 # Another tool's frame evaluator: it counts the frames it evaluates and hands them on.
