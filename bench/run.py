@@ -439,9 +439,11 @@ def check_targets(results, out=sys.stdout):
             print(f"{'':<10} no data for: {'; '.join(missing)}", file=out)
 
     print("\n### Targets\n", file=out)
-    verdict("3.13: fasttrace ratio <= trace0's", "3.13", WORKLOADS, "trace0", "ratio ft vs trace0")
+    for minor in ("3.13", "3.14", "3.15"):  # trace0 supports 3.13+ (3.15: where it installs)
+        verdict(f"{minor}: fasttrace ratio <= trace0's", minor, WORKLOADS, "trace0",
+                "ratio ft vs trace0")
     half_viz = "overhead ft vs 0.5 x viztracer's"
-    for minor in ("3.12", "3.13"):
+    for minor in ("3.12", "3.13", "3.14", "3.15"):
         title = f"{minor}: fasttrace overhead <= 0.5 x viztracer overhead"
         verdict(title, minor, WORKLOADS, "viztracer", half_viz)
     title = "3.11: the same, call-dense workloads only"

@@ -1,12 +1,14 @@
 """start() and stop(): composing the native primitives of fasttrace._core.
 
-Hook choice per version (research/cpython-hooks.md, bench/pep523/README.md):
+Hook choice per version (research/cpython-hooks.md; bench/README.md, "The fastest hook on
+every version", has the measurements):
   3.12+      sys.monitoring, tool id 4 (or 3; see TOOL_IDS), C callbacks;
-  3.11       c_calls=False: a PEP 523 frame evaluator, which keeps the specializing
-             interpreter on; otherwise a C profile function, as on 3.9 and 3.10;
+  3.11, 3.12 c_calls=False: a PEP 523 frame evaluator (3.11: it keeps the specializing
+             interpreter on; 3.12: it costs less than sys.monitoring), unless another tool
+             holds that slot;
   3.9-3.11   a C profile function on every thread, and threading.setprofile for new ones.
-FASTTRACE_HOOK=profile forces the profile function where there is a choice (tests use it to
-cover both paths).
+FASTTRACE_HOOK=eval_frame, profile or monitoring forces a hook where there is a choice (tests
+and bench/ use it to cover and measure both paths).
 """
 
 from __future__ import annotations

@@ -500,7 +500,7 @@ ft_hooks_legacy_bootstrap(void)
 #endif
 
 #if FT_USE_EVAL_FRAME
-/* ---- PEP 523 frame evaluation (3.11+, c_calls=False) ------------------------------------ */
+/* ---- PEP 523 frame evaluation (3.11, 3.12; c_calls=False) -------------------------------- */
 
 #if FT_USE_MONITORING
 #define FT_PLAIN_HOOK_NAME "monitoring"
@@ -514,7 +514,7 @@ ft_hooks_legacy_bootstrap(void)
 /* With a frame evaluator installed, CPython no longer runs a Python call inside its caller's
  * C frame: every Python call nests a C call of the evaluator, so a recursion that plain
  * Python runs in a few MB of its own frames runs out of the thread's C stack.  Before the
- * stack is gone (a crash), the call raises RecursionError, as 3.14+ does on its own. */
+ * stack is gone (a crash), the call raises RecursionError. */
 #define FT_STACK_MARGIN (256u * 1024u)
 static FT_TLS uintptr_t tls_stack_low; /* lowest safe address; 0 until known */
 

@@ -125,7 +125,9 @@ def test_another_evaluator_is_never_replaced(tmp_path, other_eval):
     assert sum(1 for e in trace.events() if e.kind == "call" and e.function.name == "f") == 1000
 
 
-def test_evaluator_taken_while_tracing_is_marked(tmp_path, other_eval):
+@pytest.mark.parametrize("after", [100_000, 10], ids=["found_at_a_chunk_hand_off",
+                                                     "found_at_stop"])
+def test_evaluator_taken_while_tracing_is_marked(tmp_path, other_eval, after):
     out = tmp_path / "t.ftrace"
     r = _run(tmp_path, other_eval, f"""
         import warnings, fasttrace, other_eval
@@ -136,7 +138,7 @@ def test_evaluator_taken_while_tracing_is_marked(tmp_path, other_eval):
                 for _ in range(1000):
                     f()
                 other_eval.install()   # a debugger attaches
-                for _ in range(100_000):
+                for _ in range({after}):
                     f()
             print(s.hook, s.summary.hook_lost_threads, other_eval.installed())
         for w in caught:
