@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -125,7 +126,17 @@ def test_signals_leave_a_complete_trace(tmp_path, sig):
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(0.2)
         proc.send_signal(sig)
-        _, err = proc.communicate(timeout=30)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            # What each thread waits in, then what the process wrote: a hang must say where.
+            tasks = Path(f"/proc/{proc.pid}/task")
+            state = [(t.name, (t / "comm").read_text().strip(), (t / "wchan").read_text())
+                     for t in tasks.iterdir()] if tasks.exists() else []
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"no exit 30 s after {sig.name}; threads (tid, name, wchan): {state}; "
+                        f"stderr: {err}")
     finally:
         proc.kill()
     assert proc.returncode == -sig, err  # dies by the signal, as plain python does
