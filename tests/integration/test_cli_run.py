@@ -120,8 +120,12 @@ def test_signals_leave_a_complete_trace(tmp_path, sig):
         while True:
             tick()
     """))
+    # A shell without job control starts background commands with SIGINT ignored, and Python
+    # then leaves it ignored (as the program would under plain python): the child gets the
+    # default disposition, so that this test does not depend on how the suite was started.
     proc = subprocess.Popen(fasttrace_cmd("run", "-o", "s.ftrace", "wait.py"), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(0.2)
