@@ -1,7 +1,7 @@
 """start() and stop(): composing the native primitives of fasttrace._core.
 
-Hook choice per version (research/cpython-hooks.md; bench/README.md, "The fastest hook on
-every version", has the measurements):
+Hook choice per version (bench/README.md, "The fastest hook on every version", has the
+measurements, and docs/pep523-hook.md the 3.11 probe):
   3.12+      sys.monitoring, tool id 4 (or 3; see TOOL_IDS), C callbacks;
   3.11, 3.12 c_calls=False: a PEP 523 frame evaluator (3.11: it keeps the specializing
              interpreter on; 3.12: it costs less than sys.monitoring), unless another tool

@@ -1,7 +1,8 @@
 /* ft_clock.h: the timestamp source of the hot path.
  *
  * On x86-64 with an invariant TSC (constant_tsc + nonstop_tsc) the hook reads rdtsc (~10 ns)
- * instead of clock_gettime (~21-29 ns; see research/cpython-hooks.md section 3).  The file
+ * instead of clock_gettime (~21-29 ns through the vDSO on these VMs, per the design notes the
+ * project started from).  The file
  * stores raw ticks; the reader converts them to ns with the (tick, CLOCK_MONOTONIC) pairs that
  * the writer records, so the hot path never divides.  Elsewhere, or with
  * FASTTRACE_CLOCK=monotonic, ticks are CLOCK_MONOTONIC nanoseconds.

@@ -1335,7 +1335,7 @@ sampler_main(void* arg)
     pthread_setname_np(pthread_self(), "fasttrace-smp"); /* in top -H, /proc/<pid>/task */
     /* A real-time priority lets the sampler preempt a CPU-bound thread on time; without it a
      * saturated CPU makes it run mostly while the app sleeps, under-sampling short bursts
-     * (bench/sampling/README.md, table 1b).  Unprivileged processes carry on without. */
+     * (docs/sampling-design.md, table 1b).  Unprivileged processes carry on without. */
     struct sched_param sp = {.sched_priority = 1};
     if (getenv("FASTTRACE_NO_REALTIME") == NULL &&
         pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0) {

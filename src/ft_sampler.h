@@ -2,7 +2,7 @@
  * second (jittered), reads every Python thread's stack with process_vm_readv and writes one
  * SAMPLE record per thread into its own chunk ring, which the writer drains like any other.
  *
- * Why this design (bench/sampling/README.md has the measurements): a sampler that takes the GIL
+ * Why this design (docs/sampling-design.md has the measurements): a sampler that takes the GIL
  * only runs at GIL switch points, tops out near 1/switchinterval and never sees a short CPU
  * burst that ends in a blocking call; one that reads without the GIL sees every thread at the
  * tick, running or not, and costs the application threads nothing.
