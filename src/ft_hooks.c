@@ -38,6 +38,8 @@ on_thread_exit(void* value)
     ft_session_thread_exit((uint32_t)(v >> 32), (uint32_t)v);
 }
 
+static int try_name(ft_thread* t);
+
 static ft_thread*
 attach_slow(void)
 {
@@ -58,7 +60,7 @@ attach_slow(void)
         /* The key holds (generation, id) as an integer, never a pointer, so a late exit of a
          * thread from an earlier session cannot reach freed memory. */
         pthread_setspecific(g_exit_key, (void*)(((uintptr_t)gen << 32) | t->id));
-        if (ft_thread_try_name(t)) {
+        if (try_name(t)) {
             ft_thread_named(t);
         }
     }
@@ -99,8 +101,9 @@ mute_own_code(void)
     }
 }
 
-int
-ft_thread_try_name(ft_thread* t)
+/* Looks the thread's name up in threading._active and records it (ft_thread_try_name). */
+static int
+try_name(ft_thread* t)
 {
     if (g_threading_active == NULL || !PyDict_Check(g_threading_active)) {
         return 1;
@@ -732,6 +735,7 @@ ft_hooks_init(void)
     }
     ft_intern_set_own_code_callback(mute_own_code);
     ft_thread_on_handoff = ft_hooks_check;
+    ft_thread_try_name = try_name;
 #if !FT_USE_MONITORING
     if (PySys_AddAuditHook(audit_hook, NULL) < 0) {
         return -1; /* another audit hook refused it: the exception says so */

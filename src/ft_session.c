@@ -85,6 +85,8 @@ write_header(const ft_config* cfg, uint32_t clock_kind)
 
 /* ---- lifecycle --------------------------------------------------------------------------- */
 
+static void kick_writer(void);
+
 int
 ft_session_start(const ft_config* cfg)
 {
@@ -93,6 +95,7 @@ ft_session_start(const ft_config* cfg)
     }
     uint32_t clock_kind = (uint32_t)ft_clock_init();
     memset(&ft_S, 0, sizeof ft_S);
+    ft_thread_kick_writer = kick_writer; /* before any ring exists */
     pthread_mutex_init(&ft_S.lock, NULL);
     pthread_mutex_init(&ft_S.defs_lock, NULL);
     pthread_mutex_init(&ft_S.wake_lock, NULL);
@@ -537,8 +540,9 @@ ft_session_set_function_count(uint32_t n)
     ft_S.n_functions = n;
 }
 
-void
-ft_session_kick_writer(void)
+/* ft_thread_kick_writer: a ring is half full. */
+static void
+kick_writer(void)
 {
     pthread_cond_signal(&ft_S.wake);
 }

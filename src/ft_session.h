@@ -177,8 +177,6 @@ typedef struct {
 } ft_def_str;
 int ft_session_put_function_def(uint32_t fid, uint8_t flags, int lineno, const ft_def_str strs[4]);
 void ft_session_set_function_count(uint32_t n);
-/* Wakes the writer early (a ring is filling up). */
-void ft_session_kick_writer(void);
 /* Called by a thread on exit (pthread key destructor). */
 void ft_session_thread_exit(uint32_t gen, uint32_t id);
 

@@ -4,8 +4,6 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
-#include "ft_session.h"
-
 /* While the name is unknown, every record takes the slow path, which looks the thread up in
  * threading._active (~100 ns): on 3.12+ a new thread records ~50 events before threading
  * registers it and may record only a dozen after, so any coarser interval misses short
@@ -14,6 +12,8 @@
 #define FT_NAME_RECHECK_BYTES 0
 
 void (*ft_thread_on_handoff)(void);
+int (*ft_thread_try_name)(ft_thread* t);
+void (*ft_thread_kick_writer)(void);
 
 /* A chunk-less thread points pos and limit here so that every event takes the slow path. */
 static uint8_t g_no_room[FT_MAX_EVENT_SIZE * 2];
@@ -174,8 +174,8 @@ publish(ft_thread* t, uint32_t flags)
     m->flags = flags;
     atomic_store_explicit(&t->head, head + 1, memory_order_release);
     uint64_t tail = atomic_load_explicit(&t->tail, memory_order_relaxed);
-    if (head + 1 - tail >= t->n_chunks / 2) {
-        ft_session_kick_writer();
+    if (head + 1 - tail >= t->n_chunks / 2 && ft_thread_kick_writer != NULL) {
+        ft_thread_kick_writer();
     }
 }
 
@@ -216,7 +216,7 @@ ft_thread_make_room(ft_thread* t, uint64_t now, int enter)
     }
     if (t->pos <= t->real_limit) {
         /* Not full: this visit is the periodic name check. */
-        if (t->name_pending && ft_thread_try_name(t)) {
+        if (t->name_pending && (ft_thread_try_name == NULL || ft_thread_try_name(t))) {
             t->name_pending = 0;
         }
         set_limit(t);

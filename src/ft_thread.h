@@ -102,10 +102,22 @@ void ft_thread_named(ft_thread* t);
  * only. */
 uint32_t ft_thread_set_muted(ft_thread* t, uint32_t muted);
 
+/* ---- what this layer needs from the layers above it ----------------------------------------
+ * Callbacks those layers set, so that the dependencies run one way (format; thread; session
+ * and writer; hooks and sampler on top) and this file includes nothing above it. */
+
 /* Called (in hook context, GIL held) each time a thread hands a full chunk to the writer: the
- * hooks check there that no other tool took their place.  Set by ft_hooks.c; a callback so
- * that this layer does not call up into the hooks. */
+ * hooks check there that no other tool took their place.  Set by ft_hooks.c. */
 extern void (*ft_thread_on_handoff)(void);
+
+/* Looks the thread's name up and records it.  Returns 1 once the name is known (or cannot ever
+ * be).  GIL held.  Set by ft_hooks.c; while unset the name is never looked up (the sampler's
+ * ring has none). */
+extern int (*ft_thread_try_name)(ft_thread* t);
+
+/* Wakes the writer thread: a ring is half full.  Any producer, no lock held.  Set by
+ * ft_session.c before any ring exists. */
+extern void (*ft_thread_kick_writer)(void);
 
 /* Marks that another tool replaced this thread's hook (GIL held; the thread's own hook no
  * longer runs, so the caller may act as its producer).  Returns 1 the first time. */
@@ -123,9 +135,5 @@ void ft_thread_finish(ft_thread* t, uint64_t now);
  * filled, unless the ring was full, and if `more` takes the next one.  Returns 1 if a chunk is
  * ready to write into (`dropping` is then 0). */
 int ft_thread_rotate(ft_thread* t, int more);
-
-/* Looks the thread's name up in threading._active and records it.  Returns 1 once the name is
- * known (or cannot ever be).  GIL held.  Implemented in ft_hooks.c. */
-int ft_thread_try_name(ft_thread* t);
 
 #endif /* FT_THREAD_H */
