@@ -475,25 +475,13 @@ put_function_def(uint32_t fid, const ft_raw_code* rc)
     return nn == 8 && memcmp(name, "<module>", 8) == 0;
 }
 
-/* The function id of the code object at `addr`, defining it at first sight; 0 if `addr` is
- * not a code object (the frame was torn).  *bytecode gets co_code's data (3.9-3.10). */
+/* function_of's miss: the code object at `addr` is not in the table.  `i` is the empty slot
+ * where the look-up stopped. */
 static uint32_t
-function_of(const void* addr, const void** bytecode, int* is_module)
+new_function(const void* addr, uint32_t i, const void** bytecode, int* is_module)
 {
     uintptr_t key = (uintptr_t)addr;
     uint32_t mask = (1u << CODE_TABLE_BITS) - 1;
-    uint32_t i = ptr_hash(key, CODE_TABLE_BITS);
-    for (;; i = (i + 1) & mask) {
-        uintptr_t k = atomic_load_explicit(&S.codes[i].key, memory_order_acquire);
-        if (k == key) {
-            *bytecode = S.codes[i].bytecode;
-            *is_module = S.codes[i].is_module;
-            return S.codes[i].fid;
-        }
-        if (k == 0) {
-            break;
-        }
-    }
     if (S.n_codes >= (3u << CODE_TABLE_BITS) / 4) {
         /* Full of code objects (or tombstones): start over.  Functions seen again get new ids
          * with the same names, which readers merge by name. */
@@ -529,6 +517,28 @@ function_of(const void* addr, const void** bytecode, int* is_module)
         atomic_compare_exchange_strong(&S.codes[i].key, &expected, CODE_TOMB);
     }
     return fid;
+}
+
+/* The function id of the code object at `addr`, defining it at first sight; 0 if `addr` is
+ * not a code object (the frame was torn).  *bytecode gets co_code's data (3.9-3.10). */
+static uint32_t
+function_of(const void* addr, const void** bytecode, int* is_module)
+{
+    uintptr_t key = (uintptr_t)addr;
+    uint32_t mask = (1u << CODE_TABLE_BITS) - 1;
+    uint32_t i = ptr_hash(key, CODE_TABLE_BITS);
+    for (;; i = (i + 1) & mask) {
+        uintptr_t k = atomic_load_explicit(&S.codes[i].key, memory_order_acquire);
+        if (k == key) {
+            *bytecode = S.codes[i].bytecode;
+            *is_module = S.codes[i].is_module;
+            return S.codes[i].fid;
+        }
+        if (k == 0) {
+            break;
+        }
+    }
+    return new_function(addr, i, bytecode, is_module);
 }
 
 #if FT_HAVE_CODE_WATCHERS
@@ -594,20 +604,11 @@ grow_stacks(void)
     return 0;
 }
 
-/* The STACK id of fids[0..depth) (root first), defining it at first sight; 0 on ENOMEM. */
+/* stack_of's miss: fids[0..depth) is not in the table.  h is its hash; `i` the empty slot
+ * where the look-up stopped. */
 static uint32_t
-stack_of(const uint32_t* fids, uint32_t depth, uint8_t flags)
+new_stack(const uint32_t* fids, uint32_t depth, uint8_t flags, uint64_t h, uint32_t i)
 {
-    uint64_t h = hash_fids(fids, depth, flags);
-    uint32_t mask = S.stacks_cap - 1;
-    uint32_t i = (uint32_t)(h >> 32) & mask;
-    for (; S.stacks[i].hash != 0; i = (i + 1) & mask) {
-        stack_entry* e = &S.stacks[i];
-        if (e->hash == h && e->depth == depth && e->flags == flags &&
-            memcmp(S.stack_arena + e->at, fids, depth * sizeof *fids) == 0) {
-            return e->sid;
-        }
-    }
     if (S.arena_len + depth > S.arena_cap) {
         size_t cap = S.arena_cap * 2;
         while (cap < S.arena_len + depth) {
@@ -647,6 +648,23 @@ stack_of(const uint32_t* fids, uint32_t depth, uint8_t flags)
     return sid;
 }
 
+/* The STACK id of fids[0..depth) (root first), defining it at first sight; 0 on ENOMEM. */
+static uint32_t
+stack_of(const uint32_t* fids, uint32_t depth, uint8_t flags)
+{
+    uint64_t h = hash_fids(fids, depth, flags);
+    uint32_t mask = S.stacks_cap - 1;
+    uint32_t i = (uint32_t)(h >> 32) & mask;
+    for (; S.stacks[i].hash != 0; i = (i + 1) & mask) {
+        stack_entry* e = &S.stacks[i];
+        if (e->hash == h && e->depth == depth && e->flags == flags &&
+            memcmp(S.stack_arena + e->at, fids, depth * sizeof *fids) == 0) {
+            return e->sid;
+        }
+    }
+    return new_stack(fids, depth, flags, h, i);
+}
+
 /* ---- threads -------------------------------------------------------------------------------- */
 
 /* names_lock held.  Takes the name waiting for this ident, if any, and writes the THREAD
@@ -670,19 +688,26 @@ define_thread(thread_entry* t)
     free(name);
 }
 
+/* thread_met's rare case: the thread state got its thread's ident. */
+static void
+bind_thread(thread_entry* t, uint64_t ident, uint64_t native_id)
+{
+    pthread_mutex_lock(&S.names_lock);
+    t->ident = ident;
+    if (native_id != 0) {
+        __atomic_store_n(&t->native_id, native_id, __ATOMIC_RELAXED);
+    }
+    define_thread(t);
+    pthread_mutex_unlock(&S.names_lock);
+}
+
 static thread_entry*
 thread_met(thread_entry* t, uint64_t ident, uint64_t native_id)
 {
     if (FT_UNLIKELY(t->ident != ident && ident != 0)) {
         /* A thread state is made by the parent thread and bound to its thread later: until
          * then its ident is 0. */
-        pthread_mutex_lock(&S.names_lock);
-        t->ident = ident;
-        if (native_id != 0) {
-            __atomic_store_n(&t->native_id, native_id, __ATOMIC_RELAXED);
-        }
-        define_thread(t);
-        pthread_mutex_unlock(&S.names_lock);
+        bind_thread(t, ident, native_id);
     }
     return t;
 }
