@@ -40,7 +40,7 @@
 /* The sampler's own CPU budget: if over one window it used more than this share of a core, it
  * halves its rate, down to RATE_FLOOR_HZ (or the requested rate if lower).  At 1000 Hz on one
  * thread it uses 2-5 % (bench/README.md), so only a rate the machine cannot serve trips it.
- * FASTTRACE_SAMPLER_BUDGET="share[,window_ms]" overrides both: a test hook (see budget_hook). */
+ * FASTTRACE_SAMPLER_BUDGET="share[,window_ms]" overrides both: a test hook (see read_budget). */
 #define CPU_BUDGET 0.20
 #define BUDGET_WINDOW_NS 1000000000ull
 #define RATE_FLOOR_HZ 10.0
