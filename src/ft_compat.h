@@ -196,10 +196,12 @@ ft_py_tstate_frame(PyThreadState* ts)
 
 /* ---- sampler: interpreter structures read from another thread, without the GIL --------
  *
- * Only ft_sampler.c defines FT_COMPAT_SAMPLER.  It never dereferences interpreter memory: it
- * copies bytes with process_vm_readv and decodes the copies with the helpers below, so a stale
- * pointer costs a failed read, never a crash.  Layouts come from the internal headers of the
- * exact version being built, so no offset is written by hand.
+ * Only the sampler's files (ft_sampler*.c) define FT_COMPAT_SAMPLER.  They are several, so the
+ * functions below are static inline, and the one table, ft_layout_checks, is static const:
+ * only ft_sampler.c uses it, and the compiler drops the other files' copies.  The sampler never
+ * dereferences interpreter memory: it copies bytes with process_vm_readv and decodes the copies
+ * with the helpers below, so a stale pointer costs a failed read, never a crash.  Layouts come
+ * from the internal headers of the exact version being built, so no offset is written by hand.
  *
  *   thread list       3.9-3.10 interp->tstate_head; 3.11+ interp->threads.head
  *   GIL               3.9-3.11 _PyRuntime.ceval.gil (embedded); 3.12+ interp->ceval.gil (pointer)
