@@ -50,6 +50,20 @@ def rel(path):
         return str(path)
 
 
+def save_report(results, json_arg, prefix, lines):
+    """Writes `results` as JSON (to `json_arg`, else bench/out/<prefix>-<UTC time>.json) and
+    the report `lines` beside it as .md, prints the report and both paths."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    path = Path(json_arg) if json_arg else BENCH / "out" / f"{prefix}-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    text = "\n".join(lines)
+    path.with_suffix(".md").write_text(text + "\n")
+    print(text)
+    print(f"\nresults: {rel(path)}, report: {rel(path.with_suffix('.md'))}")
+    return path
+
+
 def fmt_rate(per_s):
     return f"{per_s / 1e6:.2f}M" if per_s >= 1e6 else f"{per_s / 1e3:.1f}k"
 

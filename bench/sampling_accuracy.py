@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from run import BENCH, PythonEnv, rel
+from run import PythonEnv, save_report
 
 TOOLS = ("fasttrace", "py-spy", "profiling.sampling")
 PROGRAMS = ("spin", "calls")
@@ -271,14 +271,7 @@ def main():
     if bad:
         ap.error(f"unknown tool/program: {', '.join(bad)}")
     results = run_all(args)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    path = Path(args.json) if args.json else BENCH / "out" / f"accuracy-{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1) + "\n")
-    text = "\n".join(report(results))
-    path.with_suffix(".md").write_text(text + "\n")
-    print(text)
-    print(f"\nresults: {rel(path)}, report: {rel(path.with_suffix('.md'))}")
+    save_report(results, args.json, "accuracy", report(results))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from run import (BENCH, WORKLOADS, checked_args, load_results, measure, rel, run_once,
+from run import (BENCH, WORKLOADS, checked_args, load_results, measure, run_once, save_report,
                  version_entry)
 
 # name: (tool, setting, column label).  fasttrace's setting is the rate (None: control, the
@@ -483,17 +483,7 @@ def main():
         print("\n".join(report(load_results(args.from_json))))
         return
     results = run_all(args)
-    path = (
-        Path(args.json)
-        if args.json
-        else (BENCH / "out" / f"sampling-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.json")
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1) + "\n")
-    text = "\n".join(report(results))
-    path.with_suffix(".md").write_text(text + "\n")
-    print(text)
-    print(f"\nresults: {rel(path)}, report: {rel(path.with_suffix('.md'))}")
+    save_report(results, args.json, "sampling", report(results))
 
 
 if __name__ == "__main__":
