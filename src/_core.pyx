@@ -45,14 +45,20 @@ def hooks_init():
 
 def session_start(int fd, bint c_calls, int hook, uint32_t chunk_size, uint32_t n_chunks,
                   bytes command_line, str python_version, uint32_t python_version_hex,
-                  bint sample=False, str path="", bint hook_fallback=False):
+                  bint sample=False, str path="", bint hook_fallback=False,
+                  flight_max_bytes=None, double flight_seconds=0):
     """Writes the header and starts the writer thread.  Raises OSError; the caller keeps fd.
-    ENOMEM: a ring of chunk_size * n_chunks bytes cannot be reserved."""
+    ENOMEM: a ring of chunk_size * n_chunks bytes cannot be reserved.  With flight_max_bytes
+    the writer keeps the last flight_seconds in a ring of that many bytes instead of writing
+    to fd (which may be -1); flight_dump() writes it out."""
     cdef ft_config cfg
     cdef bytes py = python_version.encode("utf-8", "replace")
     cdef bytes path_b = _os.fsencode(path)
     cfg.path = path_b
     cfg.fd = fd
+    cfg.sink = FT_SINK_FILE if flight_max_bytes is None else FT_SINK_FLIGHT
+    cfg.flight_max_bytes = 0 if flight_max_bytes is None else flight_max_bytes
+    cfg.flight_seconds = flight_seconds
     cfg.c_calls = c_calls
     cfg.hook = hook
     cfg.hook_fallback = hook_fallback
@@ -236,12 +242,12 @@ cdef bint _fork_hooks = False
 
 
 def _before_fork():
-    ft_session_fork_defer()
+    ft_writer_fork_defer()
     ft_sampler_fork_defer()
 
 
 cdef int _resume_after_fork(void* arg) noexcept:
-    ft_session_fork_resume()
+    ft_writer_fork_resume()
     ft_sampler_fork_resume()
     return 0
 
@@ -292,8 +298,14 @@ def session_quiesce():
 def session_finish():
     """Flushes and closes the file; returns a dict.  Runs without the GIL."""
     cdef ft_summary s
+    cdef ft_sampler_stats sampled
+    cdef int i
     with nogil:
+        # the sampler first: its last chunk and stats def go out with the rest
+        ft_sampler_stop(&sampled)
         ft_session_finish(&s)
+    for i in range(16):
+        s.sampler[i] = sampled.values[i]
     return {
         "events": s.events,
         "dropped": s.dropped,
@@ -311,6 +323,26 @@ def session_finish():
 
 def session_abandon():
     ft_session_abandon()
+    ft_sampler_abandon()
+
+
+def session_flush_threads():
+    """Trace mode (GIL held): every thread hands its partly filled chunk to the writer."""
+    ft_session_flush_threads()
+
+
+def flight_dump(int fd):
+    """Writes the flight recorder's window to fd, on the writer thread; waits without the GIL.
+    Returns a dict; raises OSError (EINVAL: not a flight recorder, ESRCH: none running)."""
+    cdef ft_flight_dump_result r
+    cdef int err
+    with nogil:
+        err = ft_writer_dump(fd, &r)
+    if err != 0:
+        raise OSError(err, _os.strerror(err))
+    return {"error": r.error, "error_offset": r.error_offset, "bytes": r.bytes,
+            "events": r.events, "chunks": r.chunks, "start_tick": r.start_tick,
+            "end_tick": r.end_tick}
 
 
 # ---- reading ------------------------------------------------------------------------------

@@ -14,7 +14,7 @@
 
 #define FT_MAGIC "\x89" "FTRACE\n"
 #define FT_MAGIC_SIZE 8
-#define FT_FORMAT_VERSION 1u
+#define FT_FORMAT_VERSION 2u /* version 1 files still load (FORMAT.md) */
 #define FT_PREAMBLE_SIZE 20 /* magic + version + body_size + crc */
 
 #define FT_CHUNK_MAGIC 0x4B435446u /* "FTCK" */
@@ -47,6 +47,13 @@ enum ft_chunk_type {
     FT_CHUNK_CLOCK = 3,   /* one ft_clock_sync: u64 tick, u64 mono_ns, u64 wall_ns */
     FT_CHUNK_TRAILER = 4, /* the end of a complete trace; see ft_trailer */
     FT_CHUNK_SAMPLES = 5, /* sampling mode: SAMPLE records of every thread, from the sampler */
+};
+
+/* Header field `origin` (version 2): what made the file. */
+enum ft_origin {
+    FT_ORIGIN_CAPTURE = 0, /* start() to stop() */
+    FT_ORIGIN_FLIGHT = 1,  /* a flight-recorder dump: the last seconds of a running capture */
+    FT_ORIGIN_SERIES = 2,  /* one file of a rotated series */
 };
 
 /* Chunk flags. */
@@ -83,6 +90,8 @@ enum ft_event_tag {
     FT_REC_ORPHAN_C_RETURN = 0x06, /* varint fid, varint dt */
     FT_REC_STACK = 0x07,           /* varint dt, varint depth, depth x varint fid (root first) */
     FT_REC_DROP = 0x08,            /* varint dropped, varint dt, varint depth, depth x fid */
+    FT_REC_OPEN = 0x0A,            /* v2: varint depth, depth x varint fid (root first), no dt:
+                                      the frames open at the chunk's base_tick */
 };
 
 /* The one record of SAMPLES chunks: `tag varint dt varint thread varint stack varint w`, where
@@ -193,6 +202,15 @@ ft_put_u64(uint8_t* p, uint64_t v)
 {
     memcpy(p, &v, 8);
     return p + 8;
+}
+
+/* str: varint length, then the bytes. */
+static inline uint8_t*
+ft_put_str(uint8_t* p, const char* s, size_t n)
+{
+    p = ft_put_varint(p, n);
+    memcpy(p, s, n);
+    return p + n;
 }
 
 #endif /* FT_FORMAT_H */

@@ -12,7 +12,9 @@
 #include <string.h>
 
 #include "ft_intern.h"
+#include "ft_sampler.h"
 #include "ft_session.h"
+#include "ft_writer.h"
 #include "ft_thread.h"
 
 /* initial-exec: the TLS block is reached with one %fs-relative load instead of a call to
@@ -703,13 +705,24 @@ on_fork_child(void)
 static void
 on_fork_prepare(void)
 {
-    ft_session_fork_prepare();
+    ft_writer_fork_prepare();
 }
 
 static void
 on_fork_parent(void)
 {
-    ft_session_fork_parent();
+    ft_writer_fork_parent();
+}
+
+/* Py_AtExit: the sampler (if any) first, so that its last chunk goes out with the rest. */
+static void
+at_exit(void)
+{
+    if (ft_S.running) {
+        ft_sampler_stats unused;
+        ft_sampler_stop(&unused);
+    }
+    ft_session_at_exit();
 }
 
 int
@@ -729,7 +742,7 @@ ft_hooks_init(void)
         return -1;
     }
     /* After the interpreter is gone: a trace started too late for atexit is still saved. */
-    if (Py_AtExit(ft_session_at_exit) < 0) {
+    if (Py_AtExit(at_exit) < 0) {
         PyErr_SetString(PyExc_RuntimeError, "fasttrace: no room for a Py_AtExit function");
         return -1;
     }

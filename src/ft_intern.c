@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "ft_defs.h"
+
 Py_ssize_t ft_code_extra_index = -1;
 
 static uint32_t g_next_fid;
@@ -66,7 +68,7 @@ put_function_def(uint32_t fid, int is_c, int lineno, PyObject* name, PyObject* q
     const char* s_mod = utf8_or(module, "", &n_mod);
     ft_def_str strs[4] = {{s_name, (size_t)n_name}, {s_qual, (size_t)n_qual},
                           {s_file, (size_t)n_file}, {s_mod, (size_t)n_mod}};
-    if (ft_session_put_function_def(fid, is_c ? FT_FUNC_IS_C : 0, lineno, strs) == 0) {
+    if (ft_defs_put_function(fid, is_c ? FT_FUNC_IS_C : 0, lineno, strs) == 0) {
         ft_S.n_functions++;
     }
 }

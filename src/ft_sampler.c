@@ -33,6 +33,7 @@
 
 #include "ft_format.h"
 #include "ft_fork.h"
+#include "ft_defs.h"
 #include "ft_session.h"
 #include "ft_thread.h"
 

@@ -49,7 +49,7 @@ const char* ft_sampler_layout_error(void);
  * last (at once before 3.13). */
 const char* ft_sampler_layout_field(int i);
 /* Joins the sampler thread, publishes its last chunk and writes the stats def.  No GIL needed;
- * a no-op when no sampler runs.  Called by ft_session_finish. */
+ * a no-op when no sampler runs.  Called before ft_session_finish. */
 void ft_sampler_stop(ft_sampler_stats* out);
 int ft_sampler_running(void);
 /* GIL held.  Names (and, before 3.11, gives the kernel tid of) the newest sampled thread with

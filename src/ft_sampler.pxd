@@ -9,6 +9,11 @@ cdef extern from "ft_sampler.h":
         const void* const* stop_codes
         int n_stop_codes
 
+    ctypedef struct ft_sampler_stats:
+        uint64_t values[16]
+        double rate_hz
+        int clock
+
     enum:
         FT_SAMPLER_MAX_STOP_CODES
         FT_SAMPLER_ELAYOUT
@@ -24,3 +29,5 @@ cdef extern from "ft_sampler.h":
     uint64_t ft_sampler_last_thread_uid()
     void ft_sampler_fork_defer()
     void ft_sampler_fork_resume()
+    void ft_sampler_stop(ft_sampler_stats* out) nogil
+    void ft_sampler_abandon()

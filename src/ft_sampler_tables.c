@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "ft_format.h"
+#include "ft_defs.h"
 #include "ft_session.h"
 
 /* Bumped by the code watcher whenever a code object dies (3.12+).  An insert that saw it move
@@ -54,7 +55,7 @@ put_function_def(uint32_t fid, const ft_raw_code* rc)
     }
     ft_def_str strs[4] = {{(const char*)name, (size_t)nn}, {(const char*)qual, (size_t)nq},
                           {(const char*)file, (size_t)nf}, {"", 0}}; /* module: "", as traced */
-    ft_session_put_function_def(fid, 0, rc->firstlineno, strs);
+    ft_defs_put_function(fid, 0, rc->firstlineno, strs);
     return nn == 8 && memcmp(name, "<module>", 8) == 0;
 }
 
@@ -226,7 +227,7 @@ define_thread(thread_entry* t)
             break;
         }
     }
-    ft_session_put_thread_def(t->id, t->ident, t->native_id, name);
+    ft_defs_put_thread(t->id, t->ident, t->native_id, name);
     free(name);
 }
 
@@ -294,7 +295,7 @@ ft_sampler_set_thread_name(uint64_t ident, const char* name, uint64_t native_id,
             (min_uid ? t->uid >= min_uid
                      : __atomic_load_n(&t->seen_tick, __ATOMIC_RELAXED) + 2 >= ticks)) {
             if (!t->named || force) {
-                ft_session_put_thread_name(t->id, name);
+                ft_defs_put_thread_name(t->id, name);
                 t->named = 1;
             }
             if (t->native_id == 0 && native_id != 0) {

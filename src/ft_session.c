@@ -8,84 +8,91 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "ft_defs.h"
+#include "ft_flight.h"
 #include "ft_format.h"
-#include "ft_sampler.h"
+#include "ft_sink.h"
+#include "ft_writer.h"
 
 ft_session ft_S;
 _Atomic uint32_t ft_active_gen = FT_GEN_NONE;
 static uint32_t g_last_gen = 0;
 
-/* ---- header ------------------------------------------------------------------------------ */
-
-static uint8_t*
-put_str(uint8_t* p, const char* s, size_t n)
-{
-    p = ft_put_varint(p, n);
-    memcpy(p, s, n);
-    return p + n;
-}
-
-static int
-write_all(int fd, const uint8_t* buf, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, buf, n);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return errno;
-        }
-        buf += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int
-write_header(const ft_config* cfg, uint32_t clock_kind)
-{
-    size_t py_len = strlen(cfg->python_version);
-    size_t cap = FT_PREAMBLE_SIZE + 128 + cfg->command_line_size + py_len + 20;
-    uint8_t* buf = malloc(cap);
-    if (buf == NULL) {
-        return ENOMEM;
-    }
-    uint8_t* body = buf + FT_PREAMBLE_SIZE;
-    uint8_t* p = body;
-    double hz = ft_clock_tick_hz();
-    p = ft_put_u32(p, cfg->python_version_hex);
-    p = ft_put_u32(p, (uint32_t)getpid());
-    p = ft_put_u32(p, cfg->mode == FT_MODE_SAMPLE ? FT_MODE_SAMPLE : FT_MODE_TRACE);
-    p = ft_put_u32(p, (cfg->c_calls ? FT_HEADER_C_CALLS : 0) |
-                          ((uint32_t)cfg->hook << FT_HEADER_HOOK_SHIFT) |
-                          (cfg->hook_fallback ? FT_HEADER_HOOK_FALLBACK : 0));
-    p = ft_put_u32(p, clock_kind);
-    p = ft_put_u32(p, cfg->chunk_size);
-    p = ft_put_u64(p, (uint64_t)cfg->chunk_size * cfg->n_chunks);
-    p = ft_put_u64(p, ft_S.start_clock.tick);
-    p = ft_put_u64(p, ft_S.start_clock.mono_ns);
-    p = ft_put_u64(p, ft_S.start_clock.wall_ns);
-    memcpy(p, &hz, 8);
-    p += 8;
-    p = put_str(p, cfg->command_line, cfg->command_line_size);
-    p = put_str(p, cfg->python_version, py_len);
-    uint32_t body_size = (uint32_t)(p - body);
-    memcpy(buf, FT_MAGIC, FT_MAGIC_SIZE);
-    ft_put_u32(buf + 8, FT_FORMAT_VERSION);
-    ft_put_u32(buf + 12, body_size);
-    ft_put_u32(buf + 16, (uint32_t)crc32(0, body, body_size));
-    int err = write_all(cfg->fd, buf, FT_PREAMBLE_SIZE + body_size);
-    free(buf);
-    if (err == 0) {
-        ft_S.bytes = ft_S.good_bytes = FT_PREAMBLE_SIZE + body_size;
-    }
-    return err;
-}
-
 /* ---- lifecycle --------------------------------------------------------------------------- */
 
-static void kick_writer(void);
+/* ---- what the writer takes from the session (ft_writer_sources) ---- */
+
+static ft_ring_ref*
+writer_rings(size_t* n)
+{
+    pthread_mutex_lock(&ft_S.lock);
+    size_t count = ft_S.n_threads + (ft_S.sample_ring != NULL);
+    ft_ring_ref* out = malloc((count ? count : 1) * sizeof *out);
+    *n = 0;
+    if (out != NULL) {
+        for (uint32_t i = 0; i < ft_S.n_threads; i++) {
+            ft_thread* t = ft_S.threads[i];
+            if (t != NULL) {
+                out[*n].ring = t;
+                out[*n].head = atomic_load_explicit(&t->head, memory_order_acquire);
+                (*n)++;
+            }
+        }
+        if (ft_S.sample_ring != NULL) {
+            out[*n].ring = ft_S.sample_ring;
+            out[*n].head = atomic_load_explicit(&ft_S.sample_ring->head, memory_order_acquire);
+            (*n)++;
+        }
+    }
+    pthread_mutex_unlock(&ft_S.lock);
+    return out;
+}
+
+static void
+writer_reap(void)
+{
+    /* Free the rings of threads that have exited and been written out. */
+    pthread_mutex_lock(&ft_S.lock);
+    for (uint32_t i = 0; i < ft_S.n_threads; i++) {
+        ft_thread* t = ft_S.threads[i];
+        if (t != NULL && t->finished && atomic_load(&t->head) == atomic_load(&t->tail)) {
+            ft_S.dropped += t->dropped_total;
+            ft_S.threads[i] = NULL;
+            ft_thread_free(t);
+        }
+    }
+    pthread_mutex_unlock(&ft_S.lock);
+}
+
+static void
+writer_failed(int err)
+{
+    /* Recording stops (hooks see no active session) while the application goes on; stop()
+     * reports the error. */
+    (void)err;
+    atomic_store(&ft_active_gen, FT_GEN_NONE);
+}
+
+static void
+writer_counts(ft_trailer* tr)
+{
+    pthread_mutex_lock(&ft_S.lock);
+    tr->dropped = ft_S.dropped + atomic_load(&ft_S.lost_events);
+    tr->threads = ft_S.n_threads;
+    tr->functions = ft_S.n_functions;
+    tr->lost_threads = ft_S.lost_threads;
+    pthread_mutex_unlock(&ft_S.lock);
+}
+
+static const ft_writer_sources g_sources = {writer_rings, writer_reap, writer_failed,
+                                            writer_counts};
+
+/* A random id shared by the files of one rotated series (and kept apart from others). */
+static uint64_t
+series_id(void)
+{
+    return ft_S.start_clock.wall_ns ^ ((uint64_t)getpid() << 32) ^ ft_S.start_clock.tick;
+}
 
 int
 ft_session_start(const ft_config* cfg)
@@ -95,12 +102,8 @@ ft_session_start(const ft_config* cfg)
     }
     uint32_t clock_kind = (uint32_t)ft_clock_init();
     memset(&ft_S, 0, sizeof ft_S);
-    ft_thread_kick_writer = kick_writer; /* before any ring exists */
+    ft_S.fd = -1;
     pthread_mutex_init(&ft_S.lock, NULL);
-    pthread_mutex_init(&ft_S.defs_lock, NULL);
-    pthread_mutex_init(&ft_S.wake_lock, NULL);
-    pthread_cond_init(&ft_S.wake, NULL);
-    ft_S.fd = cfg->fd;
     ft_S.mode = cfg->mode;
     ft_S.hook = cfg->hook;
     ft_S.c_calls = cfg->c_calls;
@@ -118,17 +121,54 @@ ft_session_start(const ft_config* cfg)
         return ENOMEM;
     }
     ft_thread_free(probe);
-    ft_S.path = cfg->path != NULL ? strdup(cfg->path) : NULL;
+    ft_defs_reset();
     ft_clock_sample(&ft_S.start_clock);
-    int err = write_header(cfg, clock_kind);
+
+    ft_file_info info;
+    memset(&info, 0, sizeof info);
+    info.python_version_hex = cfg->python_version_hex;
+    info.pid = (uint32_t)getpid();
+    info.mode = cfg->mode == FT_MODE_SAMPLE ? FT_MODE_SAMPLE : FT_MODE_TRACE;
+    info.flags = (cfg->c_calls ? FT_HEADER_C_CALLS : 0) |
+                 ((uint32_t)cfg->hook << FT_HEADER_HOOK_SHIFT) |
+                 (cfg->hook_fallback ? FT_HEADER_HOOK_FALLBACK : 0);
+    info.clock_kind = clock_kind;
+    info.chunk_size = cfg->chunk_size;
+    info.buffer_size = (uint64_t)cfg->chunk_size * cfg->n_chunks;
+    info.start = ft_S.start_clock;
+    info.tick_hz = ft_clock_tick_hz();
+    info.command_line = cfg->command_line;
+    info.command_line_size = cfg->command_line_size;
+    info.python_version = cfg->python_version;
+    info.series_id = series_id();
+
+    ft_sink* sink = NULL;
+    int err = 0;
+    if (cfg->sink == FT_SINK_FLIGHT) {
+        double ticks = cfg->flight_seconds * info.tick_hz;
+        sink = ft_flight_new(cfg->flight_max_bytes, ticks > 0 ? (uint64_t)ticks : 0,
+                             cfg->chunk_size);
+        err = sink == NULL ? ENOMEM : 0;
+    }
+    else {
+        uint64_t header_size = 0;
+        info.origin = FT_ORIGIN_CAPTURE;
+        info.series_id = 0;
+        err = ft_file_write_header(cfg->fd, &info, &header_size);
+        if (err == 0 && (sink = ft_file_sink_new(cfg->fd, header_size)) == NULL) {
+            err = ENOMEM;
+        }
+    }
     if (err == 0) {
-        err = ft_writer_start();
+        err = ft_writer_start(sink, &g_sources, &info);
     }
     if (err != 0) {
-        free(ft_S.path);
-        ft_S.path = NULL;
+        ft_sink_destroy(sink);
+        ft_defs_free();
         return err;
     }
+    ft_S.fd = cfg->sink == FT_SINK_FLIGHT ? -1 : cfg->fd;
+    ft_S.path = cfg->path != NULL ? strdup(cfg->path) : NULL;
     ft_S.running = 1;
     atomic_store(&ft_active_gen, ft_S.gen);
     return 0;
@@ -156,8 +196,6 @@ free_snapshots(void)
 void
 ft_session_finish(ft_summary* out)
 {
-    ft_sampler_stats sampled;
-    ft_sampler_stop(&sampled); /* first: its last chunk and stats def go out with the rest */
     ft_writer_join();
     ft_clock_sync stop;
     ft_clock_sample(&stop);
@@ -178,26 +216,19 @@ ft_session_finish(ft_summary* out)
     while (ft_writer_drain() > 0) {
     }
     ft_writer_drain(); /* frees the threads finished in the last round */
-    ft_S.dropped += atomic_load(&ft_S.lost_events);
-    ft_writer_write_clock();
-    ft_writer_write_trailer(&stop);
+
+    memset(out, 0, sizeof *out);
+    ft_writer_finish(&stop, &out->events, &out->bytes, &out->error, &out->error_offset);
     if (ft_S.fd >= 0) {
         close(ft_S.fd);
         ft_S.fd = -1;
     }
-
-    memset(out, 0, sizeof *out);
-    out->events = ft_S.events;
-    out->dropped = ft_S.dropped; /* the trailer's count: rings and threads with none */
+    out->dropped = ft_S.dropped + atomic_load(&ft_S.lost_events); /* as in the trailer */
     out->lost_threads = ft_S.lost_threads;
     out->hook_lost_threads = ft_S.hook_lost_threads;
-    out->bytes = ft_S.bytes;
     out->duration_ns = stop.mono_ns - ft_S.start_clock.mono_ns;
     out->threads = ft_S.n_threads + ft_S.n_sampled_threads;
     out->functions = ft_S.n_functions;
-    memcpy(out->sampler, sampled.values, sizeof out->sampler);
-    out->error = atomic_load(&ft_S.writer_error);
-    out->error_offset = ft_S.error_offset;
 
     for (uint32_t i = 0; i < ft_S.n_threads; i++) {
         ft_thread_free(ft_S.threads[i]);
@@ -206,8 +237,7 @@ ft_session_finish(ft_summary* out)
     ft_S.threads = NULL;
     ft_thread_free(ft_S.sample_ring);
     ft_S.sample_ring = NULL;
-    free(ft_S.defs);
-    ft_S.defs = NULL;
+    ft_defs_free();
     free_snapshots();
     free(ft_S.path);
     ft_S.path = NULL;
@@ -256,7 +286,8 @@ ft_session_abandon(void)
     if (ft_S.fd >= 0) {
         close(ft_S.fd);
     }
-    ft_sampler_abandon();
+    ft_writer_abandon();
+    ft_defs_abandon();
     memset(&ft_S, 0, sizeof ft_S); /* ft_S.path leaks with the rest */
     ft_S.fd = -1;
 }
@@ -297,22 +328,6 @@ ft_session_add_snapshot(uint64_t ident, const uint32_t* fids_leaf_first, uint32_
     pthread_mutex_unlock(&ft_S.lock);
 }
 
-void
-ft_session_put_thread_def(uint32_t id, uint64_t ident, uint64_t native_id, const char* name)
-{
-    size_t n = name != NULL ? strlen(name) : 0;
-    uint8_t* p = ft_defs_begin(1 + 30 + 10 + n);
-    if (p == NULL) {
-        return;
-    }
-    *p++ = FT_DEF_THREAD;
-    p = ft_put_varint(p, id);
-    p = ft_put_varint(p, ident);
-    p = ft_put_varint(p, native_id);
-    p = put_str(p, name != NULL ? name : "", n);
-    ft_defs_end(p);
-}
-
 ft_thread*
 ft_session_attach_thread(uint64_t ident, uint64_t native_id, const char* name)
 {
@@ -342,17 +357,18 @@ ft_session_attach_thread(uint64_t ident, uint64_t native_id, const char* name)
 
     t->last_tick = ft_S.start_clock.tick;
     t->chunk_base_tick = t->last_tick;
-    ft_session_put_thread_def(t->id, t->ident, t->native_id, name);
+    ft_defs_put_thread(t->id, t->ident, t->native_id, name);
     if (name != NULL) {
         ft_thread_named(t);
     }
-    if (snap != NULL) {
-        /* Frames that were already running at start() open at the start time. */
-        if (snap->depth > 0) { /* fids is NULL for an empty stack */
-            memcpy(t->stack, snap->fids, (size_t)snap->depth * sizeof(uint32_t));
-        }
+    if (snap != NULL && snap->depth > 0) { /* fids is NULL for an empty stack */
+        /* Frames that were already running at start() open at the start time: the first
+         * chunk's OPEN record carries them (its base tick is the start tick). */
+        memcpy(t->stack, snap->fids, (size_t)snap->depth * sizeof(uint32_t));
         t->depth = snap->depth;
-        ft_thread_put_stack(t, FT_REC_STACK, 0, ft_S.start_clock.tick);
+    }
+    ft_thread_open_first(t);
+    if (snap != NULL) {
         if (snap->muted > 0) {
             ft_thread_mute(t, snap->muted);
         }
@@ -374,6 +390,22 @@ ft_session_thread_exit(uint32_t gen, uint32_t id)
         }
     }
     pthread_mutex_unlock(&ft_S.lock);
+}
+
+void
+ft_session_flush_threads(void)
+{
+    pthread_mutex_lock(&ft_S.lock);
+    for (uint32_t i = 0; i < ft_S.n_threads; i++) {
+        ft_thread* t = ft_S.threads[i];
+        if (t != NULL) {
+            ft_thread_flush(t);
+        }
+    }
+    pthread_mutex_unlock(&ft_S.lock);
+    if (ft_thread_kick_writer != NULL) {
+        ft_thread_kick_writer();
+    }
 }
 
 ft_thread*
@@ -411,35 +443,14 @@ ft_session_hook_lost(ft_thread* t, const char* what)
         return;
     }
     ft_S.hook_lost_threads++;
-    size_t n = strlen(what);
-    uint8_t* p = ft_defs_begin(1 + 10 + 10 + 10 + n);
-    if (p != NULL) {
-        *p++ = FT_DEF_HOOK_LOST;
-        p = ft_put_varint(p, t->id);
-        p = ft_put_varint(p, t->last_tick);
-        p = put_str(p, what, n);
-        ft_defs_end(p);
-    }
-}
-
-void
-ft_session_put_thread_name(uint32_t id, const char* name)
-{
-    size_t n = strlen(name);
-    uint8_t* p = ft_defs_begin(1 + 10 + 10 + n);
-    if (p != NULL) {
-        *p++ = FT_DEF_THREAD_NAME;
-        p = ft_put_varint(p, id);
-        p = put_str(p, name, n);
-        ft_defs_end(p);
-    }
+    ft_defs_put_hook_lost(t->id, t->last_tick, what);
 }
 
 void
 ft_session_name_thread(ft_thread* t, const char* name)
 {
     pthread_mutex_lock(&ft_S.lock);
-    ft_session_put_thread_name(t->id, name);
+    ft_defs_put_thread_name(t->id, name);
     pthread_mutex_unlock(&ft_S.lock);
 }
 
@@ -451,61 +462,10 @@ ft_session_set_thread_name(uint64_t ident, const char* name)
     for (uint32_t i = 0; i < ft_S.n_threads; i++) {
         ft_thread* t = ft_S.threads[i];
         if (t != NULL && !t->finished && t->ident == ident) {
-            ft_session_put_thread_name(t->id, name);
+            ft_defs_put_thread_name(t->id, name);
         }
     }
     pthread_mutex_unlock(&ft_S.lock);
-}
-
-/* ---- definitions stream ------------------------------------------------------------------ */
-
-uint8_t*
-ft_defs_begin(size_t size)
-{
-    pthread_mutex_lock(&ft_S.defs_lock);
-    if (ft_S.defs_len + size > ft_S.defs_cap) {
-        size_t cap = ft_S.defs_cap ? ft_S.defs_cap : 4096;
-        while (cap < ft_S.defs_len + size) {
-            cap *= 2;
-        }
-        uint8_t* grown = realloc(ft_S.defs, cap);
-        if (grown == NULL) {
-            pthread_mutex_unlock(&ft_S.defs_lock);
-            return NULL;
-        }
-        ft_S.defs = grown;
-        ft_S.defs_cap = cap;
-    }
-    return ft_S.defs + ft_S.defs_len;
-}
-
-void
-ft_defs_end(uint8_t* end)
-{
-    ft_S.defs_len = (size_t)(end - ft_S.defs);
-    pthread_mutex_unlock(&ft_S.defs_lock);
-}
-
-int
-ft_session_put_function_def(uint32_t fid, uint8_t flags, int lineno, const ft_def_str strs[4])
-{
-    size_t size = 1 + 5 + 1 + 5;
-    for (int i = 0; i < 4; i++) {
-        size += 10 + strs[i].n;
-    }
-    uint8_t* p = ft_defs_begin(size);
-    if (p == NULL) {
-        return -1; /* the reader reports the undefined id */
-    }
-    *p++ = FT_DEF_FUNCTION;
-    p = ft_put_varint(p, fid);
-    *p++ = flags;
-    p = ft_put_varint(p, lineno > 0 ? (uint64_t)lineno : 0);
-    for (int i = 0; i < 4; i++) {
-        p = put_str(p, strs[i].s, strs[i].n);
-    }
-    ft_defs_end(p);
-    return 0;
 }
 
 ft_thread*
@@ -538,11 +498,4 @@ void
 ft_session_set_function_count(uint32_t n)
 {
     ft_S.n_functions = n;
-}
-
-/* ft_thread_kick_writer: a ring is half full. */
-static void
-kick_writer(void)
-{
-    pthread_cond_signal(&ft_S.wake);
 }

@@ -27,7 +27,10 @@ extern _Atomic uint32_t ft_active_gen;
 
 typedef struct {
     const char* path;
-    int fd;
+    int fd;   /* FT_SINK_FILE: the output, taken over by start() on success */
+    int sink; /* ft_sink_kind */
+    uint64_t flight_max_bytes; /* FT_SINK_FLIGHT: the ring's size */
+    double flight_seconds;     /* FT_SINK_FLIGHT: keep at least this much */
     int c_calls;
     int hook; /* ft_hook_kind */
     int hook_fallback; /* the frame evaluator was the choice but another tool holds it */
@@ -41,6 +44,11 @@ typedef struct {
     uint32_t python_version_hex;
 } ft_config;
 
+enum ft_sink_kind {
+    FT_SINK_FILE = 0,   /* one file from start() to stop() */
+    FT_SINK_FLIGHT = 1, /* a flight recorder: the last seconds in memory, written on request */
+};
+
 typedef struct {
     uint64_t events;
     uint64_t dropped;     /* events lost to full rings and to threads with no ring */
@@ -52,7 +60,7 @@ typedef struct {
     uint32_t hook_lost_threads; /* threads whose hook another tool replaced */
     int error;             /* errno of the first write failure, 0 if none */
     uint64_t error_offset; /* end of the last chunk written whole before it */
-    uint64_t sampler[16]; /* sampling mode: ft_sampler_stat values */
+    uint64_t sampler[16]; /* sampling mode: ft_sampler_stat values (filled by the caller) */
 } ft_summary;
 
 /* Per-thread stack captured at start(), taken over by the thread's first event. */
@@ -71,7 +79,7 @@ typedef struct {
     int hook;     /* ft_hook_kind */
     char* path;   /* for the message of a trace saved at exit (owned) */
     int c_calls;
-    int fd;
+    int fd;       /* the file sink's output, closed at finish; -1 for a flight recorder */
     uint32_t chunk_size;
     uint32_t n_chunks;
     ft_clock_sync start_clock;
@@ -82,34 +90,13 @@ typedef struct {
     uint32_t n_threads;
     uint32_t cap_threads;
     ft_snapshot* snapshots;
-
-    /* definitions not yet written; appended by hooks, swapped out by the writer */
-    pthread_mutex_t defs_lock;
-    uint8_t* defs;
-    size_t defs_len;
-    size_t defs_cap;
     uint32_t n_functions;
 
     /* sampling mode: the sampler's ring (chunk type SAMPLES) and the threads it named */
     ft_thread* sample_ring;
     uint32_t n_sampled_threads;
 
-    /* writer */
-    pthread_t writer;
-    pthread_mutex_t wake_lock;
-    pthread_cond_t wake;
-    _Atomic int writer_stop;
-    _Atomic int writer_error;
-    uint64_t error_offset;
-    uint64_t good_bytes; /* end of the last chunk written whole; written by the writer only */
-    uint64_t bytes;  /* file offset; written by the writer only */
-    uint64_t events; /* records written */
-    uint64_t dropped;
-    uint64_t last_clock_ns;
-    int writer_exited;   /* under wake_lock: the writer saw writer_stop and is leaving */
-    _Atomic int writer_tid;
-    int writer_paused;   /* fork: how prepare left the writer (ft_writer.c) */
-    int fork_defer;      /* os.fork(): the parent restarts it from the Python hook */
+    uint64_t dropped; /* drops of rings freed so far (under lock) */
 
     /* threads the trace could not follow */
     _Atomic uint64_t lost_events; /* events of threads whose ring could not be allocated */
@@ -121,13 +108,14 @@ extern ft_session ft_S;
 
 /* ---- lifecycle (GIL held) ---- */
 
-/* Writes the header and starts the writer.  Returns 0, or an errno value; on failure nothing
- * is left running and the caller still owns cfg->fd. */
+/* Writes the header (file sink) and starts the writer.  Returns 0, or an errno value; on
+ * failure nothing is left running and the caller still owns cfg->fd. */
 int ft_session_start(const ft_config* cfg);
 /* Stops recording: hooks that still fire afterwards do nothing.  GIL held. */
 void ft_session_quiesce(void);
 /* Joins the writer, flushes every thread, writes the trailer and closes the file.  Call
- * without the GIL after ft_session_quiesce. */
+ * without the GIL after ft_session_quiesce (and after ft_sampler_stop in sampling mode, so
+ * that the sampler's last chunk and stats go out with the rest). */
 void ft_session_finish(ft_summary* out);
 /* In a forked child: forget the parent's session without touching its file or threads. */
 void ft_session_abandon(void);
@@ -135,15 +123,10 @@ void ft_session_abandon(void);
  * atexit handler, whose own handler never runs) is finished here and a line is written to
  * stderr.  No Python: the interpreter is finalized. */
 void ft_session_at_exit(void);
-/* pthread_atfork: the writer thread is stopped around fork() (CPython warns about forking a
- * multi-threaded process, and the child must not inherit a writer mid-write); the parent
- * restarts it. */
-void ft_session_fork_prepare(void);
-void ft_session_fork_parent(void);
-/* os.fork()'s Python hooks (GIL held): before fork, the parent handler is told to leave the
- * writer stopped; after it in the parent, the writer restarts. */
-void ft_session_fork_defer(void);
-void ft_session_fork_resume(void);
+/* Trace mode, a flight recorder, GIL held: every live thread hands its partly filled chunk
+ * to the writer (the GIL keeps their hooks out meanwhile), so that a dump taken next holds
+ * everything recorded until now. */
+void ft_session_flush_threads(void);
 
 /* ---- used by the hooks' slow paths and by start() ---- */
 
@@ -158,34 +141,14 @@ void ft_session_hook_lost(ft_thread* t, const char* what);
 ft_thread* ft_session_find_thread(uint64_t ident);
 /* Calls fn on every live thread (registry lock held: fn must not take it). */
 void ft_session_each_thread(void (*fn)(ft_thread* t, void* arg), void* arg);
-/* Defs stream.  ft_defs_begin returns room for `size` bytes (lock taken) and ft_defs_end
- * commits `used` of them (lock released).  NULL from begin means out of memory (no lock). */
-uint8_t* ft_defs_begin(size_t size);
-void ft_defs_end(uint8_t* end);
 /* Names the live thread with this ident (stop() names every live thread this way). */
 void ft_session_set_thread_name(uint64_t ident, const char* name);
 void ft_session_name_thread(ft_thread* t, const char* name);
 /* Sampling mode (ft_sampler.c).  The ring is created at the first call. */
 ft_thread* ft_session_sample_ring(void);
 uint32_t ft_session_new_thread_id(void);
-void ft_session_put_thread_def(uint32_t id, uint64_t ident, uint64_t native_id, const char* name);
-void ft_session_put_thread_name(uint32_t id, const char* name);
-/* A FUNCTION def: strs are name, qualname, filename, module (UTF-8).  0, or -1 on ENOMEM. */
-typedef struct {
-    const char* s;
-    size_t n;
-} ft_def_str;
-int ft_session_put_function_def(uint32_t fid, uint8_t flags, int lineno, const ft_def_str strs[4]);
 void ft_session_set_function_count(uint32_t n);
 /* Called by a thread on exit (pthread key destructor). */
 void ft_session_thread_exit(uint32_t gen, uint32_t id);
-
-/* ---- writer internals shared with ft_session.c ---- */
-int ft_writer_start(void);
-void ft_writer_join(void);
-/* Writes every published chunk (and pending defs) once.  Returns the number of chunks. */
-size_t ft_writer_drain(void);
-void ft_writer_write_clock(void);
-void ft_writer_write_trailer(const ft_clock_sync* stop);
 
 #endif /* FT_SESSION_H */

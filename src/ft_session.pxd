@@ -5,6 +5,9 @@ cdef extern from "ft_session.h" nogil:
     ctypedef struct ft_config:
         const char* path
         int fd
+        int sink
+        uint64_t flight_max_bytes
+        double flight_seconds
         int c_calls
         int hook
         int hook_fallback
@@ -33,6 +36,24 @@ cdef extern from "ft_session.h" nogil:
     void ft_session_quiesce()
     void ft_session_finish(ft_summary* out)
     void ft_session_abandon()
-    void ft_session_fork_defer()
-    void ft_session_fork_resume()
+    void ft_session_flush_threads()
+    enum:
+        FT_SINK_FILE
+        FT_SINK_FLIGHT
     void ft_session_set_thread_name(uint64_t ident, const char* name)
+
+
+cdef extern from "ft_writer.h" nogil:
+    ctypedef struct ft_flight_dump_result:
+        int error
+        uint64_t error_offset
+        uint64_t bytes
+        uint64_t events
+        uint64_t chunks
+        uint64_t start_tick
+        uint64_t end_tick
+
+    int ft_writer_dump(int fd, ft_flight_dump_result* out)
+    int ft_writer_is_flight()
+    void ft_writer_fork_defer()
+    void ft_writer_fork_resume()

@@ -179,9 +179,43 @@ publish(ft_thread* t, uint32_t flags)
     }
 }
 
-/* Takes the chunk at head if the writer has given it back. */
+/* The OPEN record that begins every events chunk (format 2): the shadow stack, so that the
+ * chunk decodes without the ones before it (a flight-recorder window, a file of a rotated
+ * series).  At most a quarter of the chunk: a deeper stack keeps its innermost frames, the ones
+ * the chunk's returns pop.  No dt (its time is the chunk's base tick), and not counted in
+ * `records`, which counts events. */
+static void
+put_open(ft_thread* t)
+{
+    size_t room = (t->chunk_size - FT_CHUNK_HEADER_SIZE) / 4;
+    size_t fixed = 1 + 10;
+    uint32_t depth = t->depth;
+    uint32_t first = 0;
+    if (fixed + (size_t)depth * 5 > room) {
+        uint32_t fit = (uint32_t)((room - fixed) / 5);
+        first = depth - fit;
+        depth = fit;
+    }
+    uint8_t* p = t->pos;
+    *p++ = FT_REC_OPEN;
+    p = ft_put_varint(p, depth);
+    for (uint32_t i = first; i < first + depth; i++) {
+        p = ft_put_varint(p, t->stack[i]);
+    }
+    t->pos = p;
+}
+
+void
+ft_thread_open_first(ft_thread* t)
+{
+    put_open(t);
+    set_limit(t);
+}
+
+/* Takes the chunk at head if the writer has given it back; `open`: begin it with OPEN (else
+ * the caller begins it with a DROP, which carries the stack itself). */
 static int
-take_chunk(ft_thread* t)
+take_chunk(ft_thread* t, int open)
 {
     uint64_t head = atomic_load_explicit(&t->head, memory_order_relaxed);
     uint64_t tail = atomic_load_explicit(&t->tail, memory_order_acquire);
@@ -194,8 +228,23 @@ take_chunk(ft_thread* t)
     t->real_limit = start + (t->chunk_size - FT_CHUNK_HEADER_SIZE) - FT_MAX_EVENT_SIZE;
     t->records = 0;
     t->chunk_base_tick = t->last_tick;
+    if (open && t->chunk_type == FT_CHUNK_EVENTS) {
+        put_open(t);
+    }
     set_limit(t);
     return 1;
+}
+
+void
+ft_thread_flush(ft_thread* t)
+{
+    if (t->finished || t->dropping || t->records == 0) {
+        return; /* nothing new, or a gap whose DROP will come with its next event */
+    }
+    publish(t, 0);
+    if (!take_chunk(t, 1)) {
+        t->dropping = 1;
+    }
 }
 
 int
@@ -205,7 +254,7 @@ ft_thread_make_room(ft_thread* t, uint64_t now, int enter)
         return follow_mute(t, enter);
     }
     if (t->dropping) {
-        if (!take_chunk(t)) {
+        if (!take_chunk(t, 0)) {
             return 0;
         }
         t->dropping = 0;
@@ -224,7 +273,7 @@ ft_thread_make_room(ft_thread* t, uint64_t now, int enter)
     }
     publish(t, 0);
     t->name_pending = 0;
-    if (!take_chunk(t)) {
+    if (!take_chunk(t, 1)) {
         t->dropping = 1;
         return 0;
     }
@@ -282,7 +331,7 @@ ft_thread_rotate(ft_thread* t, int more)
         no_room(t);
         return 0;
     }
-    t->dropping = !take_chunk(t);
+    t->dropping = !take_chunk(t, 0);
     return !t->dropping;
 }
 
@@ -298,7 +347,7 @@ ft_thread_finish(ft_thread* t, uint64_t now)
         /* Close that gap: the reader closes the frames that were open at its start. */
         if (t->pos + 32 > t->real_limit) { /* put_stack needs 31 bytes below real_limit */
             publish(t, 0);
-            if (!take_chunk(t)) {
+            if (!take_chunk(t, 0)) {
                 t->dropping = 1;
             }
         }
@@ -306,7 +355,7 @@ ft_thread_finish(ft_thread* t, uint64_t now)
             ft_thread_put_stack(t, FT_REC_DROP, 0, now);
         }
     }
-    if (t->dropping && take_chunk(t)) {
+    if (t->dropping && take_chunk(t, 0)) {
         t->dropping = 0;
         ft_thread_put_stack(t, FT_REC_DROP, t->dropped, now);
         t->dropped_total += t->dropped;

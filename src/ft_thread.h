@@ -127,6 +127,15 @@ int ft_thread_lose_hook(ft_thread* t);
  * caller made room in).  `tag` is FT_REC_STACK or FT_REC_DROP. */
 void ft_thread_put_stack(ft_thread* t, uint8_t tag, uint64_t dropped, uint64_t now);
 
+/* Begins the ring's first chunk with its OPEN record: the frames in the shadow stack (those
+ * running at start(), or none).  Once, before the thread's first event. */
+void ft_thread_open_first(ft_thread* t);
+
+/* Publishes the partly filled chunk (if it holds events) and takes the next one, begun with
+ * OPEN.  The producer must be quiescent: a GIL holder for a hooked thread.  Caller holds the
+ * registry lock (a thread's own exit path finishes it under that lock). */
+void ft_thread_flush(ft_thread* t);
+
 /* Publishes the partially filled chunk, marks it as the thread's last, and stops the producer.
  * Called with the producer quiescent: at stop() or from the exiting thread itself. */
 void ft_thread_finish(ft_thread* t, uint64_t now);

@@ -1,147 +1,101 @@
-/* ft_writer.c: the writer thread.  It drains every thread's published chunks into the file,
- * never holds the GIL and never calls Python. */
+/* ft_writer.c: the writer thread (see ft_writer.h). */
 #define _GNU_SOURCE /* pthread_timedjoin_np, gettid */
+#include "ft_writer.h"
+
 #include <errno.h>
-#include <limits.h>
+#include <pthread.h>
 #include <signal.h>
-#include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
 
+#include "ft_defs.h"
 #include "ft_fork.h"
 #include "ft_format.h"
-#include "ft_session.h"
 
 #define FT_WRITER_PERIOD_NS 2000000u   /* idle poll; a filling ring wakes it sooner */
 #define FT_CLOCK_PERIOD_NS 250000000u  /* a clock record this often refines tick -> ns */
 #define FT_FIRST_CLOCK_NS 10000000u
-#define FT_MAX_IOV 256
+
+enum { WRITER_RUNNING, WRITER_JOINED, WRITER_STOPPING };
+
+static struct {
+    int running; /* between ft_writer_start and ft_writer_finish */
+    ft_sink* sink;
+    int is_flight;
+    ft_writer_sources src;
+    ft_file_info info; /* strings owned (copies) */
+    size_t defs_written;
+    uint64_t events;
+    uint64_t last_clock_ns;
+    int failed;
+
+    pthread_t thread;
+    pthread_mutex_t wake_lock;
+    pthread_cond_t wake;
+    _Atomic int stop;
+    int exited; /* under wake_lock: it saw `stop` and is leaving */
+    _Atomic int tid;
+    int paused;     /* fork: how prepare left it */
+    int fork_defer; /* os.fork(): the parent restarts it from the Python hook */
+
+    /* dumps: one at a time (dump_lock); the request and its result under wake_lock */
+    pthread_mutex_t dump_lock;
+    pthread_cond_t dump_done;
+    int dump_fd; /* -1: no request */
+    int dump_finished;
+    ft_flight_dump_result dump_result;
+} W = {.dump_fd = -1};
 
 static void
-fail(int err)
+check_failed(void)
 {
-    /* Keep the first error.  Recording stops (hooks see no active session) while the
-     * application goes on; stop() reports the error. */
-    int expected = 0;
-    if (atomic_compare_exchange_strong(&ft_S.writer_error, &expected, err)) {
-        /* What a reader will load: chunks written whole, not the bytes of a partial one. */
-        ft_S.error_offset = ft_S.good_bytes;
-        atomic_store(&ft_active_gen, FT_GEN_NONE);
+    if (W.sink->error != 0 && !W.failed) {
+        W.failed = 1;
+        W.src.failed(W.sink->error);
     }
-}
-
-/* Writes n iovecs, `per_chunk` of which make one chunk, and keeps good_bytes at the end of
- * the last chunk written whole. */
-static void
-writev_all(struct iovec* iov, int n, int per_chunk)
-{
-    if (atomic_load_explicit(&ft_S.writer_error, memory_order_relaxed) != 0) {
-        return;
-    }
-    int done = 0;
-    uint64_t chunk_bytes = 0;
-    while (n > 0) {
-        ssize_t w = writev(ft_S.fd, iov, n);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            fail(errno);
-            return;
-        }
-        ft_S.bytes += (uint64_t)w;
-        while (n > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            chunk_bytes += iov->iov_len;
-            if (++done % per_chunk == 0) {
-                ft_S.good_bytes += chunk_bytes;
-                chunk_bytes = 0;
-            }
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (uint8_t*)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-            chunk_bytes += (uint64_t)w;
-        }
-    }
-}
-
-static void
-fill_header(ft_chunk_header* h, uint8_t type, uint8_t flags, uint32_t thread, uint32_t records,
-            uint64_t base_tick, const uint8_t* payload, uint32_t size)
-{
-    h->magic = FT_CHUNK_MAGIC;
-    h->payload_size = size;
-    h->type = type;
-    h->flags = flags;
-    h->reserved = 0;
-    h->thread = thread;
-    h->records = records;
-    h->base_tick = base_tick;
-    uLong crc = crc32(0, (const Bytef*)h + 12, FT_CHUNK_HEADER_SIZE - 12);
-    h->crc32 = (uint32_t)crc32(crc, payload, size);
-}
-
-static void
-write_small_chunk(uint8_t type, const void* payload, uint32_t size)
-{
-    ft_chunk_header h;
-    fill_header(&h, type, 0, 0, 0, 0, payload, size);
-    struct iovec iov[2] = {{&h, sizeof h}, {(void*)payload, size}};
-    writev_all(iov, 2, 2);
 }
 
 static void
 write_defs(void)
 {
-    pthread_mutex_lock(&ft_S.defs_lock);
-    uint8_t* defs = ft_S.defs;
-    size_t len = ft_S.defs_len;
-    ft_S.defs = NULL;
-    ft_S.defs_len = ft_S.defs_cap = 0;
-    pthread_mutex_unlock(&ft_S.defs_lock);
-    if (len > 0) {
-        write_small_chunk(FT_CHUNK_DEFS, defs, (uint32_t)len);
+    size_t n = 0, end = 0;
+    uint8_t* defs = ft_defs_copy(W.defs_written, &n, &end);
+    if (n > 0) {
+        ft_sink_small_chunk(W.sink, FT_CHUNK_DEFS, defs, (uint32_t)n);
+        if (W.sink->error == 0) {
+            W.defs_written = end;
+        }
     }
     free(defs);
 }
 
-/* Writes one ring's chunks [tail, head) and gives them back. */
+/* Hands one ring's chunks [tail, head) to the sink and gives them back. */
 static size_t
 drain_ring(ft_thread* t, uint64_t head)
 {
     size_t chunks = 0;
-    struct iovec iov[FT_MAX_IOV];
-    int niov = 0;
     uint64_t tail = atomic_load_explicit(&t->tail, memory_order_relaxed);
+    uint64_t given = tail;
     for (; tail < head; tail++) {
         ft_chunk_meta* m = &t->meta[tail % t->n_chunks];
         uint8_t* payload = ft_chunk_payload(t, tail);
         ft_chunk_header* h = (ft_chunk_header*)(payload - FT_CHUNK_HEADER_SIZE);
-        fill_header(h, t->chunk_type, (uint8_t)m->flags, t->id, m->records, m->base_tick,
-                    payload, m->used);
-        ft_S.events += m->records;
-        iov[niov].iov_base = h;
-        iov[niov].iov_len = FT_CHUNK_HEADER_SIZE + m->used;
-        niov++;
-        chunks++;
-        if (niov == FT_MAX_IOV) {
-            writev_all(iov, niov, 1);
-            niov = 0;
-            atomic_store_explicit(&t->tail, tail + 1, memory_order_release);
+        ft_chunk_fill(h, t->chunk_type, (uint8_t)m->flags, t->id, m->records, m->base_tick,
+                      payload, m->used);
+        if (ft_sink_chunk(W.sink, h, payload) == FT_SINK_BUSY) {
+            break; /* a flight recorder full of chunks a dump still needs: next round */
         }
+        W.events += m->records;
+        chunks++;
     }
-    if (niov > 0) {
-        writev_all(iov, niov, 1);
+    if (tail != given) {
+        ft_sink_flush(W.sink); /* the payloads may be reused after this */
+        atomic_store_explicit(&t->tail, tail, memory_order_release);
     }
-    atomic_store_explicit(&t->tail, tail, memory_order_release);
     return chunks;
 }
 
@@ -150,98 +104,81 @@ ft_writer_drain(void)
 {
     /* Order matters: read the heads first, then take the defs.  A chunk published before its
      * head was read was filled after its functions were defined, so their defs are in the
-     * buffer taken next and reach the file first. */
-    pthread_mutex_lock(&ft_S.lock);
-    uint32_t n = ft_S.n_threads;
-    ft_thread** threads = malloc((n ? n : 1) * sizeof *threads);
-    uint64_t* heads = malloc((n ? n : 1) * sizeof *heads);
-    if (threads == NULL || heads == NULL) {
-        pthread_mutex_unlock(&ft_S.lock);
-        free(threads);
-        free(heads);
-        return 0;
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        threads[i] = ft_S.threads[i];
-        heads[i] = threads[i] ? atomic_load_explicit(&threads[i]->head, memory_order_acquire) : 0;
-    }
-    ft_thread* ring = ft_S.sample_ring;
-    uint64_t ring_head = ring ? atomic_load_explicit(&ring->head, memory_order_acquire) : 0;
-    pthread_mutex_unlock(&ft_S.lock);
-
+     * part of the table taken next and reach the sink first. */
+    size_t n = 0;
+    ft_ring_ref* rings = W.src.rings(&n);
     write_defs();
-
     size_t chunks = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        if (threads[i] != NULL) {
-            chunks += drain_ring(threads[i], heads[i]);
-        }
+    for (size_t i = 0; i < n; i++) {
+        chunks += drain_ring(rings[i].ring, rings[i].head);
     }
-    if (ring != NULL) {
-        chunks += drain_ring(ring, ring_head);
-    }
-
-    /* Free the buffers of threads that have exited and been written out. */
-    pthread_mutex_lock(&ft_S.lock);
-    for (uint32_t i = 0; i < n; i++) {
-        ft_thread* t = threads[i];
-        if (t != NULL && t->finished && atomic_load(&t->head) == atomic_load(&t->tail)) {
-            ft_S.dropped += t->dropped_total;
-            ft_S.threads[i] = NULL;
-            ft_thread_free(t);
-        }
-    }
-    pthread_mutex_unlock(&ft_S.lock);
-    free(threads);
-    free(heads);
+    free(rings);
+    ft_sink_flush(W.sink); /* also a round's end for the flight recorder's age limit */
+    check_failed();
+    W.src.reap();
     return chunks;
 }
 
-void
-ft_writer_write_clock(void)
+static void
+write_clock(void)
 {
     ft_clock_sync c;
     ft_clock_sample(&c);
     uint8_t buf[24];
     ft_put_u64(ft_put_u64(ft_put_u64(buf, c.tick), c.mono_ns), c.wall_ns);
-    write_small_chunk(FT_CHUNK_CLOCK, buf, sizeof buf);
-    ft_S.last_clock_ns = c.mono_ns;
+    ft_sink_small_chunk(W.sink, FT_CHUNK_CLOCK, buf, sizeof buf);
+    W.last_clock_ns = c.mono_ns;
 }
 
-void
-ft_writer_write_trailer(const ft_clock_sync* stop)
+static void
+between_slices(void* arg)
 {
-    write_defs();
+    (void)arg;
+    ft_writer_drain();
+}
+
+static void
+do_dump(int fd)
+{
+    ft_writer_drain(); /* what the threads published before asking is in the window */
+    ft_clock_sync now;
+    ft_clock_sample(&now);
     ft_trailer tr;
     memset(&tr, 0, sizeof tr);
-    tr.events = ft_S.events;
-    tr.dropped = ft_S.dropped;
-    tr.stop_tick = stop->tick;
-    tr.stop_mono_ns = stop->mono_ns;
-    tr.stop_wall_ns = stop->wall_ns;
-    tr.threads = ft_S.n_threads;
-    tr.functions = ft_S.n_functions;
-    tr.error = (uint32_t)atomic_load(&ft_S.writer_error);
-    tr.lost_threads = ft_S.lost_threads;
-    write_small_chunk(FT_CHUNK_TRAILER, &tr, sizeof tr);
+    W.src.counts(&tr);
+    tr.dropped = 0; /* the window's losses are its DROP records; the capture's are at stop */
+    ft_flight_dump_result res;
+    ft_flight_dump(W.sink, fd, &W.info, &now, &tr, between_slices, NULL, &res);
+    pthread_mutex_lock(&W.wake_lock);
+    W.dump_result = res;
+    W.dump_finished = 1;
+    W.dump_fd = -1;
+    pthread_cond_broadcast(&W.dump_done);
+    pthread_mutex_unlock(&W.wake_lock);
 }
 
 static void*
 writer_main(void* arg)
 {
     (void)arg;
-    atomic_store(&ft_S.writer_tid, (int)syscall(SYS_gettid));
+    atomic_store(&W.tid, (int)syscall(SYS_gettid));
     for (;;) {
         size_t n = ft_writer_drain();
-        if (ft_clock_mono_ns() - ft_S.last_clock_ns >= FT_CLOCK_PERIOD_NS) {
-            ft_writer_write_clock();
+        if (ft_clock_mono_ns() - W.last_clock_ns >= FT_CLOCK_PERIOD_NS) {
+            write_clock();
         }
         /* The decision to leave is made under wake_lock, so that the fork handlers know
          * whether a writer asked to stop has left or may still be told to stay. */
-        pthread_mutex_lock(&ft_S.wake_lock);
-        if (atomic_load(&ft_S.writer_stop)) {
-            ft_S.writer_exited = 1;
-            pthread_mutex_unlock(&ft_S.wake_lock);
+        pthread_mutex_lock(&W.wake_lock);
+        int dump_fd = W.dump_fd;
+        if (dump_fd >= 0) {
+            pthread_mutex_unlock(&W.wake_lock);
+            do_dump(dump_fd);
+            continue;
+        }
+        if (atomic_load(&W.stop)) {
+            W.exited = 1;
+            pthread_mutex_unlock(&W.wake_lock);
             break;
         }
         if (n == 0) {
@@ -252,58 +189,177 @@ writer_main(void* arg)
                 until.tv_sec++;
                 until.tv_nsec -= 1000000000;
             }
-            pthread_cond_timedwait(&ft_S.wake, &ft_S.wake_lock, &until);
+            pthread_cond_timedwait(&W.wake, &W.wake_lock, &until);
         }
-        pthread_mutex_unlock(&ft_S.wake_lock);
+        pthread_mutex_unlock(&W.wake_lock);
     }
     return NULL;
 }
 
-int
-ft_writer_start(void)
+static int
+spawn(void)
 {
-    atomic_store(&ft_S.writer_stop, 0);
-    ft_S.writer_exited = 0;
-    /* The first clock record comes 10 ms after start, the next ones every period. */
-    if (ft_S.last_clock_ns == 0) {
-        ft_S.last_clock_ns = ft_S.start_clock.mono_ns - FT_CLOCK_PERIOD_NS + FT_FIRST_CLOCK_NS;
-    }
+    atomic_store(&W.stop, 0);
+    W.exited = 0;
     /* Signals belong to the application's threads; the writer must never take one. */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int err = pthread_create(&ft_S.writer, NULL, writer_main, NULL);
+    int err = pthread_create(&W.thread, NULL, writer_main, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return err;
 }
 
-static int writer_joined(void);
+static void
+free_info(void)
+{
+    free((void*)W.info.command_line);
+    free((void*)W.info.python_version);
+    memset(&W.info, 0, sizeof W.info);
+}
+
+/* ft_thread_kick_writer: a ring is half full. */
+static void
+kick(void)
+{
+    pthread_cond_signal(&W.wake);
+}
+
+int
+ft_writer_start(ft_sink* sink, const ft_writer_sources* src, const ft_file_info* info)
+{
+    static int inited = 0;
+    if (!inited) {
+        pthread_mutex_init(&W.wake_lock, NULL);
+        pthread_cond_init(&W.wake, NULL);
+        pthread_mutex_init(&W.dump_lock, NULL);
+        pthread_cond_init(&W.dump_done, NULL);
+        inited = 1;
+    }
+    W.sink = sink;
+    W.is_flight = sink->keeps_window;
+    W.src = *src;
+    W.info = *info;
+    W.info.command_line = malloc(info->command_line_size + 1);
+    W.info.python_version = strdup(info->python_version);
+    if (W.info.command_line == NULL || W.info.python_version == NULL) {
+        free_info();
+        return ENOMEM;
+    }
+    memcpy((void*)W.info.command_line, info->command_line, info->command_line_size);
+    W.defs_written = 0;
+    W.events = 0;
+    W.failed = 0;
+    W.paused = WRITER_RUNNING;
+    W.fork_defer = 0;
+    W.dump_fd = -1;
+    /* The first clock record comes 10 ms after start, the next ones every period. */
+    W.last_clock_ns = info->start.mono_ns - FT_CLOCK_PERIOD_NS + FT_FIRST_CLOCK_NS;
+    ft_thread_kick_writer = kick; /* before any ring exists */
+    int err = spawn();
+    if (err != 0) {
+        free_info();
+        return err;
+    }
+    W.running = 1;
+    return 0;
+}
 
 void
 ft_writer_join(void)
 {
-    if (writer_joined()) {
+    if (W.paused == WRITER_JOINED) {
         return; /* stopped for a fork whose restart has not come (or failed) */
     }
-    pthread_mutex_lock(&ft_S.wake_lock);
-    atomic_store(&ft_S.writer_stop, 1);
-    pthread_cond_signal(&ft_S.wake);
-    pthread_mutex_unlock(&ft_S.wake_lock);
-    pthread_join(ft_S.writer, NULL);
+    pthread_mutex_lock(&W.wake_lock);
+    atomic_store(&W.stop, 1);
+    pthread_cond_signal(&W.wake);
+    pthread_mutex_unlock(&W.wake_lock);
+    pthread_join(W.thread, NULL);
+    W.paused = WRITER_JOINED;
+}
+
+void
+ft_writer_finish(const ft_clock_sync* stop, uint64_t* events, uint64_t* bytes, int* error,
+                 uint64_t* error_offset)
+{
+    write_clock();
+    write_defs();
+    ft_trailer tr;
+    memset(&tr, 0, sizeof tr);
+    W.src.counts(&tr);
+    tr.events = W.events;
+    tr.stop_tick = stop->tick;
+    tr.stop_mono_ns = stop->mono_ns;
+    tr.stop_wall_ns = stop->wall_ns;
+    tr.error = (uint32_t)W.sink->error;
+    if (!W.is_flight) {
+        ft_sink_small_chunk(W.sink, FT_CHUNK_TRAILER, (const uint8_t*)&tr, sizeof tr);
+    }
+    *events = W.events;
+    *bytes = W.sink->bytes;
+    *error = W.sink->error;
+    *error_offset = W.sink->error_offset;
+    ft_sink_destroy(W.sink);
+    W.sink = NULL;
+    free_info();
+    W.running = 0;
+    W.paused = WRITER_RUNNING;
+}
+
+void
+ft_writer_abandon(void)
+{
+    /* The thread does not exist in the child; its locks may be held by it.  Leaked. */
+    pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t c = PTHREAD_COND_INITIALIZER;
+    W.wake_lock = m;
+    W.dump_lock = m;
+    W.wake = c;
+    W.dump_done = c;
+    W.sink = NULL;
+    W.running = 0;
+    W.paused = WRITER_RUNNING;
+    W.dump_fd = -1;
+    memset(&W.info, 0, sizeof W.info);
+}
+
+int
+ft_writer_is_flight(void)
+{
+    return W.running && W.is_flight;
+}
+
+int
+ft_writer_dump(int fd, ft_flight_dump_result* out)
+{
+    pthread_mutex_lock(&W.dump_lock);
+    int err = 0;
+    pthread_mutex_lock(&W.wake_lock);
+    if (!W.running || !W.is_flight) {
+        err = W.running ? EINVAL : ESRCH;
+    }
+    else if (W.paused != WRITER_RUNNING || atomic_load(&W.stop)) {
+        err = ESRCH; /* stopping, or stopped for a fork that did not restart it */
+    }
+    else {
+        W.dump_fd = fd;
+        W.dump_finished = 0;
+        pthread_cond_signal(&W.wake);
+        while (!W.dump_finished) {
+            pthread_cond_wait(&W.dump_done, &W.wake_lock);
+        }
+        *out = W.dump_result;
+    }
+    pthread_mutex_unlock(&W.wake_lock);
+    pthread_mutex_unlock(&W.dump_lock);
+    return err;
 }
 
 /* ---- fork (ft_fork.h) ------------------------------------------------------------------- */
 
 #define FT_FORK_JOIN_NS 50000000L /* a writer stuck in write() (a stalled pipe) is left alone */
 #define FT_FORK_TASK_NS 20000000u
-
-enum { WRITER_RUNNING, WRITER_JOINED, WRITER_STOPPING };
-
-static int
-writer_joined(void)
-{
-    return ft_S.writer_paused == WRITER_JOINED;
-}
 
 static void
 add_ns(struct timespec* t, long ns)
@@ -316,75 +372,75 @@ add_ns(struct timespec* t, long ns)
 }
 
 void
-ft_session_fork_prepare(void)
+ft_writer_fork_prepare(void)
 {
-    if (!ft_S.running || ft_S.writer_paused != WRITER_RUNNING ||
-        atomic_load(&ft_S.writer_stop)) {
+    if (!W.running || W.paused != WRITER_RUNNING || atomic_load(&W.stop)) {
         return; /* not started, paused already by the Python hook, or stop() is joining it */
     }
-    pthread_mutex_lock(&ft_S.wake_lock);
-    atomic_store(&ft_S.writer_stop, 1);
-    pthread_cond_signal(&ft_S.wake);
-    pthread_mutex_unlock(&ft_S.wake_lock);
+    pthread_mutex_lock(&W.wake_lock);
+    atomic_store(&W.stop, 1);
+    pthread_cond_signal(&W.wake);
+    pthread_mutex_unlock(&W.wake_lock);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     add_ns(&until, FT_FORK_JOIN_NS);
-    if (pthread_timedjoin_np(ft_S.writer, NULL, &until) == 0) {
-        ft_S.writer_paused = WRITER_JOINED;
-        ft_fork_wait_task_gone(atomic_load(&ft_S.writer_tid), FT_FORK_TASK_NS);
+    if (pthread_timedjoin_np(W.thread, NULL, &until) == 0) {
+        W.paused = WRITER_JOINED;
+        ft_fork_wait_task_gone(atomic_load(&W.tid), FT_FORK_TASK_NS);
     }
     else {
-        ft_S.writer_paused = WRITER_STOPPING; /* inside a write: decided when resuming */
+        W.paused = WRITER_STOPPING; /* inside a write (or a dump): decided when resuming */
     }
 }
 
 static void
 resume(void)
 {
-    if (!ft_S.running) {
-        ft_S.writer_paused = WRITER_RUNNING; /* stop() came first */
+    if (!W.running) {
+        W.paused = WRITER_RUNNING; /* stop() came first */
         return;
     }
-    if (ft_S.writer_paused == WRITER_JOINED) {
-        if (ft_writer_start() != 0) {
+    if (W.paused == WRITER_JOINED) {
+        if (spawn() != 0) {
             /* No writer: the rings fill and drop, and stop() says so; nothing else to do. */
-            atomic_store(&ft_S.writer_stop, 1);
+            atomic_store(&W.stop, 1);
+            return;
         }
     }
-    else if (ft_S.writer_paused == WRITER_STOPPING) {
-        pthread_mutex_lock(&ft_S.wake_lock);
-        int exited = ft_S.writer_exited;
+    else if (W.paused == WRITER_STOPPING) {
+        pthread_mutex_lock(&W.wake_lock);
+        int exited = W.exited;
         if (!exited) {
-            atomic_store(&ft_S.writer_stop, 0); /* it has not looked yet: it stays */
+            atomic_store(&W.stop, 0); /* it has not looked yet: it stays */
         }
-        pthread_mutex_unlock(&ft_S.wake_lock);
+        pthread_mutex_unlock(&W.wake_lock);
         if (exited) {
-            pthread_join(ft_S.writer, NULL);
-            ft_writer_start();
+            pthread_join(W.thread, NULL);
+            spawn();
         }
     }
-    ft_S.writer_paused = WRITER_RUNNING;
+    W.paused = WRITER_RUNNING;
 }
 
 void
-ft_session_fork_parent(void)
+ft_writer_fork_parent(void)
 {
-    if (!ft_S.fork_defer) {
+    if (!W.fork_defer) {
         resume();
     }
 }
 
 void
-ft_session_fork_defer(void)
+ft_writer_fork_defer(void)
 {
     /* Stopped here, before fork(): some versions count the threads before fork() itself. */
-    ft_S.fork_defer = ft_S.running;
-    ft_session_fork_prepare();
+    W.fork_defer = W.running;
+    ft_writer_fork_prepare();
 }
 
 void
-ft_session_fork_resume(void)
+ft_writer_fork_resume(void)
 {
-    ft_S.fork_defer = 0;
+    W.fork_defer = 0;
     resume();
 }
