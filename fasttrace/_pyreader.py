@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from fasttrace._errors import FormatError
 from fasttrace._files import open_trace
 
 MAGIC = b"\x89FTRACE\n"
-FORMAT_VERSION = 1
+VERSION_MIN, VERSION_MAX = 1, 2  # the format versions this reader reads
 PREAMBLE = 20
 HEADER_FIXED = struct.Struct("<6I4Qd")  # 64 bytes at offset 20
 CHUNK_MAGIC = 0x4B435446  # "FTCK"
@@ -27,10 +27,12 @@ CHUNK = struct.Struct("<IIIBBHIIQ")  # magic size crc type flags reserved thread
 TRAILER = struct.Struct("<5Q4I")  # 56 bytes
 EVENTS, DEFS, CLOCK, TRAILER_CHUNK, SAMPLES = 1, 2, 3, 4, 5
 CALL, RETURN, C_CALL, C_RETURN, ORPHAN_RETURN, ORPHAN_C_RETURN, STACK, DROP = range(1, 9)
+OPEN = 0x0A  # version 2
 WITH_FID = (CALL, C_CALL, ORPHAN_RETURN, ORPHAN_C_RETURN)
 KIND = {CALL: "call", RETURN: "return", C_CALL: "c_call", C_RETURN: "c_return",
         ORPHAN_RETURN: "return", ORPHAN_C_RETURN: "c_return"}
 HOOKS = {0: "profile", 1: "monitoring", 2: "eval_frame", 3: "sampler"}  # header flags bits 1-2
+ORIGINS = {0: "capture", 1: "flight", 2: "series"}  # version 2 header field `origin`
 DEF_FUNCTION, DEF_THREAD, DEF_THREAD_NAME = 0x10, 0x11, 0x12
 DEF_HOOK_LOST = 0x16
 DEF_STACK, DEF_SAMPLING, DEF_SAMPLER_STATS = 0x13, 0x14, 0x15
@@ -44,7 +46,8 @@ Sample = Tuple[int, int, Tuple[int, ...], int, int]
 MAX_ID_JUMP = 64  # ids are dense from 1: one further past those seen so far is damage
 M64 = (1 << 64) - 1
 
-Event = Tuple[str, int, int, int, bool]  # (kind, ts_ns, thread, function id, synthetic)
+# (kind, ts_ns, thread, function id, synthetic); gaps: ("gap", ts_ns, thread, dropped, start)
+Event = Tuple[str, int, int, int, Any]
 
 
 class _Short(Exception):
@@ -76,6 +79,110 @@ def _text(b: bytes) -> str:
     return b.decode("utf-8", "replace")
 
 
+def _rate(ns_per_tick: float, start_tick: int, start_mono: int, tick_hz: float, tick: int,
+          mono: int) -> float:
+    """ns_per_tick after the clock pair (tick, mono): the rate over the longest span (start ..
+    this pair), once that is over 1 ms of ticks."""
+    ms = tick_hz / 1000  # as uint64: an out-of-range double gives 0 on x86-64
+    if tick > (start_tick + (int(ms) if ms < 2.0 ** 64 else 0)) & M64:
+        return float((mono - start_mono) & M64) / float(tick - start_tick)
+    return ns_per_tick
+
+
+def _ns(tick: int, start_tick: int, ns_per_tick: float) -> int:
+    """ns since start: int(double(int64(tick - start_tick)) * ns_per_tick)."""
+    delta = (tick - start_tick) & M64
+    if delta >= 1 << 63:
+        delta -= 1 << 64
+    ns = float(delta) * ns_per_tick
+    # Undefined when it does not fit in int64; x86-64 gives INT64_MIN, and so does this.
+    return int(ns) if -2.0 ** 63 <= ns < 2.0 ** 63 else -(1 << 63)
+
+
+class _Header:
+    """The preamble and header body at the start of `d` (FORMAT.md sections 1-2): `d` holds
+    at least the whole declared header, or the whole file."""
+
+    def __init__(self, d: bytes, path: str) -> None:
+        size = len(d)
+
+        def fail(offset: int, reason: str) -> FormatError:
+            return FormatError(path, offset, reason)
+
+        if size == 0:
+            raise fail(0, "empty file")
+        if d[:len(MAGIC)] != MAGIC:
+            raise fail(0, "not a fasttrace file (bad magic)")
+        if size < PREAMBLE:
+            raise fail(size, "file ends inside the header preamble")
+        version, body_size, crc = struct.unpack_from("<3I", d, 8)
+        if not VERSION_MIN <= version <= VERSION_MAX:
+            raise fail(8, f"format version {version} is not supported (this reader reads "
+                          f"versions {VERSION_MIN} to {VERSION_MAX})"
+                          + ("; upgrade fasttrace" if version > VERSION_MAX else ""))
+        if body_size > size - PREAMBLE:
+            raise fail(size, f"file ends inside the header ({body_size} header bytes declared)")
+        end = PREAMBLE + body_size
+        if zlib.crc32(d[PREAMBLE:end]) != crc:
+            raise fail(PREAMBLE, "header checksum mismatch")
+        if body_size < HEADER_FIXED.size:
+            raise fail(PREAMBLE, f"header too short ({body_size} bytes)")
+        (py_hex, pid, mode, flags, clock_kind, chunk_size, buffer_size, self.start_tick,
+         self.start_mono, start_wall, hz) = HEADER_FIXED.unpack_from(d, PREAMBLE)
+        try:
+            argv, p = _str(d, PREAMBLE + HEADER_FIXED.size, end)
+            py, p = _str(d, p, end)
+        except _Short as e:
+            raise fail(e.args[0], "header strings are malformed") from None
+        series_index = series_id = origin = 0
+        if version >= 2:  # varint series_index, u64 series_id, u8 origin
+            try:
+                series_index, p = _varint(d, p, end)
+            except _Short as e:
+                raise fail(e.args[0], "header series fields are malformed") from None
+            if end - p < 9:
+                raise fail(p + (0 if end - p < 8 else 8), "header series fields are malformed")
+            series_id, origin = struct.unpack_from("<QB", d, p)
+        if clock_kind not in (1, 2):
+            raise fail(PREAMBLE + 16, f"unknown clock kind {clock_kind}")
+        if not hz > 0.0:
+            raise fail(PREAMBLE + 56, "invalid tick rate")
+        self.version, self.tick_hz, self.first_chunk = version, hz, end
+        self.header: Dict[str, Any] = {
+            "format_version": version,
+            "python_version": _text(py),
+            "python_version_hex": py_hex,
+            "pid": pid,
+            "mode": {1: "trace", 2: "sample"}.get(mode, "unknown"),
+            "c_calls": bool(flags & 1),
+            "hook": HOOKS.get((flags >> 1) & 3, "unknown"),
+            "hook_fallback": bool(flags & 8),
+            "clock": "tsc" if clock_kind == 2 else "monotonic",
+            "tick_hz": hz,
+            "chunk_size": chunk_size,
+            "buffer_size": buffer_size,
+            "start_wall_ns": start_wall,
+            "start_monotonic_ns": self.start_mono,
+            # each argument ends with a NUL: drop the last byte, split at the others
+            "argv": [_text(a) for a in argv[:-1].split(b"\0")] if argv else [],
+            "series_index": series_index,
+            "series_id": series_id,
+            "origin": ORIGINS.get(origin, "unknown"),
+        }
+
+
+class _ThreadState:
+    """One thread's decoding state, carried from chunk to chunk (and file to file)."""
+
+    __slots__ = ("stack", "last", "started", "broken")
+
+    def __init__(self) -> None:
+        self.stack: List[int] = []
+        self.last = 0  # the tick of its last record
+        self.started = False  # a chunk with records was decoded: OPEN records are skipped
+        self.broken = False  # a discontinuity since: the next chunk closes, notes a gap, opens
+
+
 class PyTrace:
     """A decoded trace: `header`, `functions`, `threads`, `truncated`, `complete`, `damage`,
     and events() decoded lazily."""
@@ -96,6 +203,9 @@ class PyTrace:
         self.sampling: Optional[Dict[str, Any]] = None
         self.lost_threads = 0
         self._hook_lost: List[Tuple[int, int, str]] = []  # thread, tick, what
+        self.function_def_ends: Dict[int, int] = {}  # function id -> file offset of its def's end
+        self.stack_def_ends: List[int] = [0]  # index = stack id
+        self.clock_pairs: List[Tuple[int, int]] = []  # (tick, mono_ns): CLOCK chunks, trailer
         self._read_header()
         self._scan()
 
@@ -105,58 +215,12 @@ class PyTrace:
     # ---- header ----------------------------------------------------------------------------
 
     def _read_header(self) -> None:
-        d, size = self._d, len(self._d)
-        if size == 0:
-            raise self._fail(0, "empty file")
-        if d[:len(MAGIC)] != MAGIC:
-            raise self._fail(0, "not a fasttrace file (bad magic)")
-        if size < PREAMBLE:
-            raise self._fail(size, "file ends inside the header preamble")
-        version, body_size, crc = struct.unpack_from("<3I", d, 8)
-        if version != FORMAT_VERSION:
-            raise self._fail(8, f"format version {version} is not supported (this reader reads "
-                                f"version {FORMAT_VERSION})"
-                                + ("; upgrade fasttrace" if version > FORMAT_VERSION else ""))
-        if body_size > size - PREAMBLE:
-            raise self._fail(size, f"file ends inside the header ({body_size} header bytes "
-                                   "declared)")
-        end = PREAMBLE + body_size
-        if zlib.crc32(d[PREAMBLE:end]) != crc:
-            raise self._fail(PREAMBLE, "header checksum mismatch")
-        if body_size < HEADER_FIXED.size:
-            raise self._fail(PREAMBLE, f"header too short ({body_size} bytes)")
-        (py_hex, pid, mode, flags, clock_kind, chunk_size, buffer_size, self.start_tick,
-         self.start_mono, start_wall, hz) = HEADER_FIXED.unpack_from(d, PREAMBLE)
-        try:
-            argv, p = _str(d, PREAMBLE + HEADER_FIXED.size, end)
-            py, p = _str(d, p, end)
-        except _Short as e:
-            raise self._fail(e.args[0], "header strings are malformed") from None
-        if clock_kind not in (1, 2):
-            raise self._fail(PREAMBLE + 16, f"unknown clock kind {clock_kind}")
-        if not hz > 0.0:
-            raise self._fail(PREAMBLE + 56, "invalid tick rate")
-        self.tick_hz, self.ns_per_tick = hz, 1e9 / hz
+        h = _Header(self._d, self.path)
+        self.version, self.header = h.version, h.header
+        self.start_tick, self.start_mono, self.tick_hz = h.start_tick, h.start_mono, h.tick_hz
+        self.ns_per_tick = 1e9 / h.tick_hz
         self.end_tick = self.start_tick
-        self.first_chunk = end
-        self.header: Dict[str, Any] = {
-            "format_version": version,
-            "python_version": _text(py),
-            "python_version_hex": py_hex,
-            "pid": pid,
-            "mode": {1: "trace", 2: "sample"}.get(mode, "unknown"),
-            "c_calls": bool(flags & 1),
-            "hook": HOOKS.get((flags >> 1) & 3, "unknown"),
-            "hook_fallback": bool(flags & 8),
-            "clock": "tsc" if clock_kind == 2 else "monotonic",
-            "tick_hz": hz,
-            "chunk_size": chunk_size,
-            "buffer_size": buffer_size,
-            "start_wall_ns": start_wall,
-            "start_monotonic_ns": self.start_mono,
-            # each argument ends with a NUL: drop the last byte, split at the others
-            "argv": [_text(a) for a in argv[:-1].split(b"\0")] if argv else [],
-        }
+        self.first_chunk = h.first_chunk
 
     # ---- chunks ----------------------------------------------------------------------------
 
@@ -237,10 +301,12 @@ class PyTrace:
                     dt, p = _varint(d, p, end)
                 elif tag in (RETURN, C_RETURN):
                     dt, p = _varint(d, p, end)
-                elif tag in (STACK, DROP):
+                elif tag in (STACK, DROP) or (tag == OPEN and self.version >= 2):
+                    dt = 0  # OPEN has none: its tick is base_tick
                     if tag == DROP:
                         _dropped, p = _varint(d, p, end)
-                    dt, p = _varint(d, p, end)
+                    if tag != OPEN:
+                        dt, p = _varint(d, p, end)
                     depth, p = _varint(d, p, end)
                     if depth > end - p:
                         break
@@ -273,11 +339,9 @@ class PyTrace:
         self.damage = f"damaged tail at byte {off}: {reason}; the {off} bytes before it were loaded"
 
     def _add_clock(self, tick: int, mono: int) -> None:
-        # The rate over the longest span (start .. this pair), once that is over 1 ms of ticks.
-        ms = self.tick_hz / 1000  # as uint64: an out-of-range double gives 0 on x86-64
-        if tick > (self.start_tick + (int(ms) if ms < 2.0 ** 64 else 0)) & M64:
-            self.ns_per_tick = float((mono - self.start_mono) & M64) / float(
-                tick - self.start_tick)
+        self.clock_pairs.append((tick, mono))
+        self.ns_per_tick = _rate(self.ns_per_tick, self.start_tick, self.start_mono,
+                                 self.tick_hz, tick, mono)
         self.end_tick = max(self.end_tick, tick)
 
     def _read_defs(self, p: int, end: int) -> None:
@@ -318,6 +382,7 @@ class PyTrace:
                 if ident in self.functions:
                     raise self._fail(p, f"function id {ident} defined twice")
                 self._fid_end = max(self._fid_end, ident + 1)
+                self.function_def_ends[ident] = p
                 self.functions[ident] = dict(zip(("name", "qualname", "filename", "module"),
                                                  strs), lineno=lineno, is_c=bool(flags & 1))
             elif tag == DEF_THREAD:
@@ -376,6 +441,7 @@ class PyTrace:
                     raise self._fail(p, f"stack {sid} uses function id {fid} before its "
                                         f"definition")
             self.stacks.append(((0,) if flags & 1 else ()) + tuple(values))
+            self.stack_def_ends.append(p)
         return p
 
     # ---- samples ---------------------------------------------------------------------------
@@ -412,12 +478,7 @@ class PyTrace:
 
     def ns(self, tick: int) -> int:
         """ns since start: int(double(int64(tick - start_tick)) * ns_per_tick)."""
-        delta = (tick - self.start_tick) & M64
-        if delta >= 1 << 63:
-            delta -= 1 << 64
-        ns = float(delta) * self.ns_per_tick
-        # Undefined when it does not fit in int64; x86-64 gives INT64_MIN, and so does this.
-        return int(ns) if -2.0 ** 63 <= ns < 2.0 ** 63 else -(1 << 63)
+        return _ns(tick, self.start_tick, self.ns_per_tick)
 
     @property
     def duration_ns(self) -> int:
@@ -427,43 +488,40 @@ class PyTrace:
     def hook_lost(self) -> List[Tuple[int, int, str]]:
         return [(tid, self.ns(tick), what) for tid, tick, what in self._hook_lost]
 
-    def events(self, thread: Optional[int] = None) -> Iterator[Event]:
+    def events(self, thread: Optional[int] = None, gaps: bool = False) -> Iterator[Event]:
         """(kind, ts_ns, thread, function id, synthetic), as _core.TraceFile.events(): chunk by
-        chunk in file order (in order within a thread), gaps not yielded, frames still open at
-        the end closed by synthetic returns.  A malformed chunk raises FormatError before any of
-        its events is yielded."""
-        stacks: Dict[int, List[int]] = {}
-        last: Dict[int, int] = {}
-        for pay, size, tid, base in self._chunks:
-            if thread is None or tid == thread:
-                out: List[Event] = []
-                last[tid] = self._decode(stacks.setdefault(tid, []), pay, pay + size, base, tid,
-                                         out)
-                yield from out
-        for tid in sorted(stacks):
-            yield from self._close(stacks[tid], max(self.end_tick, last[tid]), tid, [])
+        chunk in file order (in order within a thread), frames still open at the end closed by
+        synthetic returns.  With `gaps`, ("gap", ts_ns, thread, dropped, start ts_ns) where
+        events were lost.  A malformed chunk raises FormatError before any of its events is
+        yielded."""
+        return _events([self], [False], self.functions, self.ns, self.end_tick, thread, gaps)
 
-    def _close(self, stack: List[int], tick: int, tid: int, out: List[Event]) -> List[Event]:
-        ts = self.ns(tick)
-        while stack:
-            fid = stack.pop()
-            out.append(("c_return" if self.functions[fid]["is_c"] else "return", ts, tid, fid,
-                        True))
-        return out
-
-    def _fid(self, fid: int, rec: int) -> int:
-        if fid not in self.functions:
-            raise self._fail(rec, f"function id {fid} is used before its definition")
-        return fid
-
-    def _decode(self, stack: List[int], p: int, end: int, tick: int, tid: int,
-                out: List[Event]) -> int:
-        d = self._d
+    def _decode(self, state: _ThreadState, p: int, end: int, tick: int, tid: int,
+                functions: Dict[int, Dict[str, Any]], ns: Callable[[int], int],
+                out: List[Event]) -> None:
+        d, v2, base = self._d, self.version >= 2, tick
+        if state.broken:
+            # after a discontinuity: close what was open at the thread's last record, note a
+            # gap of unknown size, and decode this chunk as the thread's first
+            _close(state.stack, ns(state.last), tid, functions, out)
+            out.append(("gap", ns(tick), tid, 0, ns(state.last)))
+            state.broken = state.started = False
+        first = p
         while p < end:
             rec, tag = p, d[p]
             p += 1
-            if tag == 0 or tag > DROP:
+            if tag == 0 or tag > (OPEN if v2 else DROP) or tag == SAMPLE:
                 raise self._fail(rec, f"unknown event record 0x{tag:02x}")
+            if v2 and rec == first:
+                if tag not in (OPEN, DROP):
+                    raise self._fail(rec, f"events chunk starts with record 0x{tag:02x}, not an "
+                                          "open or drop record")
+            elif tag == OPEN:
+                raise self._fail(rec, "open record after the start of its chunk")
+            if tag == OPEN:  # the frames open when the chunk began: the first chunk opens them
+                p = self._frames(state.stack, p, end, rec, "open", ns(base), tid, functions,
+                                 out, apply=not state.started)
+                continue
             fid = dropped = 0
             if tag == DROP:
                 try:
@@ -477,34 +535,83 @@ class PyTrace:
             except _Short:
                 raise self._fail(rec, f"truncated event record 0x{tag:02x}") from None
             if tag in WITH_FID:
-                self._fid(fid, rec)
+                self._fid(fid, rec, functions)
             prev, tick = tick, (tick + dt) & M64
             if tag in (CALL, C_CALL):
-                stack.append(fid)
-                out.append((KIND[tag], self.ns(tick), tid, fid, False))
+                state.stack.append(fid)
+                out.append((KIND[tag], ns(tick), tid, fid, False))
             elif tag in (RETURN, C_RETURN):
-                if stack:  # else its frame was cut from an over-deep STACK/DROP record
-                    out.append((KIND[tag], self.ns(tick), tid, stack.pop(), False))
+                if state.stack:  # else its frame was cut from an over-deep STACK/DROP record
+                    out.append((KIND[tag], ns(tick), tid, state.stack.pop(), False))
             elif tag in (ORPHAN_RETURN, ORPHAN_C_RETURN):
-                out.append((KIND[tag], self.ns(tick), tid, fid, False))
+                out.append((KIND[tag], ns(tick), tid, fid, False))
             else:
-                if tag == STACK and stack:
+                if tag == STACK and state.stack:
                     raise self._fail(rec, "stack record while frames are open")
                 if tag == DROP:  # close what was open when the gap began, at its start
-                    self._close(stack, prev, tid, out)
-                try:
-                    depth, p = _varint(d, p, end)
-                    if depth > end - p:
-                        raise _Short(p)
-                    ts = self.ns(tick)
-                    for _ in range(depth):
-                        fid, p = _varint(d, p, end)
-                        stack.append(self._fid(fid, rec))
-                        kind = "c_call" if self.functions[fid]["is_c"] else "call"
-                        out.append((kind, ts, tid, fid, True))
-                except _Short:
-                    raise self._fail(rec, "malformed stack record") from None
-        return tick
+                    _close(state.stack, ns(prev), tid, functions, out)
+                    out.append(("gap", ns(tick), tid, dropped, ns(prev)))
+                p = self._frames(state.stack, p, end, rec, "stack", ns(tick), tid, functions,
+                                 out, apply=True)
+        if end > first:
+            state.started = True
+        state.last = tick
+
+    def _fid(self, fid: int, rec: int, functions: Dict[int, Dict[str, Any]]) -> int:
+        if fid not in functions:
+            raise self._fail(rec, f"function id {fid} is used before its definition")
+        return fid
+
+    def _frames(self, stack: List[int], p: int, end: int, rec: int, what: str, ts: int,
+                tid: int, functions: Dict[int, Dict[str, Any]], out: List[Event],
+                apply: bool) -> int:
+        """`varint depth, depth x varint fid`: pushed onto `stack` (with synthetic calls at
+        ts) if `apply`, else only checked."""
+        d = self._d
+        try:
+            depth, p = _varint(d, p, end)
+            if depth > end - p:
+                raise _Short(p)
+            for _ in range(depth):
+                fid, p = _varint(d, p, end)
+                self._fid(fid, rec, functions)
+                if apply:
+                    stack.append(fid)
+                    kind = "c_call" if functions[fid]["is_c"] else "call"
+                    out.append((kind, ts, tid, fid, True))
+        except _Short:
+            raise self._fail(rec, f"malformed {what} record") from None
+        return p
+
+
+def _close(stack: List[int], ts: int, tid: int, functions: Dict[int, Dict[str, Any]],
+           out: List[Event]) -> List[Event]:
+    """Synthetic returns for the open frames, innermost first, at ts."""
+    while stack:
+        fid = stack.pop()
+        out.append(("c_return" if functions[fid]["is_c"] else "return", ts, tid, fid, True))
+    return out
+
+
+def _events(files: "List[PyTrace]", breaks: List[bool], functions: Dict[int, Dict[str, Any]],
+            ns: Callable[[int], int], end_tick: int, thread: Optional[int],
+            gaps: bool = False) -> Iterator[Event]:
+    """The events of `files` decoded one after the other with one state per thread; breaks[i]:
+    a discontinuity before files[i]."""
+    states: Dict[int, _ThreadState] = {}
+    for f, brk in zip(files, breaks):
+        if brk:
+            for state in states.values():
+                state.broken = state.started
+        for pay, size, tid, base in f._chunks:
+            if thread is None or tid == thread:
+                out: List[Event] = []
+                f._decode(states.setdefault(tid, _ThreadState()), pay, pay + size, base, tid,
+                          functions, ns, out)
+                yield from (e for e in out if gaps or e[0] != "gap")
+    for tid in sorted(states):
+        state = states[tid]
+        yield from _close(state.stack, ns(max(end_tick, state.last)), tid, functions, [])
 
 
 def read(source: Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]) -> PyTrace:

@@ -28,6 +28,8 @@ import sys as _sys
 USE_MONITORING = bool(FT_USE_MONITORING)
 HAS_EVAL_FRAME = bool(FT_USE_EVAL_FRAME)
 FORMAT_VERSION = FT_FORMAT_VERSION
+# The format versions the readers read.
+FORMAT_VERSION_MIN, FORMAT_VERSION_MAX = FT_FORMAT_VERSION_MIN, FT_FORMAT_VERSION_MAX
 CHUNK_HEADER_SIZE = FT_CHUNK_HEADER_SIZE
 # The hook that recorded a trace (header flags bits 1-2).
 HOOK_PROFILE, HOOK_MONITORING, HOOK_EVAL_FRAME = FT_HOOK_PROFILE, FT_HOOK_MONITORING, FT_HOOK_EVAL_FRAME
@@ -448,6 +450,24 @@ cdef inline str _text(ft_str s):
     return (<const char*>s.s)[:s.n].decode("utf-8", "replace")
 
 
+cdef inline int64_t _tick_ns(uint64_t tick, uint64_t start_tick, double ns_per_tick):
+    """ns since start_tick (negative before it): FORMAT.md section 4, Timestamps."""
+    cdef int64_t delta = <int64_t>(tick - start_tick)
+    return <int64_t>(<double>delta * ns_per_tick)
+
+
+cdef inline double _clock_rate(double ns_per_tick, uint64_t start_tick, uint64_t start_mono,
+                               double tick_hz, uint64_t tick, uint64_t mono):
+    # ns = start_mono + (tick - start_tick) * rate, with the rate taken over the longest span
+    # available; under 1 ms the header's calibrated rate is better.
+    if tick > start_tick + <uint64_t>(tick_hz / 1000):
+        return <double>(mono - start_mono) / <double>(tick - start_tick)
+    return ns_per_tick
+
+
+ORIGINS = {FT_ORIGIN_CAPTURE: "capture", FT_ORIGIN_FLIGHT: "flight", FT_ORIGIN_SERIES: "series"}
+
+
 cdef class TraceFile:
     """An open .ftrace file.  Construction validates every chunk's checksum and loads the
     definitions; events are decoded lazily by events().  The file is read with pread, never
@@ -473,6 +493,9 @@ cdef class TraceFile:
     cdef readonly list stacks             # sampling: index = stack id, tuples of Functions
     cdef readonly dict sampling           # sampling: rate_hz, clock, max_depth, stats; or None
     cdef list _sample_chunks              # (chunk offset, payload size, base_tick)
+    cdef readonly list function_def_ends  # index = function id: file offset of its def's end
+    cdef readonly list stack_def_ends     # index = stack id: file offset of its def's end
+    cdef list _clock_pairs                # (tick, mono_ns) of CLOCK chunks and the trailer
     cdef bytearray _fid_kind
     cdef list _chunks                     # (chunk offset, payload size, thread, base_tick)
     cdef uint32_t _max_thread
@@ -486,6 +509,9 @@ cdef class TraceFile:
         self._fd = -1
         self.path = _os.fspath(path)
         self.functions = [None]
+        self.function_def_ends = [None]
+        self.stack_def_ends = [None]
+        self._clock_pairs = []
         self.threads = {}
         self._fid_kind = bytearray(b"\xff")
         self._chunks = []
@@ -545,6 +571,9 @@ cdef class TraceFile:
             # argv entries each end with a NUL
             "argv": [a.decode("utf-8", "replace") for a in argv[0:len(argv) - 1].split(b"\0")]
                     if argv else [],
+            "series_index": self._h.series_index,
+            "series_id": self._h.series_id,
+            "origin": ORIGINS.get(self._h.origin, "unknown"),
         }
 
     cdef _scan(self, ft_rfile* rf, FormatError):
@@ -618,7 +647,8 @@ cdef class TraceFile:
             if ft_rfile_chunk(rf, offset, &ch, &payload, &err) != FT_READ_OK:
                 continue
             if ch.type == FT_CHUNK_EVENTS:
-                ft_events_last_tick(payload, ch.payload_size, ch.base_tick, &tick)
+                ft_events_last_tick(payload, ch.payload_size, ch.base_tick, self._h.version,
+                                    &tick)
             else:
                 tick = ch.base_tick
                 pos = 0
@@ -628,11 +658,9 @@ cdef class TraceFile:
                 self._end_tick = tick
 
     cdef _add_clock(self, uint64_t tick, uint64_t mono):
-        # ns = start_mono + (tick - start_tick) * rate, with the rate taken over the longest
-        # span available; under 1 ms the header's calibrated rate is better.
-        if tick > self._h.start_tick + <uint64_t>(self._h.tick_hz / 1000):
-            self._ns_per_tick = <double>(mono - self._h.start_mono_ns) / <double>(
-                tick - self._h.start_tick)
+        self._clock_pairs.append((tick, mono))
+        self._ns_per_tick = _clock_rate(self._ns_per_tick, self._h.start_tick,
+                                        self._h.start_mono_ns, self._h.tick_hz, tick, mono)
         if tick > self._end_tick:
             self._end_tick = tick
 
@@ -688,10 +716,12 @@ cdef class TraceFile:
                                       f"function id {d.id} out of sequence")
                 while len(self.functions) <= d.id:
                     self.functions.append(None)
+                    self.function_def_ends.append(None)
                     self._fid_kind.append(0xFF)
                 if self.functions[d.id] is not None:
                     raise FormatError(self.path, base + pos, f"function id {d.id} defined twice")
                 self.functions[d.id] = f
+                self.function_def_ends[d.id] = base + pos
                 self._fid_kind[d.id] = 1 if f.is_c else 0
             elif d.tag == FT_DEF_THREAD:
                 if d.id > len(self.threads) + MAX_ID_JUMP:
@@ -735,6 +765,7 @@ cdef class TraceFile:
                                   f"stack {d.id} uses function id {fids[i]} before its definition")
             frames.append(self.functions[fids[i]])
         self.stacks.append(tuple(frames))
+        self.stack_def_ends.append(end_offset)
 
     cdef _read_sampler_stats(self, ft_def* d):
         cdef uint64_t values[32]
@@ -745,8 +776,19 @@ cdef class TraceFile:
                                   for i in range(min(n, len(SAMPLER_STATS)))}
 
     cdef inline int64_t _ns(self, uint64_t tick):
-        cdef int64_t delta = <int64_t>(tick - self._h.start_tick)
-        return <int64_t>(<double>delta * self._ns_per_tick)
+        return _tick_ns(tick, self._h.start_tick, self._ns_per_tick)
+
+    @property
+    def version(self):
+        return self._h.version
+
+    @property
+    def series_index(self):
+        return self._h.series_index
+
+    @property
+    def series_id(self):
+        return self._h.series_id
 
     @property
     def duration_ns(self):
@@ -758,14 +800,22 @@ cdef class TraceFile:
         that thread after ts was recorded."""
         return [(tid, self._ns(tick), what) for tid, tick, what in self._hook_lost]
 
+    @property
+    def hook_lost_ticks(self):
+        """hook_lost with ticks instead of ts: (thread id, tick, what)."""
+        return list(self._hook_lost)
+
     def events(self, thread=None, bint gaps=False):
         """Events chunk by chunk: in order within each thread; threads interleave by chunk.
         With gaps=True, a gap (kind "gap") is yielded where events were dropped."""
-        return _EventIter(self, -1 if thread is None else int(thread), gaps)
+        return _EventIter([self], [False], self.functions, self._fid_kind, self._h.start_tick,
+                          self._ns_per_tick, self._end_tick,
+                          -1 if thread is None else int(thread), gaps)
 
     def samples(self, thread=None):
         """Samples in file order (time order: one sampler writes them all)."""
-        return _SampleIter(self, -1 if thread is None else int(thread))
+        return _SampleIter([self], self.stacks, self.threads, self._h.start_tick,
+                           self._ns_per_tick, -1 if thread is None else int(thread))
 
     def close(self):
         if self._iterating:
@@ -793,60 +843,147 @@ cdef class TraceFile:
                           "this chunk were read")
 
 
-cdef class _EventIter:
-    """The iterator behind TraceFile.events(): decodes one chunk at a time into a C buffer
-    and hands out Events from it (an iterator type, cheaper per event than a generator)."""
+def series_timeline(list files):
+    """(start_tick, ns_per_tick, end_tick) of a series of TraceFiles, in order: ticks count
+    from the first file's start; the rate is refined by every CLOCK and TRAILER pair of every
+    file in file order (they share the process's tick clock); the series ends where its last
+    file does (FORMAT.md section 9)."""
+    cdef TraceFile first = files[0]
+    cdef TraceFile last = files[len(files) - 1]
     cdef TraceFile f
+    cdef double npt = 1e9 / first._h.tick_hz
+    cdef uint64_t tick, mono
+    for f in files:
+        for tick, mono in f._clock_pairs:
+            npt = _clock_rate(npt, first._h.start_tick, first._h.start_mono_ns,
+                              first._h.tick_hz, tick, mono)
+    return first._h.start_tick, npt, last._end_tick
+
+
+def tick_ns(uint64_t tick, uint64_t start_tick, double ns_per_tick):
+    """ns since start_tick, as events get it (negative before it)."""
+    return _tick_ns(tick, start_tick, ns_per_tick)
+
+
+def series_events(list files, list breaks, list functions, bytearray fid_kind,
+                  uint64_t start_tick, double ns_per_tick, uint64_t end_tick, thread=None,
+                  bint gaps=False):
+    """events() of a series of TraceFiles decoded as one trace: each thread's state carries
+    from file to file; breaks[i] says a discontinuity comes before files[i].  functions and
+    fid_kind: the merged tables (index = function id)."""
+    return _EventIter(files, breaks, functions, fid_kind, start_tick, ns_per_tick, end_tick,
+                      -1 if thread is None else int(thread), gaps)
+
+
+def series_samples(list files, list stacks, dict threads, uint64_t start_tick,
+                   double ns_per_tick, thread=None):
+    """samples() of a series of TraceFiles: stacks is the merged table (index = stack id);
+    threads met in samples only are added to `threads`."""
+    return _SampleIter(files, stacks, threads, start_tick, ns_per_tick,
+                       -1 if thread is None else int(thread))
+
+
+cdef class _EventIter:
+    """The iterator behind TraceFile.events() and series_events(): decodes one chunk at a time
+    into a C buffer and hands out Events from it (an iterator type, cheaper per event than a
+    generator).  The files are decoded one after the other with one decoder per thread."""
+    cdef list files
+    cdef list breaks
+    cdef TraceFile f          # the file being decoded
+    cdef size_t seg           # index of the next file in files
     cdef int want
     cdef bint gaps
     cdef ft_thread_decoder* decs
     cdef size_t n_decs
     cdef ft_event_buf buf
     cdef ft_rfile rf
+    cdef bint rf_open
     cdef ft_functions_view fv
     cdef const uint8_t[::1] kinds
     cdef list functions
+    cdef uint64_t start_tick
+    cdef double ns_per_tick
+    cdef uint64_t end_tick
     cdef size_t i             # next event in buf
-    cdef size_t chunk         # next chunk to decode
+    cdef size_t chunk         # next chunk of f to decode
     cdef size_t closing       # next thread whose open frames to close, after the chunks
     cdef uint32_t tid         # thread of the events in buf
+    cdef bint live
 
-    def __cinit__(self, TraceFile f, int want, bint gaps):
-        if f._fd < 0:
-            raise ValueError(f"{f.path}: the trace is closed")
-        ft_rfile_init(&self.rf, f._fd, f._size)
-        self.f = f
+    def __cinit__(self, list files, list breaks, list functions, bytearray fid_kind,
+                  uint64_t start_tick, double ns_per_tick, uint64_t end_tick, int want,
+                  bint gaps):
+        cdef TraceFile f
+        cdef uint32_t max_thread = 0
+        for f in files:
+            if f._fd < 0:
+                raise ValueError(f"{f.path}: the trace is closed")
+            if f._max_thread > max_thread:
+                max_thread = f._max_thread
+        self.files = files
+        self.breaks = breaks
         self.want = want
         self.gaps = gaps
-        self.n_decs = <size_t>f._max_thread + 1
+        self.n_decs = <size_t>max_thread + 1
         self.decs = <ft_thread_decoder*>calloc(self.n_decs, sizeof(ft_thread_decoder))
         if self.decs == NULL:
             raise MemoryError()
-        self.kinds = f._fid_kind
+        self.kinds = fid_kind
         self.fv.fid_kind = &self.kinds[0]
-        self.fv.n_fids = <uint32_t>len(f._fid_kind)
-        self.functions = f.functions
+        self.fv.n_fids = <uint32_t>len(fid_kind)
+        self.functions = functions
+        self.start_tick = start_tick
+        self.ns_per_tick = ns_per_tick
+        self.end_tick = end_tick
         self.closing = 1
-        f._iterating += 1
+        for f in files:
+            f._iterating += 1
+        self.live = True
 
     def __dealloc__(self):
         self._finish()
 
     cdef void _finish(self):
-        """Frees the decoding state and lets the file be closed; the iterator is done."""
+        """Frees the decoding state and lets the files be closed; the iterator is done."""
         cdef size_t k
+        cdef TraceFile f
         if self.decs != NULL:
             for k in range(self.n_decs):
                 ft_thread_decoder_free(&self.decs[k])
             free(self.decs)
             self.decs = NULL
-            self.f._iterating -= 1
+        if self.live:
+            self.live = False
+            for f in self.files:
+                f._iterating -= 1
         ft_event_buf_free(&self.buf)
-        ft_rfile_free(&self.rf)
+        if self.rf_open:
+            ft_rfile_free(&self.rf)
+            self.rf_open = False
         self.i = 0
 
     def __iter__(self):
         return self
+
+    cdef bint _next_file(self) except -1:
+        """Moves to the next file; False after the last.  A discontinuity before it breaks
+        every thread's decoding state."""
+        cdef size_t k
+        if self.rf_open:
+            ft_rfile_free(&self.rf)
+            self.rf_open = False
+        if self.seg >= len(self.files):
+            self.f = None
+            return False
+        self.f = <TraceFile>self.files[self.seg]
+        if self.breaks[self.seg]:
+            for k in range(self.n_decs):
+                ft_thread_decoder_break(&self.decs[k])
+        self.seg += 1
+        self.chunk = 0
+        ft_rfile_init(&self.rf, self.f._fd, self.f._size)
+        self.rf_open = True
+        return True
 
     cdef bint _refill(self) except -1:
         """Decodes the next wanted chunk (or, after the last, the end-of-trace closes of the
@@ -856,12 +993,17 @@ cdef class _EventIter:
         cdef uint32_t tid
         cdef uint64_t base_tick, end_tick
         cdef const uint8_t* payload
-        cdef TraceFile f = self.f
+        cdef TraceFile f
         if self.decs == NULL:
             return False
         self.buf.n = 0
         self.i = 0
-        while self.chunk < len(f._chunks):
+        while self.f is not None or self._next_file():
+            f = self.f
+            if self.chunk >= len(f._chunks):
+                if not self._next_file():
+                    break
+                continue
             off, size, tid, base_tick = f._chunks[self.chunk]
             self.chunk += 1
             if self.want >= 0 and <int>tid != self.want:
@@ -873,7 +1015,8 @@ cdef class _EventIter:
                 self._finish()
                 raise
             if ft_decode_events(&self.decs[tid], &self.fv, payload, size,
-                                off + FT_CHUNK_HEADER_SIZE, base_tick, &self.buf, &err) < 0:
+                                off + FT_CHUNK_HEADER_SIZE, base_tick, f._h.version, &self.buf,
+                                &err) < 0:
                 self._finish()
                 from fasttrace._errors import FormatError
                 raise FormatError(f.path, err.offset, err.reason.decode("utf-8", "replace"))
@@ -885,7 +1028,7 @@ cdef class _EventIter:
             self.closing += 1
             if self.want >= 0 and <int>tid != self.want:
                 continue
-            end_tick = max(f._end_tick, self.decs[tid].last_tick)
+            end_tick = max(self.end_tick, self.decs[tid].last_tick)
             if ft_close_open(&self.decs[tid], &self.fv, end_tick, &self.buf) < 0:
                 self._finish()
                 raise MemoryError()
@@ -909,47 +1052,66 @@ cdef class _EventIter:
                 continue
             e = Event.__new__(Event)
             e.kind = <str>KINDS[ev.kind]
-            e.ts = self.f._ns(ev.tick)
+            e.ts = _tick_ns(ev.tick, self.start_tick, self.ns_per_tick)
             e.thread = <int>self.tid
             e.synthetic = ev.synthetic
             if ev.kind == FT_EV_GAP:
                 e.dropped = ev.aux
-                e.start_ts = self.f._ns(ev.aux2)
+                e.start_ts = _tick_ns(ev.aux2, self.start_tick, self.ns_per_tick)
             else:
                 e.function = <Function>self.functions[ev.fid]
             return e
 
 
 cdef class _SampleIter:
-    """The iterator behind TraceFile.samples(): decodes SAMPLES chunks one record at a time."""
-    cdef TraceFile f
+    """The iterator behind TraceFile.samples() and series_samples(): decodes SAMPLES chunks one
+    record at a time, file after file."""
+    cdef list files
+    cdef TraceFile f       # the file being read
+    cdef size_t seg        # index of the next file in files
+    cdef list stacks
+    cdef dict threads
+    cdef uint64_t start_tick
+    cdef double ns_per_tick
     cdef int want
-    cdef size_t chunk      # next chunk
+    cdef size_t chunk      # next chunk of f
     cdef size_t pos        # in the current chunk
     cdef size_t off, size  # current chunk payload
     cdef uint64_t tick
     cdef bint open_chunk
     cdef bint live
     cdef ft_rfile rf
+    cdef bint rf_open
     cdef const uint8_t* payload
 
-    def __cinit__(self, TraceFile f, int want):
-        if f._fd < 0:
-            raise ValueError(f"{f.path}: the trace is closed")
-        ft_rfile_init(&self.rf, f._fd, f._size)
-        self.f = f
+    def __cinit__(self, list files, list stacks, dict threads, uint64_t start_tick,
+                  double ns_per_tick, int want):
+        cdef TraceFile f
+        for f in files:
+            if f._fd < 0:
+                raise ValueError(f"{f.path}: the trace is closed")
+        self.files = files
+        self.stacks = stacks
+        self.threads = threads
+        self.start_tick = start_tick
+        self.ns_per_tick = ns_per_tick
         self.want = want
+        for f in files:
+            f._iterating += 1
         self.live = True
-        f._iterating += 1
 
     def __dealloc__(self):
         self._finish()
 
     cdef void _finish(self):
+        cdef TraceFile f
         if self.live:
             self.live = False
-            self.f._iterating -= 1
-        ft_rfile_free(&self.rf)
+            for f in self.files:
+                f._iterating -= 1
+        if self.rf_open:
+            ft_rfile_free(&self.rf)
+            self.rf_open = False
 
     def __iter__(self):
         return self
@@ -958,14 +1120,26 @@ cdef class _SampleIter:
         cdef ft_read_error err
         cdef ft_sample s
         cdef Sample out
-        cdef TraceFile f = self.f
+        cdef TraceFile f
         cdef int rc
         cdef uint64_t us
+        cdef Thread t
         while self.live:
             if not self.open_chunk:
-                if self.chunk >= len(f._sample_chunks):
-                    self._finish()
-                    break
+                if self.f is None or self.chunk >= len(self.f._sample_chunks):
+                    if self.rf_open:
+                        ft_rfile_free(&self.rf)
+                        self.rf_open = False
+                    if self.seg >= len(self.files):
+                        self._finish()
+                        break
+                    self.f = <TraceFile>self.files[self.seg]
+                    self.seg += 1
+                    self.chunk = 0
+                    ft_rfile_init(&self.rf, self.f._fd, self.f._size)
+                    self.rf_open = True
+                    continue
+                f = self.f
                 self.off, self.size, self.tick = f._sample_chunks[self.chunk]
                 self.chunk += 1
                 self.pos = 0
@@ -977,12 +1151,13 @@ cdef class _SampleIter:
                     raise
                 self.off += FT_CHUNK_HEADER_SIZE
                 self.open_chunk = True
+            f = self.f
             rc = ft_next_sample(self.payload, self.size, &self.pos, self.off, &self.tick,
                                 &s, &err)
             if rc == 0:
                 self.open_chunk = False
                 continue
-            if rc < 0 or s.stack >= <uint64_t>len(f.stacks):
+            if rc < 0 or s.stack >= <uint64_t>len(self.stacks):
                 self._finish()
                 from fasttrace._errors import FormatError
                 if rc < 0:
@@ -991,12 +1166,16 @@ cdef class _SampleIter:
                                   f"sample uses stack id {s.stack} before its definition")
             if self.want >= 0 and <int>s.thread != self.want:
                 continue
-            if s.thread not in f.threads:
-                f._add_thread(s.thread, None, None, f"thread-{s.thread}")
+            if s.thread not in self.threads:
+                t = Thread.__new__(Thread)
+                t.id = <int>s.thread
+                t.ident = t.native_id = None
+                t.name = f"thread-{s.thread}"
+                self.threads[t.id] = t
             out = Sample.__new__(Sample)
-            out.ts = f._ns(s.tick)
+            out.ts = _tick_ns(s.tick, self.start_tick, self.ns_per_tick)
             out.thread = <int>s.thread
-            out.stack = <tuple>f.stacks[s.stack]
+            out.stack = <tuple>self.stacks[s.stack]
             out.idle = (s.state & FT_SAMPLE_IDLE) != 0
             out.in_call = (s.state & FT_SAMPLE_IN_CALL) != 0
             out.torn = (s.state & FT_SAMPLE_TORN) != 0

@@ -14,7 +14,10 @@
 
 #define FT_MAGIC "\x89" "FTRACE\n"
 #define FT_MAGIC_SIZE 8
-#define FT_FORMAT_VERSION 2u /* version 1 files still load (FORMAT.md) */
+#define FT_FORMAT_VERSION 2u /* the version written */
+/* The versions the readers read (FORMAT.md says what changed in each). */
+#define FT_FORMAT_VERSION_MIN 1u
+#define FT_FORMAT_VERSION_MAX 2u
 #define FT_PREAMBLE_SIZE 20 /* magic + version + body_size + crc */
 
 #define FT_CHUNK_MAGIC 0x4B435446u /* "FTCK" */
@@ -90,8 +93,9 @@ enum ft_event_tag {
     FT_REC_ORPHAN_C_RETURN = 0x06, /* varint fid, varint dt */
     FT_REC_STACK = 0x07,           /* varint dt, varint depth, depth x varint fid (root first) */
     FT_REC_DROP = 0x08,            /* varint dropped, varint dt, varint depth, depth x fid */
-    FT_REC_OPEN = 0x0A,            /* v2: varint depth, depth x varint fid (root first), no dt:
-                                      the frames open at the chunk's base_tick */
+    FT_REC_OPEN = 0x0A, /* version 2: varint depth, depth x varint fid (root first), no dt: the
+                           frames open when the chunk began; every chunk's first record is an
+                           OPEN or a DROP */
 };
 
 /* The one record of SAMPLES chunks: `tag varint dt varint thread varint stack varint w`, where

@@ -82,10 +82,11 @@ ft_read_header(const uint8_t* data, size_t size, ft_header* h, ft_read_error* e)
         return fail(e, size, "file ends inside the header preamble");
     }
     h->version = get_u32(data + 8);
-    if (h->version != FT_FORMAT_VERSION) {
-        return fail(e, 8, "format version %u is not supported (this reader reads version %u)%s",
-                    h->version, FT_FORMAT_VERSION,
-                    h->version > FT_FORMAT_VERSION ? "; upgrade fasttrace" : "");
+    if (h->version < FT_FORMAT_VERSION_MIN || h->version > FT_FORMAT_VERSION_MAX) {
+        return fail(e, 8,
+                    "format version %u is not supported (this reader reads versions %u to %u)%s",
+                    h->version, FT_FORMAT_VERSION_MIN, FT_FORMAT_VERSION_MAX,
+                    h->version > FT_FORMAT_VERSION_MAX ? "; upgrade fasttrace" : "");
     }
     uint32_t body_size = get_u32(data + 12);
     if (body_size > size - FT_PREAMBLE_SIZE) {
@@ -120,6 +121,17 @@ ft_read_header(const uint8_t* data, size_t size, ft_header* h, ft_read_error* e)
     h->command_line_size = cmd.n;
     h->python_version = py.s;
     h->python_version_size = py.n;
+    if (h->version >= 2) { /* varint series_index, u64 series_id, u8 origin */
+        if (!get_varint(&p, end, &h->series_index)) {
+            return fail(e, (size_t)(p - data), "header series fields are malformed");
+        }
+        if (end - p < 9) {
+            return fail(e, (size_t)(p - data) + (end - p < 8 ? 0 : 8),
+                        "header series fields are malformed");
+        }
+        h->series_id = get_u64(p);
+        h->origin = p[8];
+    }
     if (h->clock_kind != 1 && h->clock_kind != 2) {
         return fail(e, FT_PREAMBLE_SIZE + 16, "unknown clock kind %u", h->clock_kind);
     }
@@ -329,38 +341,71 @@ check_fid(const ft_functions_view* fv, uint64_t fid, size_t offset, ft_read_erro
     return 0;
 }
 
-/* Reads `depth` function ids and makes them the open stack, emitting synthetic calls. */
+/* Reads `depth` function ids; with `open`, makes them the open stack (pushed onto it, which
+ * is empty), emitting synthetic calls at `tick`; without, only checks them. */
 static int
 read_stack(ft_thread_decoder* d, const ft_functions_view* fv, const uint8_t** p,
-           const uint8_t* end, size_t offset, uint64_t tick, ft_event_buf* out, ft_read_error* e)
+           const uint8_t* end, size_t offset, uint64_t tick, int open, const char* what,
+           ft_event_buf* out, ft_read_error* e)
 {
     uint64_t depth, fid;
     if (!get_varint(p, end, &depth) || depth > (uint64_t)(end - *p)) {
-        return fail(e, offset, "malformed stack record");
+        return fail(e, offset, "malformed %s record", what);
     }
     for (uint64_t i = 0; i < depth; i++) {
         if (!get_varint(p, end, &fid)) {
-            return fail(e, offset, "malformed stack record");
+            return fail(e, offset, "malformed %s record", what);
         }
         if (check_fid(fv, fid, offset, e) < 0) {
             return -1;
         }
-        if (stack_push(d, (uint32_t)fid) < 0 ||
-            push_event(out, enter_kind(fv, (uint32_t)fid), (uint32_t)fid, tick, 1) < 0) {
+        if (open && (stack_push(d, (uint32_t)fid) < 0 ||
+                     push_event(out, enter_kind(fv, (uint32_t)fid), (uint32_t)fid, tick, 1) < 0)) {
             return fail(e, offset, "out of memory");
         }
     }
     return 0;
 }
 
+/* Synthetic returns for the open frames at `close_tick`, then a gap [close_tick, tick]. */
+static int
+close_with_gap(ft_thread_decoder* d, const ft_functions_view* fv, uint64_t close_tick,
+               uint64_t tick, uint64_t dropped, ft_event_buf* out)
+{
+    if (ft_close_open(d, fv, close_tick, out) < 0 || push_event(out, FT_EV_GAP, 0, tick, 1) < 0) {
+        return -1;
+    }
+    out->ev[out->n - 1].aux = dropped;
+    out->ev[out->n - 1].aux2 = close_tick;
+    return 0;
+}
+
+void
+ft_thread_decoder_break(ft_thread_decoder* d)
+{
+    if (d->started) {
+        d->broken = 1;
+    }
+}
+
 int
 ft_decode_events(ft_thread_decoder* d, const ft_functions_view* fv, const uint8_t* payload,
-                 size_t size, size_t base, uint64_t base_tick, ft_event_buf* out,
-                 ft_read_error* e)
+                 size_t size, size_t base, uint64_t base_tick, uint32_t version,
+                 ft_event_buf* out, ft_read_error* e)
 {
     const uint8_t* p = payload;
     const uint8_t* end = payload + size;
     uint64_t tick = base_tick;
+    uint8_t last_tag = version >= 2 ? FT_REC_OPEN : FT_REC_DROP;
+    if (d->broken) {
+        /* After a discontinuity: close what was open at the thread's last record, note a gap
+         * of unknown size, and decode this chunk as the thread's first. */
+        if (close_with_gap(d, fv, d->last_tick, base_tick, 0, out) < 0) {
+            return fail(e, base, "out of memory");
+        }
+        d->broken = 0;
+        d->started = 0;
+    }
     while (p < end) {
         const uint8_t* rec = p;
         size_t offset = base + (size_t)(rec - payload);
@@ -368,8 +413,25 @@ ft_decode_events(ft_thread_decoder* d, const ft_functions_view* fv, const uint8_
         uint64_t fid = 0, dt, dropped = 0;
         int has_fid = tag == FT_REC_CALL || tag == FT_REC_C_CALL ||
                       tag == FT_REC_ORPHAN_RETURN || tag == FT_REC_ORPHAN_C_RETURN;
-        if (tag == 0 || tag > FT_REC_DROP) {
+        if (tag == 0 || tag > last_tag || tag == FT_REC_SAMPLE) {
             return fail(e, offset, "unknown event record 0x%02x", tag);
+        }
+        if (version >= 2 && rec == payload) {
+            if (tag != FT_REC_OPEN && tag != FT_REC_DROP) {
+                return fail(e, offset,
+                            "events chunk starts with record 0x%02x, not an open or drop record",
+                            tag);
+            }
+        } else if (tag == FT_REC_OPEN) {
+            return fail(e, offset, "open record after the start of its chunk");
+        }
+        if (tag == FT_REC_OPEN) {
+            /* The frames open when the chunk began, at base_tick: the thread's first chunk
+             * opens them; later ones find them open already. */
+            if (read_stack(d, fv, &p, end, offset, tick, !d->started, "open", out, e) < 0) {
+                return -1;
+            }
+            continue;
         }
         if (tag == FT_REC_DROP && !get_varint(&p, end, &dropped)) {
             return fail(e, offset, "truncated drop record");
@@ -409,20 +471,17 @@ ft_decode_events(ft_thread_decoder* d, const ft_functions_view* fv, const uint8_
             if (d->depth != 0) {
                 return fail(e, offset, "stack record while frames are open");
             }
-            if (read_stack(d, fv, &p, end, offset, tick, out, e) < 0) {
+            if (read_stack(d, fv, &p, end, offset, tick, 1, "stack", out, e) < 0) {
                 return -1;
             }
             break;
         case FT_REC_DROP:
             /* Close what was open when the gap began, mark the gap, reopen what is open at
              * the resume point: nesting stays balanced on both sides. */
-            if (ft_close_open(d, fv, prev, out) < 0 ||
-                push_event(out, FT_EV_GAP, 0, tick, 1) < 0) {
+            if (close_with_gap(d, fv, prev, tick, dropped, out) < 0) {
                 return fail(e, offset, "out of memory");
             }
-            out->ev[out->n - 1].aux = dropped;
-            out->ev[out->n - 1].aux2 = prev;
-            if (read_stack(d, fv, &p, end, offset, tick, out, e) < 0) {
+            if (read_stack(d, fv, &p, end, offset, tick, 1, "stack", out, e) < 0) {
                 return -1;
             }
             break;
@@ -432,6 +491,9 @@ ft_decode_events(ft_thread_decoder* d, const ft_functions_view* fv, const uint8_
         if (err) {
             return fail(e, offset, "out of memory");
         }
+    }
+    if (size > 0) {
+        d->started = 1;
     }
     d->last_tick = tick;
     return 0;
@@ -452,7 +514,8 @@ ft_event_buf_free(ft_event_buf* b)
 }
 
 int
-ft_events_last_tick(const uint8_t* payload, size_t size, uint64_t base_tick, uint64_t* out)
+ft_events_last_tick(const uint8_t* payload, size_t size, uint64_t base_tick, uint32_t version,
+                    uint64_t* out)
 {
     const uint8_t* p = payload;
     const uint8_t* end = payload + size;
@@ -475,10 +538,15 @@ ft_events_last_tick(const uint8_t* payload, size_t size, uint64_t base_tick, uin
                 return -1;
             }
             break;
+        case FT_REC_OPEN:
         case FT_REC_STACK:
         case FT_REC_DROP: {
-            uint64_t dt;
-            if ((tag == FT_REC_DROP && !get_varint(&p, end, &v)) || !get_varint(&p, end, &dt) ||
+            uint64_t dt = 0; /* OPEN has none: its tick is base_tick */
+            if (tag == FT_REC_OPEN && version < 2) {
+                return -1;
+            }
+            if ((tag == FT_REC_DROP && !get_varint(&p, end, &v)) ||
+                (tag != FT_REC_OPEN && !get_varint(&p, end, &dt)) ||
                 !get_varint(&p, end, &depth) || depth > (uint64_t)(end - p)) {
                 return -1;
             }
@@ -493,7 +561,7 @@ ft_events_last_tick(const uint8_t* payload, size_t size, uint64_t base_tick, uin
         default:
             return -1;
         }
-        tick += v; /* the record's dt is the last varint read, except for STACK and DROP */
+        tick += v; /* the record's dt is the last varint read, except for OPEN, STACK, DROP */
         *out = tick;
     }
     return 0;

@@ -30,6 +30,10 @@ typedef struct {
     size_t command_line_size;
     const uint8_t* python_version;
     size_t python_version_size;
+    /* version 2 (version 1 files: 0, 0, FT_ORIGIN_CAPTURE) */
+    uint64_t series_index; /* 0: not part of a rotated series; k >= 1: its k-th file */
+    uint64_t series_id;    /* the same in every file of a series */
+    uint8_t origin;        /* ft_origin */
     size_t first_chunk; /* offset of the first chunk */
 } ft_header;
 
@@ -113,13 +117,16 @@ typedef struct {
     size_t cap;
 } ft_event_buf;
 
-/* One thread's decoding state, carried from chunk to chunk. */
+/* One thread's decoding state, carried from chunk to chunk (and from file to file of a
+ * series).  Zeroed: no chunk of the thread decoded yet. */
 typedef struct {
     uint32_t* stack;
     uint32_t depth;
     uint32_t cap;
     uint64_t last_tick;
     uint64_t unmatched; /* returns with nothing open and no function id */
+    uint8_t started;    /* a chunk with records was decoded: OPEN records are skipped */
+    uint8_t broken;     /* a discontinuity since (ft_thread_decoder_break) */
 } ft_thread_decoder;
 
 /* `fid_kind[fid]` is 0 for a Python function, 1 for a C function, 0xFF if undefined. */
@@ -128,10 +135,14 @@ typedef struct {
     uint32_t n_fids;
 } ft_functions_view;
 
-/* Appends the chunk's events to `out`.  Returns 0, or -1 with `e` filled (also on ENOMEM). */
+/* Appends the chunk's events to `out`; `version` is the file's format version.  Returns 0, or
+ * -1 with `e` filled (also on ENOMEM). */
 int ft_decode_events(ft_thread_decoder* d, const ft_functions_view* fv, const uint8_t* payload,
-                     size_t size, size_t base, uint64_t base_tick, ft_event_buf* out,
-                     ft_read_error* e);
+                     size_t size, size_t base, uint64_t base_tick, uint32_t version,
+                     ft_event_buf* out, ft_read_error* e);
+/* A discontinuity in a series (a file missing or cut): the thread's next chunk closes its open
+ * frames at its last tick, notes a gap to its base_tick and opens as a first chunk would. */
+void ft_thread_decoder_break(ft_thread_decoder* d);
 /* Appends synthetic returns for every open frame, at `tick`. */
 int ft_close_open(ft_thread_decoder* d, const ft_functions_view* fv, uint64_t tick,
                   ft_event_buf* out);
@@ -139,7 +150,8 @@ void ft_thread_decoder_free(ft_thread_decoder* d);
 /* The tick of the last record of an events chunk (base_tick if it has none), without
  * decoding events: a killed trace ends at its last event, not at its last clock record.
  * Returns 0, or -1 if the records are malformed (*out then holds the last tick read). */
-int ft_events_last_tick(const uint8_t* payload, size_t size, uint64_t base_tick, uint64_t* out);
+int ft_events_last_tick(const uint8_t* payload, size_t size, uint64_t base_tick, uint32_t version,
+                        uint64_t* out);
 void ft_event_buf_free(ft_event_buf* b);
 
 #endif /* FT_READER_H */

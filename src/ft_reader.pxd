@@ -57,6 +57,11 @@ cdef extern from "ft_format.h" nogil:
         FT_HOOK_EVAL_FRAME
         FT_HOOK_SAMPLER
         FT_FORMAT_VERSION
+        FT_FORMAT_VERSION_MIN
+        FT_FORMAT_VERSION_MAX
+        FT_ORIGIN_CAPTURE
+        FT_ORIGIN_FLIGHT
+        FT_ORIGIN_SERIES
 
 cdef extern from "ft_reader.h" nogil:
     ctypedef struct ft_read_error:
@@ -80,6 +85,9 @@ cdef extern from "ft_reader.h" nogil:
         size_t command_line_size
         const uint8_t* python_version
         size_t python_version_size
+        uint64_t series_index
+        uint64_t series_id
+        uint8_t origin
         size_t first_chunk
 
     int ft_read_header(const uint8_t* data, size_t size, ft_header* h, ft_read_error* e)
@@ -158,13 +166,14 @@ cdef extern from "ft_reader.h" nogil:
 
     int ft_decode_events(ft_thread_decoder* d, const ft_functions_view* fv,
                          const uint8_t* payload, size_t size, size_t base, uint64_t base_tick,
-                         ft_event_buf* out, ft_read_error* e)
+                         uint32_t version, ft_event_buf* out, ft_read_error* e)
+    void ft_thread_decoder_break(ft_thread_decoder* d)
     int ft_close_open(ft_thread_decoder* d, const ft_functions_view* fv, uint64_t tick,
                       ft_event_buf* out)
     void ft_thread_decoder_free(ft_thread_decoder* d)
     void ft_event_buf_free(ft_event_buf* b)
     int ft_events_last_tick(const uint8_t* payload, size_t size, uint64_t base_tick,
-                            uint64_t* out)
+                            uint32_t version, uint64_t* out)
 
 cdef extern from "ft_rfile.h" nogil:
     ctypedef struct ft_rfile:

@@ -26,7 +26,7 @@ CHUNK_NAMES = {R.EVENTS: "EVENTS", R.DEFS: "DEFS", R.CLOCK: "CLOCK", R.TRAILER_C
                R.SAMPLES: "SAMPLES"}
 RECORD_NAMES = {R.CALL: "CALL", R.RETURN: "RETURN", R.C_CALL: "C_CALL", R.C_RETURN: "C_RETURN",
                 R.ORPHAN_RETURN: "ORPHAN_RETURN", R.ORPHAN_C_RETURN: "ORPHAN_C_RETURN",
-                R.STACK: "STACK", R.DROP: "DROP"}
+                R.STACK: "STACK", R.DROP: "DROP", R.OPEN: "OPEN"}
 PIECE = 1 << 20  # bytes read at a time where a payload is only checksummed or skipped
 _ZEROS = bytes(PIECE)
 
@@ -64,6 +64,7 @@ class Dumper:
         self.quiet = False  # reading definitions for names only
         self.base = 0  # file offset of the payload being decoded
         self.damage: Optional[Tuple[int, str]] = None  # the first: (offset, what)
+        self.version = 0
 
     def out(self, offset: int, depth: int, text: str) -> None:
         if self.quiet:
@@ -113,9 +114,10 @@ class Dumper:
             return 1
         version, body_size, crc = struct.unpack_from("<3I", pre, 8)
         self.out(0, 0, f"PREAMBLE version={version} header_size={body_size}")
-        if version != R.FORMAT_VERSION:
+        if not R.VERSION_MIN <= version <= R.VERSION_MAX:
             self.bad(8, 0, f"unsupported format version {version}")
             return 1
+        self.version = version
         if body_size > self.size - R.PREAMBLE:
             self.bad(12, 0, f"header of {body_size} bytes runs past the end of the "
                             f"file ({self.size} bytes)")
@@ -143,13 +145,24 @@ class Dumper:
         p = R.HEADER_FIXED.size
         try:
             argv, q = R._str(body, p, len(body))
-            version, _ = R._str(body, q, len(body))
+            version, r = R._str(body, q, len(body))
         except R._Short as e:
             self.bad(R.PREAMBLE + e.args[0], 1, "header strings are malformed")
             return
         args = [R._text(a) for a in argv[:-1].split(b"\0")] if argv else []
         self.out(R.PREAMBLE + p, 1, f"argv={args!r}")
         self.out(R.PREAMBLE + q, 1, f"python_version={R._text(version)!r}")
+        if self.version >= 2:
+            try:
+                index, q = R._varint(body, r, len(body))
+                if len(body) - q < 9:
+                    raise R._Short(q)
+            except R._Short as e:
+                self.bad(R.PREAMBLE + e.args[0], 1, "header series fields are malformed")
+                return
+            sid, origin = struct.unpack_from("<QB", body, q)
+            self.out(R.PREAMBLE + r, 1, f"series_index={index} series_id=0x{sid:016x} "
+                                        f"origin={R.ORIGINS.get(origin, origin)}")
 
     def chunks(self, off: int) -> int:
         size = self.size
@@ -224,15 +237,19 @@ class Dumper:
                     start, tag = p, d[p]
                     p += 1
                     fields = []
+                    if tag not in RECORD_NAMES or (tag == R.OPEN and self.version < 2):
+                        self.bad(b + start, 1, f"unknown record tag 0x{tag:02x}")
+                        return
                     if tag == R.DROP:
                         n, p = R._varint(d, p, end)
                         fields.append(f"dropped={n}")
                     if tag in R.WITH_FID:
                         fid, p = R._varint(d, p, end)
                         fields.append(f"fid={fid} ({self.names.get(fid, '?')})")
-                    dt, p = R._varint(d, p, end)
-                    fields.append(f"dt={dt}")
-                    if tag in (R.STACK, R.DROP):
+                    if tag != R.OPEN:
+                        dt, p = R._varint(d, p, end)
+                        fields.append(f"dt={dt}")
+                    if tag in (R.STACK, R.DROP, R.OPEN):
                         fids, p = _varints(d, p, end)
                         fields.append(f"stack=[{' '.join(map(str, fids))}]")
                     if tag not in RECORD_NAMES:

@@ -14,35 +14,15 @@ import time
 
 import pytest
 
-from formatfiles import (CALL, CCALL, CRET, DEFS, DROP, OCRET, ORET, RET, STACK, built, clock,
-                         fdef, header, native_view, outcome, py_view, same, st, tdef, trailer)
+from formatfiles import (CALL, CCALL, CRET, DEFS, DROP, OCRET, ORET, RET, STACK, built, by_thread,
+                         check_nesting, clock, fdef, header, native_view, outcome, py_view, same,
+                         st, tdef, trailer)
 from helpers import chunk
 from helpers import varint as vi
 
 import fasttrace
 from fasttrace import _core, _pyreader
 
-
-
-def by_thread(events):
-    out = {}
-    for e in events:
-        out.setdefault(e[2], []).append(e)
-    return out
-
-
-def check_nesting(events):
-    """Calls and returns nest per thread, times never go back, nothing is left open."""
-    for tid, evs in by_thread(events).items():
-        stack, last = [], None
-        for kind, ts, _, fid, _syn in evs:
-            assert last is None or ts >= last, (tid, ts, last)
-            last = ts
-            if kind in ("call", "c_call"):
-                stack.append((kind, fid))
-            elif stack:  # else an orphan return
-                assert stack.pop() == ({"return": "call", "c_return": "c_call"}[kind], fid)
-        assert stack == [], tid
 
 
 # ---- traced programs --------------------------------------------------------------------
@@ -166,7 +146,7 @@ def test_readers_agree(tmp_path, monkeypatch, program, c_calls, force_profile):
     assert v["complete"] and not v["truncated"]
     assert v["header"]["c_calls"] is c_calls
     assert v["header"]["hook"] == expected_hook(c_calls, force_profile)
-    assert v["header"]["format_version"] == 1
+    assert v["header"]["format_version"] == _core.FORMAT_VERSION
     assert v["header"]["pid"] > 0 and v["header"]["tick_hz"] > 0
     check_nesting(v["events"])
     names = {f["name"] for f in v["functions"].values()}
@@ -419,12 +399,13 @@ def test_wrong_magic(tmp_path, basic_trace):
     expect_error(write(tmp_path, data), 0, "magic")
 
 
-@pytest.mark.parametrize("version", [2, 0, 0xFFFFFFFF])
+@pytest.mark.parametrize("version", [3, 0, 0xFFFFFFFF])
 def test_other_format_version(tmp_path, basic_trace, version):
     data = bytearray(open(basic_trace, "rb").read())
     struct.pack_into("<I", data, 8, version)
     e = expect_error(write(tmp_path, data), 8, f"version {version}")
-    assert ("upgrade" in str(e)) is (version > 1)
+    assert "reads versions 1 to 2" in str(e)
+    assert ("upgrade" in str(e)) is (version > 2)
 
 
 def test_header_bit_flip(tmp_path, basic_trace):

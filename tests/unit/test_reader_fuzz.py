@@ -8,7 +8,9 @@ pytest, which is the failure this file exists to catch.
 
 Inputs: byte mutations of a real trace; the same with every checksum fixed up afterwards (so
 the header and chunk fields get through to the decoders); mutations of one events/defs chunk's
-payload with its crc recomputed; and events chunks made of random records.
+payload with its crc recomputed; and events chunks made of random records.  Every seed is
+there in format version 1 and in version 2 (tests/formatfiles.to_v2: OPEN records first in
+every events chunk, the header's series fields), and random records are made for both.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from formatfiles import to_v2
 from helpers import chunks_of, from_chunks, sample_tuple
 from helpers import varint as vi
 
@@ -173,10 +176,17 @@ def seeds(tmp_dir):
         while time.perf_counter() < deadline:
             small_program()
     sampled = sp.read_bytes()
-    for data in (real, built, sampled):
+    seeds = [real, built, sampled]
+    seeds += [to_v2(real, (1, 77, 2)), to_v2(built), to_v2(sampled, (3, 1 << 63, 1))]
+    for data in seeds:
         assert run_python(data)[4] is None
     assert len(run_python(sampled)[3]) > 10
-    return Seeds([real, built, sampled])
+    assert run_python(seeds[3])[3] == run_python(real)[3]
+    return Seeds(seeds)
+
+
+SEEDS = st.integers(0, 5)  # 0-2 version 1: trace, built, sampled; 3-5 the same in version 2
+TRACE_SEEDS = st.sampled_from([0, 1, 3, 4])
 
 
 def test_seeds_agree(seeds, tmp_dir):
@@ -209,20 +219,20 @@ def apply(data, ops):
 
 
 @FUZZ
-@given(seed=st.integers(0, 2), ops=edits, cut=st.one_of(st.none(), st.integers(0, 1 << 20)))
+@given(seed=SEEDS, ops=edits, cut=st.one_of(st.none(), st.integers(0, 1 << 20)))
 def test_byte_mutations(seeds, tmp_dir, seed, ops, cut):
     data = apply(seeds[seed], ops)
     check(data[:cut] if cut is not None else data, tmp_dir)
 
 
 @FUZZ
-@given(seed=st.integers(0, 2), ops=edits, pad=st.integers(0, 40))
+@given(seed=SEEDS, ops=edits, pad=st.integers(0, 40))
 def test_byte_mutations_with_fixed_crcs(seeds, tmp_dir, seed, ops, pad):
     check(fix_crcs(apply(seeds[seed], ops)) + b"\0" * pad, tmp_dir)
 
 
 @FUZZ
-@given(seed=st.integers(0, 2), which=st.integers(0, 1000), ops=edits,
+@given(seed=SEEDS, which=st.integers(0, 1000), ops=edits,
        fields=st.lists(st.tuples(st.sampled_from([0, 1, 2, 2, 3, 4, 4]),
                                  st.integers(0, (1 << 64) - 1)),
                        max_size=2))
@@ -245,23 +255,33 @@ stack = st.tuples(st.integers(0, 1 << 20), st.lists(fid, max_size=5)).map(
     lambda r: b"\x07" + vi(r[0]) + vi(len(r[1])) + b"".join(map(vi, r[1])))
 drop = st.tuples(st.integers(0, 1 << 20), st.integers(0, 1 << 20), st.lists(fid, max_size=5)).map(
     lambda r: b"\x08" + vi(r[0]) + vi(r[1]) + vi(len(r[2])) + b"".join(map(vi, r[2])))
+opening = st.lists(fid, max_size=5).map(lambda r: b"\x0a" + vi(len(r)) + b"".join(map(vi, r)))
 record = st.one_of(enter, enter, enter, leave, leave, leave, drop)
 junk = st.one_of(st.binary(min_size=1, max_size=3), st.just(vi(1 << 63)), st.just(b"\x01\x00\x00"),
                  st.integers(13, 1 << 33).map(lambda f: b"\x01" + vi(f) + b"\x00"))
 
 
+# version 2: what opens an events chunk (mostly what a writer would put there)
+first_v2 = st.one_of(opening, opening, opening, drop, st.just(b""), enter, leave, stack)
+
+
 @FUZZ
-@given(seed=st.integers(0, 1),
+@given(seed=TRACE_SEEDS,
        streams=st.lists(st.tuples(st.integers(1, 3), st.integers(0, (1 << 64) - 1),
-                                  st.lists(record, max_size=25)), min_size=1, max_size=4),
+                                  st.lists(record, max_size=25), first_v2),
+                        min_size=1, max_size=4),
        first=st.one_of(st.none(), stack),
-       bad=st.one_of(st.none(), st.tuples(st.integers(0, 3), st.integers(0, 25), junk)),
+       bad=st.one_of(st.none(), st.tuples(st.integers(0, 3), st.integers(0, 25),
+                                          st.one_of(junk, opening))),
        keep_tail=st.booleans())
 def test_random_records(seeds, tmp_dir, seed, streams, first, bad, keep_tail):
     header, chunks = split(seeds[seed])
     defs = [c for c in chunks if c[0] == 2]
     tail = [c for c in chunks if c[0] in (3, 4)] if keep_tail else []
-    if first is not None:  # a thread's first chunk may open with a STACK record
+    v2 = seed >= 3
+    streams = [(tid, base, recs) for tid, base, recs, _ in streams] if not v2 else \
+        [(tid, base, ([opener] if opener else []) + recs) for tid, base, recs, opener in streams]
+    if first is not None and not v2:  # a thread's first chunk may open with a STACK record
         streams[0][2].insert(0, first)
     if bad is not None:  # one malformed record somewhere
         recs = streams[bad[0] % len(streams)][2]
@@ -278,9 +298,9 @@ sample = st.tuples(st.integers(0, 1 << 40), st.integers(0, 5), st.integers(0, 40
 @FUZZ
 @given(records=st.lists(st.lists(st.one_of(sample, sample, sample, junk), max_size=20),
                         min_size=1, max_size=3),
-       base=st.integers(0, (1 << 64) - 1), keep_tail=st.booleans())
-def test_random_samples(seeds, tmp_dir, records, base, keep_tail):
-    header, chunks = split(seeds[2])
+       base=st.integers(0, (1 << 64) - 1), keep_tail=st.booleans(), seed=st.sampled_from([2, 5]))
+def test_random_samples(seeds, tmp_dir, records, base, keep_tail, seed):
+    header, chunks = split(seeds[seed])
     defs = [c for c in chunks if c[0] == 2]
     tail = [c for c in chunks if c[0] in (3, 4)] if keep_tail else []
     ev = [[5, 0, 0, len(recs), base, b"".join(recs)] for recs in records]
