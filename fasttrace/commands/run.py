@@ -22,9 +22,9 @@ import threading
 import traceback
 
 import fasttrace
-from fasttrace import _core, _tracer
-from fasttrace._tracer import (DEFAULT_BUFFER_SIZE, MIN_BUFFER_SIZE, format_size,
-                               max_buffer_size)
+from fasttrace import _core, _recorder
+from fasttrace._recorder import (DEFAULT_BUFFER_SIZE, MIN_BUFFER_SIZE, Recorder, format_size,
+                                 max_buffer_size)
 from fasttrace.commands import duration_text
 from fasttrace.commands._program import NoProgram, prepare
 
@@ -153,7 +153,7 @@ def _default_output(kind: str, what: str) -> str:
 
 
 # The session this command started; the program may stop it (and start its own).
-_cli_session: Optional[_tracer.Session] = None
+_cli_session: Optional[Recorder] = None
 
 
 def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
@@ -178,8 +178,9 @@ def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
         # The runner's own frames (this function and its callers) stay out of the trace: the
         # program's first frame is a root, as under plain python.  Sampling: the sampler cuts
         # every stack at this function's frame, which runs the program's code itself.
-        _cli_session = _tracer._start(out, c_calls, buffer_size, rate, skip_caller_stack=True,
-                                      clock=clock, stop_codes=(_run.__code__,))
+        _cli_session = Recorder(out, c_calls=c_calls, buffer_size=buffer_size, rate=rate,
+                                clock=clock, skip_caller_stack=True,
+                                stop_codes=(_run.__code__,)).start()
     except (fasttrace.TracingError, ValueError) as e:
         signal.signal(signal.SIGTERM, previous_term)
         print(f"fasttrace: error: {e}", file=sys.stderr)
@@ -257,9 +258,9 @@ def _finish(code: int) -> int:
     if session is None:
         return code
     note = ""
-    if _tracer._session is session:
+    if _recorder.active() is session:
         try:
-            s = fasttrace.stop()
+            s = session.stop()
         except fasttrace.TracingError as e:
             print(f"fasttrace: error: {e}", file=sys.stderr)
             return code or 1
@@ -278,7 +279,7 @@ def _finish(code: int) -> int:
     return code
 
 
-def _rate_text(s: "_tracer.SamplingStats") -> str:
+def _rate_text(s: "fasttrace.SamplingStats") -> str:
     achieved = f"{s.achieved_rate:.0f} Hz" if s.achieved_rate >= 10 else \
         f"{s.achieved_rate:.1f} Hz"
     if s.rate_met:
