@@ -19,12 +19,14 @@ except ImportError as e:  # pragma: no cover - depends on how fasttrace was inst
     ) from e
 
 from fasttrace._errors import FormatError, TracingError
+from fasttrace._flight import FlightRecorder
 from fasttrace._trace import Trace, load
 from fasttrace._summary import SamplingStats, Summary
 from fasttrace._tracer import Session, is_tracing, start, stop
 from fasttrace._version import __version__
 
 __all__ = [
+    "FlightRecorder",
     "FormatError",
     "Session",
     "SamplingStats",

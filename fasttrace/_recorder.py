@@ -313,6 +313,12 @@ class Recorder:
             warnings.warn(f"fasttrace: {note}", RuntimeWarning, stacklevel=stacklevel)
         return summary
 
+    def exit_note(self, summary: Summary) -> Optional[str]:
+        """What stderr says when the capture was still running at exit (None: nothing)."""
+        return (f"fasttrace: warning: the trace was still running at exit; it was stopped and "
+                f"saved to {self.path} ({summary.events} "
+                f"{'samples' if summary.sampling else 'events'})")
+
     def _not_running(self) -> str:
         if not self._started:
             return f"this trace of {self.path!r} was never started"
@@ -362,8 +368,9 @@ def _prepare_core() -> None:
 def _own_files() -> "tuple[str, ...]":
     from fasttrace import _capture, _summary, _tracer  # loaded already: a dict lookup
 
-    return tuple(f for f in (_tracer.__file__, __file__, _capture.__file__, _summary.__file__)
-                 if f)
+    flight = sys.modules.get("fasttrace._flight")  # its dump() frames, once it is in use
+    return tuple(f for f in (_tracer.__file__, __file__, _capture.__file__, _summary.__file__,
+                             getattr(flight, "__file__", None)) if f)
 
 
 def _command_line() -> bytes:
@@ -392,11 +399,9 @@ def _stop_at_exit() -> None:
     except TracingError as e:
         print(f"fasttrace: {e}", file=sys.stderr)
         return
-    print(
-        f"fasttrace: warning: the trace was still running at exit; it was stopped and saved "
-        f"to {running.path} ({summary.events} {'samples' if summary.sampling else 'events'})",
-        file=sys.stderr,
-    )
+    note = running.exit_note(summary)
+    if note:
+        print(note, file=sys.stderr)
 
 
 def _after_fork_in_child() -> None:

@@ -344,7 +344,8 @@ def flight_dump(int fd):
         raise OSError(err, _os.strerror(err))
     return {"error": r.error, "error_offset": r.error_offset, "bytes": r.bytes,
             "events": r.events, "chunks": r.chunks, "start_tick": r.start_tick,
-            "end_tick": r.end_tick}
+            "end_tick": r.end_tick, "duration_ns": r.duration_ns, "threads": r.threads,
+            "functions": r.functions}
 
 
 # ---- reading ------------------------------------------------------------------------------

@@ -205,6 +205,9 @@ ft_flight_dump(ft_sink* ring, int fd, const ft_file_info* info, const ft_clock_s
     hdr.series_id = 0;
     out->start_tick = start;
     out->end_tick = now->tick;
+    out->duration_ns = back;
+    out->threads = trailer->threads;
+    out->functions = trailer->functions;
 
     uint64_t header_size = 0;
     int err = ft_file_write_header(fd, &hdr, &header_size);

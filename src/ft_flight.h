@@ -35,6 +35,9 @@ typedef struct {
     uint64_t chunks;
     uint64_t start_tick; /* the window: the earliest chunk's base tick ... */
     uint64_t end_tick;   /* ... to the dump */
+    uint64_t duration_ns; /* end - start */
+    uint32_t threads;     /* thread ids known (the trailer's count) */
+    uint32_t functions;
 } ft_flight_dump_result;
 
 /* Writes the ring to fd as a complete file: header (`info`, with the window's start and

@@ -52,6 +52,9 @@ cdef extern from "ft_writer.h" nogil:
         uint64_t chunks
         uint64_t start_tick
         uint64_t end_tick
+        uint64_t duration_ns
+        uint32_t threads
+        uint32_t functions
 
     int ft_writer_dump(int fd, ft_flight_dump_result* out)
     int ft_writer_is_flight()

@@ -174,8 +174,32 @@ def with_bad_record(data, ctype):
     c = next(c for c in chunks if c[0] == ctype)
     bad = b"\x01" + varint(100_000) + varint(0) if ctype == 1 else b"\xfb"
     c[3] += 1
-    c[5] = bad + c[5]
+    at = _open_record_end(c[5]) if ctype == 1 else 0  # version 2: after the chunk's OPEN
+    c[5] = c[5][:at] + bad + c[5][at:]
     return from_chunks(header, chunks)
+
+
+def _open_record_end(payload):
+    """The end of the OPEN record (tag 0x0A, varint depth, depth varints) a version 2 events
+    chunk begins with; 0 when it begins with something else."""
+    if not payload or payload[0] != 0x0A:
+        return 0
+    pos = 1
+
+    def skip():
+        nonlocal pos
+        v, shift = 0, 0
+        while True:
+            b = payload[pos]
+            pos += 1
+            v |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80:
+                return v
+
+    for _ in range(skip()):
+        skip()
+    return pos
 
 
 def cli_in_process(*args):

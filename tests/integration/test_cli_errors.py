@@ -249,7 +249,9 @@ def test_convert_to_stdout(files, tmp_path, fmt):
 
 def _with_header_strings(data, argv, version):
     header, chunks = chunks_of(data)
-    body = header[20:84] + varint(len(argv)) + argv + varint(len(version)) + version
+    # version 2: the series fields follow the strings (varint 0, u64 0, u8 origin 0 here)
+    rest = b"\x00" + bytes(8) + b"\x00" if header[8] == 2 else b""
+    body = header[20:84] + varint(len(argv)) + argv + varint(len(version)) + version + rest
     pre = header[:12] + struct.pack("<II", len(body), zlib.crc32(body))
     return from_chunks(pre + body, chunks)
 

@@ -55,12 +55,14 @@ def test_dump_shows_every_record(tmp_path, good):
     r = cli(tmp_path, "dump", str(good))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("@0 ") and "PREAMBLE version=1" in lines[0]
-    # each EVENTS chunk is followed by exactly `records` record lines
+    assert lines[0].startswith("@0 ") and "PREAMBLE version=2" in lines[0]
+    # each EVENTS chunk is followed by its OPEN record (format 2: not counted in `records`)
+    # and exactly `records` record lines
     for i, line in enumerate(lines):
         m = re.search(r"CHUNK EVENTS .*crc=ok .*records=(\d+)", line)
         if m:
-            body = lines[i + 1:i + 1 + int(m[1])]
+            assert re.match(r"@\d+ +OPEN ", lines[i + 1]), lines[i + 1]
+            body = lines[i + 2:i + 2 + int(m[1])]
             assert all(re.match(r"@\d+ +(CALL|RETURN|C_CALL|C_RETURN|ORPHAN_\w+|STACK|DROP) ", b)
                        for b in body)
     trace = fasttrace.load(good)
