@@ -7,6 +7,7 @@ at-exit handler and the fork handler all go through it.
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import errno
 import os
@@ -120,14 +121,28 @@ class Recorder:
         clock: Optional[str] = None,
         skip_caller_stack: bool = False,
         stop_codes: "tuple[Any, ...]" = (),
+        duration: Optional[float] = None,
     ) -> None:
-        """The arguments of fasttrace.start(), and for `fasttrace run`: skip_caller_stack
+        """The arguments of fasttrace.start() (duration: stop by itself after that many
+        seconds, the program going on), and for `fasttrace run`: skip_caller_stack
         leaves the calling thread's running frames out of the trace (`fasttrace run` starts
         inside its runner, whose frames are not the program's); in sampling mode stop_codes
         does that job: frames of these code objects, and all outer ones, are cut from every
         sample."""
         _check_rate(rate, clock)
         _check_buffer_size(buffer_size)
+        if duration is not None:
+            if isinstance(duration, bool) or not isinstance(duration, (int, float)):
+                raise TypeError(f"duration must be a number of seconds, not "
+                                f"{type(duration).__name__}")
+            if not 0 < duration < float("inf"):
+                raise ValueError(f"duration must be a positive number of seconds, got "
+                                 f"{duration!r}")
+        #: seconds after which the capture stops by itself, or None
+        self.duration = duration
+        self._timer: Any = None  # held while the duration runs; released by any stop
+        #: the duration ran out and stopped the capture
+        self.expired = False
         self.path: str = os.fspath(path)
         self.buffer_size = buffer_size
         #: samples per second per thread in sampling mode, None in trace mode
@@ -190,10 +205,38 @@ class Recorder:
             self.pid = os.getpid()
             _active = self
             atexit.register(_stop_at_exit)
+            if self.duration is not None:
+                self._start_timer(self.duration)
         return self
 
+    def _start_timer(self, seconds: float) -> None:
+        # A bare thread whose only frame is in this file: fasttrace's own frames are not
+        # recorded, so the timer leaves nothing in the trace but its thread's name.
+        timer = _thread.allocate_lock()
+        timer.acquire()
+        self._timer = timer
+        _thread.start_new_thread(self._expire_after, (timer, seconds))
+
+    def _expire_after(self, timer: Any, seconds: float) -> None:
+        if timer.acquire(timeout=seconds):
+            return  # stopped before the time was up
+        global _expired
+        with _lock:  # an RLock: _stop takes it again
+            if _active is not self:
+                return  # stopped at the same moment
+            try:
+                _stop(self, stacklevel=1)
+            except TracingError as e:  # the file failed: stop() tells, as it would have
+                print(f"fasttrace: stopping after duration={seconds:g} s: {e}",
+                      file=sys.stderr)
+            self.expired = True
+            _expired = self
+
     def stop(self) -> Summary:
-        """Stops this capture, finishes its output and returns a Summary."""
+        """Stops this capture, finishes its output and returns a Summary (the one it stopped
+        with, if its duration ran out)."""
+        if self.expired and self.summary is not None and _active is not self:
+            return self.summary
         return _stop(self, stacklevel=2)
 
     def abandon(self) -> None:
@@ -330,6 +373,7 @@ class Recorder:
 
 _lock = threading.RLock()
 _active: Optional[Recorder] = None  # the one capture that runs in this process
+_expired: Optional[Recorder] = None  # the last capture its duration stopped, until stop()
 
 
 def active() -> Optional[Recorder]:
@@ -341,15 +385,24 @@ def _stop(recorder: Optional[Recorder], stacklevel: int) -> Summary:
     """Stops `recorder`, or with None whichever runs (fasttrace.stop()).  Its warnings name
     the frame that warnings.warn(..., stacklevel=stacklevel) would name, called by this
     function's caller."""
-    global _active
+    global _active, _expired
     with _lock:
         running = _active
+        if running is None and recorder is None and _expired is not None:
+            # start(duration=...) stopped by itself: the stop() meant for it gets its summary
+            done, _expired = _expired, None
+            assert done.summary is not None
+            return done.summary
         if running is None or (recorder is not None and recorder is not running):
             raise TracingError("fasttrace.stop() was called but no trace is running"
                                if recorder is None else recorder._not_running())
         result, notes = running._finish()
         _active = None
+        _expired = None
         atexit.unregister(_stop_at_exit)
+        if running._timer is not None:
+            running._timer.release()  # the duration's thread leaves
+            running._timer = None
     return running._conclude(result, notes, stacklevel + 1)
 
 
@@ -368,9 +421,10 @@ def _prepare_core() -> None:
 def _own_files() -> "tuple[str, ...]":
     from fasttrace import _capture, _summary, _tracer  # loaded already: a dict lookup
 
-    flight = sys.modules.get("fasttrace._flight")  # its dump() frames, once it is in use
+    extra = [getattr(sys.modules.get(f"fasttrace.{m}"), "__file__", None)
+             for m in ("_flight", "_rotation")]  # once in use
     return tuple(f for f in (_tracer.__file__, __file__, _capture.__file__, _summary.__file__,
-                             getattr(flight, "__file__", None)) if f)
+                             *extra) if f)
 
 
 def _command_line() -> bytes:

@@ -12,15 +12,16 @@ from collections import namedtuple
 Summary = namedtuple(
     "Summary",
     ["path", "events", "dropped", "duration_ns", "bytes", "threads", "functions", "sampling",
-     "lost_threads", "hook_lost_threads"],
-    defaults=(None, 0, 0),
+     "lost_threads", "hook_lost_threads", "files"],
+    defaults=(None, 0, 0, None),
 )
 Summary.__doc__ = (
     "What stop() returns: path, events, dropped, duration_ns, bytes, threads, functions, in "
     "sampling mode `sampling` (a SamplingStats; None in trace mode), lost_threads (threads "
     "whose ring could not be allocated: their events are counted in dropped) and "
     "hook_lost_threads (threads whose hook another tool replaced: nothing after that was "
-    "recorded there)."
+    "recorded there); files: a rotated series' files still kept, oldest first (None "
+    "otherwise; path is the first of them)."
 )
 
 # Sampling mode's account of itself.  rate_met is False when the sampler fell short of the

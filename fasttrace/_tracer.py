@@ -42,6 +42,10 @@ def start(
     buffer_size: int = DEFAULT_BUFFER_SIZE,
     rate: Optional[float] = None,
     clock: Optional[str] = None,
+    duration: Optional[float] = None,
+    max_bytes: Optional[int] = None,
+    max_seconds: Optional[float] = None,
+    keep: Optional[int] = None,
 ) -> Session:
     """Start tracing into `path`.
 
@@ -53,9 +57,20 @@ def start(
       used CPU since the previous tick, weighted by that CPU time.
     buffer_size: bytes of ring buffer per thread (sampling: for the sampler); a full ring
     drops records and counts them.
+    duration: stop by itself after that many seconds and finish the file, the program going
+      on; a later stop() returns the same Summary.
+    max_bytes, max_seconds: rotate: write a series of files <stem>.0001<suffix>, ...,
+      starting the next one when the current one holds max_bytes or has run max_seconds;
+      keep=N keeps only the newest N.  fasttrace.load() reads the series as one trace.
     """
-    return Recorder(path, c_calls=c_calls, buffer_size=buffer_size, rate=rate,
-                    clock=clock).start()
+    if max_bytes is None and max_seconds is None and keep is None:
+        return Recorder(path, c_calls=c_calls, buffer_size=buffer_size, rate=rate,
+                        clock=clock, duration=duration).start()
+    from fasttrace._rotation import RotatingRecorder
+
+    return RotatingRecorder(path, max_bytes=max_bytes, max_seconds=max_seconds, keep=keep,
+                            c_calls=c_calls, buffer_size=buffer_size, rate=rate, clock=clock,
+                            duration=duration).start()
 
 
 def stop() -> Summary:

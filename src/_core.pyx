@@ -48,12 +48,15 @@ def hooks_init():
 def session_start(int fd, bint c_calls, int hook, uint32_t chunk_size, uint32_t n_chunks,
                   bytes command_line, str python_version, uint32_t python_version_hex,
                   bint sample=False, str path="", bint hook_fallback=False,
-                  flight_max_bytes=None, double flight_seconds=0):
+                  flight_max_bytes=None, double flight_seconds=0, series=None):
     """Writes the header and starts the writer thread.  Raises OSError; the caller keeps fd.
     ENOMEM: a ring of chunk_size * n_chunks bytes cannot be reserved.  With flight_max_bytes
     the writer keeps the last flight_seconds in a ring of that many bytes instead of writing
-    to fd (which may be -1); flight_dump() writes it out."""
+    to fd (which may be -1); flight_dump() writes it out.  With series=(stem, suffix,
+    max_bytes, max_seconds, keep), fd is the series' first file and the writer rotates."""
     cdef ft_config cfg
+    cdef bytes stem_b = b""
+    cdef bytes suffix_b = b""
     cdef bytes py = python_version.encode("utf-8", "replace")
     cdef bytes path_b = _os.fsencode(path)
     cfg.path = path_b
@@ -61,6 +64,18 @@ def session_start(int fd, bint c_calls, int hook, uint32_t chunk_size, uint32_t 
     cfg.sink = FT_SINK_FILE if flight_max_bytes is None else FT_SINK_FLIGHT
     cfg.flight_max_bytes = 0 if flight_max_bytes is None else flight_max_bytes
     cfg.flight_seconds = flight_seconds
+    cfg.series_max_bytes = 0
+    cfg.series_max_seconds = 0
+    cfg.series_keep = 0
+    if series is not None:
+        stem_b = _os.fsencode(series[0])
+        suffix_b = _os.fsencode(series[1])
+        cfg.sink = FT_SINK_SERIES
+        cfg.series_max_bytes = series[2] or 0
+        cfg.series_max_seconds = series[3] or 0
+        cfg.series_keep = series[4] or 0
+    cfg.series_stem = stem_b
+    cfg.series_suffix = suffix_b
     cfg.c_calls = c_calls
     cfg.hook = hook
     cfg.hook_fallback = hook_fallback
@@ -308,6 +323,10 @@ def session_finish():
         ft_session_finish(&s)
     for i in range(16):
         s.sampler[i] = sampled.values[i]
+    series = {"first_index": s.first_index, "last_index": s.last_index,
+              "skipped_error": s.skipped_error, "skipped_error_index": s.skipped_error_index,
+              "skipped_error_offset": s.skipped_error_offset,
+              "skipped_errors": s.skipped_errors, "lost_chunks": s.lost_chunks}
     return {
         "events": s.events,
         "dropped": s.dropped,
@@ -320,6 +339,7 @@ def session_finish():
         "error": s.error,
         "error_offset": s.error_offset,
         "sampler": {k: s.sampler[i] for i, k in enumerate(SAMPLER_STATS)},
+        "series": series,
     }
 
 

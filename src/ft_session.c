@@ -11,6 +11,7 @@
 #include "ft_defs.h"
 #include "ft_flight.h"
 #include "ft_format.h"
+#include "ft_series.h"
 #include "ft_sink.h"
 #include "ft_writer.h"
 
@@ -150,6 +151,17 @@ ft_session_start(const ft_config* cfg)
                              cfg->chunk_size);
         err = sink == NULL ? ENOMEM : 0;
     }
+    else if (cfg->sink == FT_SINK_SERIES) {
+        uint64_t header_size = 0;
+        info.origin = FT_ORIGIN_SERIES;
+        info.series_index = 1;
+        err = ft_file_write_header(cfg->fd, &info, &header_size);
+        ft_series_config sc = {cfg->series_stem, cfg->series_suffix, cfg->series_max_bytes,
+                               cfg->series_max_seconds, cfg->series_keep, writer_counts};
+        if (err == 0 && (sink = ft_series_new(&sc, &info, cfg->fd, header_size)) == NULL) {
+            err = ENOMEM;
+        }
+    }
     else {
         uint64_t header_size = 0;
         info.origin = FT_ORIGIN_CAPTURE;
@@ -163,11 +175,15 @@ ft_session_start(const ft_config* cfg)
         err = ft_writer_start(sink, &g_sources, &info);
     }
     if (err != 0) {
+        if (sink != NULL && cfg->sink == FT_SINK_SERIES) {
+            ft_series_release_fd(sink); /* the caller still owns it */
+        }
         ft_sink_destroy(sink);
         ft_defs_free();
         return err;
     }
-    ft_S.fd = cfg->sink == FT_SINK_FLIGHT ? -1 : cfg->fd;
+    /* the file sink's fd is closed here at finish; the series closes its own files */
+    ft_S.fd = cfg->sink == FT_SINK_FILE ? cfg->fd : -1;
     ft_S.path = cfg->path != NULL ? strdup(cfg->path) : NULL;
     ft_S.running = 1;
     atomic_store(&ft_active_gen, ft_S.gen);
@@ -218,7 +234,19 @@ ft_session_finish(ft_summary* out)
     ft_writer_drain(); /* frees the threads finished in the last round */
 
     memset(out, 0, sizeof *out);
-    ft_writer_finish(&stop, &out->events, &out->bytes, &out->error, &out->error_offset);
+    ft_writer_result w;
+    ft_writer_finish(&stop, &w);
+    out->events = w.events;
+    out->bytes = w.bytes;
+    out->error = w.error;
+    out->error_offset = w.error_offset;
+    out->first_index = w.first_index;
+    out->last_index = w.last_index;
+    out->skipped_error = w.skipped_error;
+    out->skipped_error_index = w.skipped_error_index;
+    out->skipped_error_offset = w.skipped_error_offset;
+    out->skipped_errors = w.skipped_errors;
+    out->lost_chunks = w.lost_chunks;
     if (ft_S.fd >= 0) {
         close(ft_S.fd);
         ft_S.fd = -1;

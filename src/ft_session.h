@@ -31,6 +31,12 @@ typedef struct {
     int sink; /* ft_sink_kind */
     uint64_t flight_max_bytes; /* FT_SINK_FLIGHT: the ring's size */
     double flight_seconds;     /* FT_SINK_FLIGHT: keep at least this much */
+    /* FT_SINK_SERIES: fd is file 1, named stem.0001suffix; see ft_series.h */
+    const char* series_stem;
+    const char* series_suffix;
+    uint64_t series_max_bytes;
+    double series_max_seconds;
+    uint32_t series_keep;
     int c_calls;
     int hook; /* ft_hook_kind */
     int hook_fallback; /* the frame evaluator was the choice but another tool holds it */
@@ -47,6 +53,7 @@ typedef struct {
 enum ft_sink_kind {
     FT_SINK_FILE = 0,   /* one file from start() to stop() */
     FT_SINK_FLIGHT = 1, /* a flight recorder: the last seconds in memory, written on request */
+    FT_SINK_SERIES = 2, /* a rotating series of files */
 };
 
 typedef struct {
@@ -61,6 +68,10 @@ typedef struct {
     int error;             /* errno of the first write failure, 0 if none */
     uint64_t error_offset; /* end of the last chunk written whole before it */
     uint64_t sampler[16]; /* sampling mode: ft_sampler_stat values (filled by the caller) */
+    /* a rotated series: the files kept, and the failures it went past (ft_sink) */
+    uint64_t first_index, last_index;
+    int skipped_error;
+    uint64_t skipped_error_index, skipped_error_offset, skipped_errors, lost_chunks;
 } ft_summary;
 
 /* Per-thread stack captured at start(), taken over by the thread's first event. */

@@ -8,6 +8,11 @@ cdef extern from "ft_session.h" nogil:
         int sink
         uint64_t flight_max_bytes
         double flight_seconds
+        const char* series_stem
+        const char* series_suffix
+        uint64_t series_max_bytes
+        double series_max_seconds
+        uint32_t series_keep
         int c_calls
         int hook
         int hook_fallback
@@ -31,6 +36,13 @@ cdef extern from "ft_session.h" nogil:
         int error
         uint64_t error_offset
         uint64_t sampler[16]
+        uint64_t first_index
+        uint64_t last_index
+        int skipped_error
+        uint64_t skipped_error_index
+        uint64_t skipped_error_offset
+        uint64_t skipped_errors
+        uint64_t lost_chunks
 
     int ft_session_start(const ft_config* cfg)
     void ft_session_quiesce()
@@ -40,6 +52,7 @@ cdef extern from "ft_session.h" nogil:
     enum:
         FT_SINK_FILE
         FT_SINK_FLIGHT
+        FT_SINK_SERIES
     void ft_session_set_thread_name(uint64_t ident, const char* name)
 
 

@@ -169,13 +169,19 @@ file_chunk(ft_sink* s, const ft_chunk_header* h, const uint8_t* payload)
     return FT_SINK_TAKEN;
 }
 
+void
+ft_file_sink_finish(ft_sink* s, ft_trailer* tr)
+{
+    ft_sink_small_chunk(s, FT_CHUNK_TRAILER, (const uint8_t*)tr, sizeof *tr);
+}
+
 static void
 file_destroy(ft_sink* s)
 {
     free(s);
 }
 
-static const ft_sink_ops file_ops = {file_chunk, file_flush, file_destroy};
+static const ft_sink_ops file_ops = {file_chunk, file_flush, ft_file_sink_finish, file_destroy};
 
 ft_sink*
 ft_file_sink_new(int fd, uint64_t offset)

@@ -53,6 +53,9 @@ typedef struct {
     int (*chunk)(ft_sink* s, const ft_chunk_header* h, const uint8_t* payload);
     /* Ends a round: after it the payloads handed over may be reused. */
     void (*flush)(ft_sink* s);
+    /* stop(): the trailer (the capture's counts; a sink of several files puts each file's
+     * own events in).  The CLOCK before it is written already. */
+    void (*finish)(ft_sink* s, ft_trailer* tr);
     void (*destroy)(ft_sink* s);
 } ft_sink_ops;
 
@@ -63,11 +66,21 @@ struct ft_sink {
     uint64_t bytes;        /* files: bytes written; rings: bytes held */
     uint64_t chunks;       /* chunks taken */
     int keeps_window;      /* a flight recorder: the chunks stay in memory for dumps */
+    /* A rotated series: the files' indexes (first still kept, last written), and failures
+     * it went past (a full disk: that file stops, the next one starts when it can). */
+    uint64_t first_index, last_index;
+    int skipped_error;            /* errno of the first such failure, 0 if none */
+    uint64_t skipped_error_index; /* in this file ... */
+    uint64_t skipped_error_offset; /* ... at this byte (what is before it is readable) */
+    uint64_t skipped_errors;      /* failures in all */
+    uint64_t lost_chunks;         /* chunks that found no file to go to */
 };
 
 /* A sink writing to `fd` (not closed by the sink), whose first `offset` bytes (the header)
  * are written already.  NULL out of memory. */
 ft_sink* ft_file_sink_new(int fd, uint64_t offset);
+/* The file sink's finish: writes the trailer chunk. */
+void ft_file_sink_finish(ft_sink* s, ft_trailer* tr);
 /* Writes the header for `info` to `fd`: 0, or an errno value.  *n gets its size. */
 int ft_file_write_header(int fd, const ft_file_info* info, uint64_t* n);
 
@@ -81,6 +94,12 @@ static inline void
 ft_sink_flush(ft_sink* s)
 {
     s->ops->flush(s);
+}
+
+static inline void
+ft_sink_finish(ft_sink* s, ft_trailer* tr)
+{
+    s->ops->finish(s, tr);
 }
 
 static inline void

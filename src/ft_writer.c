@@ -280,8 +280,7 @@ ft_writer_join(void)
 }
 
 void
-ft_writer_finish(const ft_clock_sync* stop, uint64_t* events, uint64_t* bytes, int* error,
-                 uint64_t* error_offset)
+ft_writer_finish(const ft_clock_sync* stop, ft_writer_result* out)
 {
     write_clock();
     write_defs();
@@ -293,13 +292,20 @@ ft_writer_finish(const ft_clock_sync* stop, uint64_t* events, uint64_t* bytes, i
     tr.stop_mono_ns = stop->mono_ns;
     tr.stop_wall_ns = stop->wall_ns;
     tr.error = (uint32_t)W.sink->error;
-    if (!W.is_flight) {
-        ft_sink_small_chunk(W.sink, FT_CHUNK_TRAILER, (const uint8_t*)&tr, sizeof tr);
-    }
-    *events = W.events;
-    *bytes = W.sink->bytes;
-    *error = W.sink->error;
-    *error_offset = W.sink->error_offset;
+    ft_sink_finish(W.sink, &tr);
+    ft_sink* k = W.sink;
+    memset(out, 0, sizeof *out);
+    out->events = W.events;
+    out->bytes = k->bytes;
+    out->error = k->error;
+    out->error_offset = k->error_offset;
+    out->first_index = k->first_index;
+    out->last_index = k->last_index;
+    out->skipped_error = k->skipped_error;
+    out->skipped_error_index = k->skipped_error_index;
+    out->skipped_error_offset = k->skipped_error_offset;
+    out->skipped_errors = k->skipped_errors;
+    out->lost_chunks = k->lost_chunks;
     ft_sink_destroy(W.sink);
     W.sink = NULL;
     free_info();

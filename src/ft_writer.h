@@ -41,11 +41,21 @@ int ft_writer_start(ft_sink* sink, const ft_writer_sources* src, const ft_file_i
 void ft_writer_join(void);
 /* Writes every published chunk (and pending defs) once.  Returns the number of chunks. */
 size_t ft_writer_drain(void);
-/* After ft_writer_join: the last defs, a CLOCK and the TRAILER (file sinks), and frees the
- * sink.  *events gets the records written, *bytes the bytes, *error and *error_offset the sink's
- * failure. */
-void ft_writer_finish(const ft_clock_sync* stop, uint64_t* events, uint64_t* bytes, int* error,
-                      uint64_t* error_offset);
+/* What the writer did, for stop()'s summary. */
+typedef struct {
+    uint64_t events; /* records written */
+    uint64_t bytes;  /* written (files) or held (the flight recorder) */
+    int error;       /* errno of the failure that stopped recording, 0 if none */
+    uint64_t error_offset;
+    /* a rotated series: see ft_sink */
+    uint64_t first_index, last_index;
+    int skipped_error;
+    uint64_t skipped_error_index, skipped_error_offset, skipped_errors, lost_chunks;
+} ft_writer_result;
+
+/* After ft_writer_join: the last defs, a CLOCK and the sink's finish (a trailer), and frees
+ * the sink. */
+void ft_writer_finish(const ft_clock_sync* stop, ft_writer_result* out);
 /* In a forked child: forget the thread and the sink without joining or freeing. */
 void ft_writer_abandon(void);
 /* Whether the writer's sink is a flight recorder (dumps are possible). */
