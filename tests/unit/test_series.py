@@ -11,6 +11,7 @@ import pytest
 
 from formatfiles import (CALL, CCALL, CRET, DEFS, RET, check_nesting, chunk, clock, fdef,
                          header2, native_view, opened, outcome, py_view, same, st, tdef, trailer)
+from helpers import cli_in_process
 from helpers import varint as vi
 
 import fasttrace
@@ -296,3 +297,36 @@ def test_sampled_series(tmp_path):
     nat = outcome(native_view, [a, b])
     assert nat[0] == "error" and nat[2] == f"stack id 1 is defined differently in {a}"
     assert nat == outcome(py_view, [a, b])
+
+
+# ---- the command line -----------------------------------------------------------------------
+
+def test_cli_reads_a_series(series, tmp_path):
+    pattern = str(tmp_path / "trace*.ftrace")
+    for args in ([pattern], series, [series[1]]):
+        code, out, err = cli_in_process("report", "--json", *args)
+        assert code == 0 and err == "", err
+        assert '"calls"' in out
+        code, out, err = cli_in_process("info", *args)
+        assert code == 0, err
+        assert f"id 0x{SID:016x}, 3 file(s) from file 1: {' '.join(series)}\n" in out
+        assert "\nseries " in out
+        assert "a file of a rotated series" in out
+        for fmt in ("chrome", "collapsed"):
+            dest = tmp_path / f"out.{fmt}"
+            code, out, err = cli_in_process("convert", *args, "-f", fmt, "-o", dest)
+            assert code == 0, err
+            assert dest.stat().st_size > 0
+    # problems are noted on stderr; info lists them
+    os.remove(series[1])
+    code, out, err = cli_in_process("report", pattern)
+    assert code == 0
+    assert err.startswith("fasttrace: note: file 2 is missing from the series")
+    code, out, err = cli_in_process("info", pattern)
+    assert code == 0 and "series problem  file 2 is missing" in out
+    # the default output of convert is named after the first file
+    code, out, err = cli_in_process("convert", pattern, "-f", "collapsed")
+    assert code == 0 and os.path.exists(tmp_path / "trace.folded")
+    code, out, err = cli_in_process("report", str(tmp_path / "none*.ftrace"))
+    assert code == 1 and err == (f"fasttrace: error: {tmp_path / 'none*.ftrace'}: no file "
+                                 "matches this pattern\n")
