@@ -5,7 +5,10 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 USE_MONITORING: bool
 HAS_EVAL_FRAME: bool
 FORMAT_VERSION: int
+FORMAT_VERSION_MIN: int
+FORMAT_VERSION_MAX: int
 CHUNK_HEADER_SIZE: int
+ORIGINS: Dict[int, str]
 
 def hooks_init() -> None: ...
 def session_start(
@@ -126,10 +129,27 @@ class TraceFile:
     writer_error: Optional[int]
     lost_threads: int
     hook_lost: List[Tuple[int, int, str]]
+    hook_lost_ticks: List[Tuple[int, int, str]]
     duration_ns: int
+    version: int
+    series_index: int
+    series_id: int
+    fid_kinds: bytearray
+    function_def_ends: List[Optional[int]]
+    stack_def_ends: List[Optional[int]]
     def __init__(self, path: Any) -> None: ...
     stacks: List[Tuple[Function, ...]]
     sampling: Optional[Dict[str, Any]]
     def events(self, thread: Optional[int] = ..., gaps: bool = ...) -> Iterator[Event]: ...
     def samples(self, thread: Optional[int] = ...) -> Iterator[Sample]: ...
     def close(self) -> None: ...
+
+def read_header(path: Any) -> Dict[str, Any]: ...
+def series_timeline(files: List[TraceFile]) -> Tuple[int, float, int]: ...
+def tick_ns(tick: int, start_tick: int, ns_per_tick: float) -> int: ...
+def series_events(files: List[TraceFile], breaks: List[bool], functions: List[Any],
+                  fid_kind: bytearray, start_tick: int, ns_per_tick: float, end_tick: int,
+                  thread: Optional[int] = ..., gaps: bool = ...) -> Iterator[Event]: ...
+def series_samples(files: List[TraceFile], stacks: List[Any], threads: Dict[int, Thread],
+                   start_tick: int, ns_per_tick: float,
+                   thread: Optional[int] = ...) -> Iterator[Sample]: ...

@@ -196,6 +196,7 @@ class PyTrace:
         self.damage: Optional[str] = None
         self.trailer_events = self.trailer_dropped = self.writer_error = None  # type: Optional[int]
         self.chunk_events = 0
+        self.thread_records: Dict[int, int] = {}  # thread id -> records in its events chunks
         self._fid_end = 1  # 1 + the largest function id defined
         self._chunks: List[Tuple[int, int, int, int]] = []  # payload offset, size, thread, base
         self._sample_chunks: List[Tuple[int, int, int]] = []  # payload offset, size, base
@@ -254,6 +255,7 @@ class PyTrace:
                 last_chunk[thread] = (pay, psize, base)
                 self._chunks.append((pay, psize, thread, base))
                 self.chunk_events += records
+                self.thread_records[thread] = self.thread_records.get(thread, 0) + records
                 self.threads.setdefault(thread, {"ident": None, "native_id": None,
                                                  "name": f"thread-{thread}"})
             elif ctype == SAMPLES:
@@ -449,6 +451,10 @@ class PyTrace:
     def samples(self, thread: Optional[int] = None) -> Iterator[Sample]:
         """As _core.TraceFile.samples(), one record at a time: a malformed record raises
         FormatError after the samples before it."""
+        return self._samples(self.stacks, self.threads, self.ns, thread)
+
+    def _samples(self, stacks: List[Tuple[int, ...]], threads: Dict[int, Dict[str, Any]],
+                 ns: Callable[[int], int], thread: Optional[int]) -> Iterator[Sample]:
         d = self._d
         for pay, size, tick in self._sample_chunks:
             p, end = pay, pay + size
@@ -466,13 +472,13 @@ class PyTrace:
                 if tid == 0 or tid > 0xFFFFFFFF:
                     raise self._fail(rec, f"sample with invalid thread id {tid}")
                 tick = (tick + dt) & M64
-                if sid >= len(self.stacks):
+                if sid >= len(stacks):
                     raise self._fail(p, f"sample uses stack id {sid} before its definition")
                 if thread is not None and tid != thread:
                     continue
-                self.threads.setdefault(tid, {"ident": None, "native_id": None,
-                                              "name": f"thread-{tid}"})
-                yield (self.ns(tick), tid, self.stacks[sid], w & 7, w >> 3)
+                threads.setdefault(tid, {"ident": None, "native_id": None,
+                                         "name": f"thread-{tid}"})
+                yield (ns(tick), tid, stacks[sid], w & 7, w >> 3)
 
     # ---- events ----------------------------------------------------------------------------
 
@@ -624,3 +630,127 @@ def read(source: Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]) -
     with os.fdopen(fd, "rb") as f:
         data = f.read()
     return PyTrace(data, path)
+
+
+def read_header(source: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
+    """The header of a .ftrace file (as PyTrace.header), reading nothing else."""
+    path = os.fspath(source)
+    fd, size = open_trace(path)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(PREAMBLE)
+        if len(data) == PREAMBLE and data[:len(MAGIC)] == MAGIC:
+            # the declared header, or as much of the file as there is
+            body = struct.unpack_from("<I", data, 12)[0]
+            want = min(body, size - PREAMBLE)
+            while len(data) < PREAMBLE + want:
+                more = f.read(PREAMBLE + want - len(data))
+                if not more:
+                    break
+                data += more
+    return _Header(data, path).header
+
+
+class PySeries:
+    """A trace read from a source as fasttrace.load() reads it (FORMAT.md section 9): one
+    file, or the files of a rotated series as one trace.  The attributes of PyTrace, with
+    the definitions of all files, plus `paths`, `series_problems`, `events_total`,
+    `dropped_total` and `lost_threads`."""
+
+    def __init__(self, source: Any) -> None:
+        from fasttrace._series import resolve
+
+        loaded, self._breaks, self.series_problems = resolve(source, read_header, read)
+        self.paths = [p for p, _, _ in loaded]
+        self.files: List[PyTrace] = [f for _, _, f in loaded]
+        first, last = self.files[0], self.files[-1]
+        self.path, self.header = first.path, first.header
+        self.complete, self.truncated = last.complete, last.truncated
+        self.damage = last.damage
+        if len(self.files) > 1 and last.damage is not None:
+            self.damage = f"{last.path}: {last.damage}"
+        # one clock for the series: the first file's start, every file's pairs in file order
+        self.start_tick, self.ns_per_tick = first.start_tick, 1e9 / first.tick_hz
+        for f in self.files:
+            for tick, mono in f.clock_pairs:
+                self.ns_per_tick = _rate(self.ns_per_tick, first.start_tick, first.start_mono,
+                                         first.tick_hz, tick, mono)
+        self.end_tick = last.end_tick
+        self.events_total = sum((f.trailer_events or 0) if f.complete else f.chunk_events
+                                for f in self.files)
+        self.dropped_total = sum((f.trailer_dropped or 0) if f.complete else 0
+                                 for f in self.files)
+        self.lost_threads = max(f.lost_threads for f in self.files)
+        self.thread_records: Dict[int, int] = {}
+        for f in self.files:
+            for tid, n in f.thread_records.items():
+                self.thread_records[tid] = self.thread_records.get(tid, 0) + n
+        self._merge()
+
+    def _merge(self) -> None:
+        """Definitions of the files as one table: a function or stack id defined again must be
+        defined the same (else FormatError at the later definition's end); THREAD defs
+        replace; the first SAMPLING counts, with the last file's SAMPLER_STATS."""
+        self.functions: Dict[int, Dict[str, Any]] = {}
+        self.stacks: List[Tuple[int, ...]] = [()]
+        self.threads: Dict[int, Dict[str, Any]] = {}
+        self.sampling: Optional[Dict[str, Any]] = None
+        first_in: Dict[int, str] = {}
+        stack_first_in: List[str] = [""]
+        for f in self.files:
+            for fid in sorted(f.functions):
+                if fid in self.functions:
+                    if self.functions[fid] != f.functions[fid]:
+                        raise f._fail(f.function_def_ends[fid], f"function id {fid} is defined "
+                                                                f"differently in {first_in[fid]}")
+                    continue
+                self.functions[fid], first_in[fid] = f.functions[fid], f.path
+            for sid in range(1, len(f.stacks)):
+                if sid < len(self.stacks):
+                    if self.stacks[sid] != f.stacks[sid]:
+                        raise f._fail(f.stack_def_ends[sid], f"stack id {sid} is defined "
+                                      f"differently in {stack_first_in[sid]}")
+                    continue
+                self.stacks.append(f.stacks[sid])
+                stack_first_in.append(f.path)
+            for tid, th in f.threads.items():
+                if th["ident"] is not None or tid not in self.threads:
+                    self.threads[tid] = th
+            if self.sampling is None and f.sampling is not None:
+                self.sampling = dict(f.sampling)
+        last = self.files[-1]
+        if self.sampling is not None:
+            self.sampling["stats"] = last.sampling["stats"] if last.sampling else None
+
+    def ns(self, tick: int) -> int:
+        return _ns(tick, self.start_tick, self.ns_per_tick)
+
+    @property
+    def duration_ns(self) -> int:
+        return self.ns(self.end_tick)
+
+    @property
+    def hook_lost(self) -> List[Tuple[int, int, str]]:
+        seen: List[Tuple[int, int, str]] = []
+        for f in self.files:
+            for h in f._hook_lost:
+                if h not in seen:
+                    seen.append(h)
+        return [(tid, self.ns(tick), what) for tid, tick, what in seen]
+
+    def events(self, thread: Optional[int] = None, gaps: bool = False) -> Iterator[Event]:
+        """As PyTrace.events(), the files one after the other with one state per thread; where
+        the series does not join up (a file missing or cut), each thread's next chunk closes
+        its frames at its last tick, notes a gap of unknown size (dropped 0) to its base_tick
+        and opens as a first chunk."""
+        return _events(self.files, self._breaks, self.functions, self.ns, self.end_tick, thread,
+                       gaps)
+
+    def samples(self, thread: Optional[int] = None) -> Iterator[Sample]:
+        for f in self.files:
+            yield from f._samples(self.stacks, self.threads, self.ns, thread)
+
+
+def read_series(source: Any) -> PySeries:
+    """Decodes what fasttrace.load(source) loads: a path, a glob pattern or a list of paths
+    (FORMAT.md section 9)."""
+    return PySeries(source)

@@ -14,7 +14,8 @@ import signal
 import sys
 
 import fasttrace
-from fasttrace.commands import convert, dump, error, info, os_error_text, report, run
+from fasttrace.commands import (convert, dump, error, info, os_error_text, report, run,
+                                trace_text)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -63,11 +64,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         except fasttrace.FormatError as e:  # damage found while reading, at any point
             return error(str(e))
         except MemoryError:
-            return error(f"{args.trace}: out of memory while reading it")
+            return error(f"{trace_text(args.trace)}: out of memory while reading it")
         except BrokenPipeError:
             raise
         except OSError as e:  # reading the trace failed (EIO, a file cut while being read)
-            return error(os_error_text(e.filename or args.trace, e))
+            return error(os_error_text(e.filename or trace_text(args.trace), e))
         except KeyboardInterrupt:
             return INTERRUPTED_STATUS
     except BrokenPipeError:

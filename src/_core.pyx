@@ -489,6 +489,56 @@ cdef inline double _clock_rate(double ns_per_tick, uint64_t start_tick, uint64_t
 ORIGINS = {FT_ORIGIN_CAPTURE: "capture", FT_ORIGIN_FLIGHT: "flight", FT_ORIGIN_SERIES: "series"}
 
 
+cdef dict _header_dict(ft_header* h):
+    """The header as TraceFile.header shows it (the strings must still be readable)."""
+    argv = (<const char*>h.command_line)[:h.command_line_size]
+    return {
+        "format_version": h.version,
+        "python_version": (<const char*>h.python_version)[
+            :h.python_version_size].decode("utf-8", "replace"),
+        "python_version_hex": h.python_version_hex,
+        "pid": h.pid,
+        "mode": {FT_MODE_TRACE: "trace", FT_MODE_SAMPLE: "sample"}.get(h.mode, "unknown"),
+        "c_calls": bool(h.flags & FT_HEADER_C_CALLS),
+        "hook": HOOK_NAMES.get((h.flags >> FT_HEADER_HOOK_SHIFT) & 3, "unknown"),
+        "hook_fallback": bool(h.flags & FT_HEADER_HOOK_FALLBACK),
+        "clock": "tsc" if h.clock_kind == 2 else "monotonic",
+        "tick_hz": h.tick_hz,
+        "chunk_size": h.chunk_size,
+        "buffer_size": h.buffer_size,
+        "start_wall_ns": h.start_wall_ns,
+        "start_monotonic_ns": h.start_mono_ns,
+        # argv entries each end with a NUL
+        "argv": [a.decode("utf-8", "replace") for a in argv[0:len(argv) - 1].split(b"\0")]
+                if argv else [],
+        "series_index": h.series_index,
+        "series_id": h.series_id,
+        "origin": ORIGINS.get(h.origin, "unknown"),
+    }
+
+
+def read_header(path):
+    """The header of a trace file as TraceFile.header shows it, reading nothing else.  Raises
+    FormatError as TraceFile() does for a bad header."""
+    from fasttrace._errors import FormatError
+    from fasttrace._files import open_trace
+    cdef ft_rfile rf
+    cdef ft_header h
+    cdef ft_read_error err
+    path = _os.fspath(path)
+    fd, size = open_trace(path)
+    try:
+        ft_rfile_init(&rf, fd, size)
+        try:
+            if ft_rfile_header(&rf, &h, &err) < 0:
+                raise FormatError(path, err.offset, err.reason.decode("utf-8", "replace"))
+            return _header_dict(&h)
+        finally:
+            ft_rfile_free(&rf)
+    finally:
+        _os.close(fd)
+
+
 cdef class TraceFile:
     """An open .ftrace file.  Construction validates every chunk's checksum and loads the
     definitions; events are decoded lazily by events().  The file is read with pread, never
@@ -517,7 +567,7 @@ cdef class TraceFile:
     cdef readonly list function_def_ends  # index = function id: file offset of its def's end
     cdef readonly list stack_def_ends     # index = stack id: file offset of its def's end
     cdef list _clock_pairs                # (tick, mono_ns) of CLOCK chunks and the trailer
-    cdef bytearray _fid_kind
+    cdef readonly bytearray fid_kinds     # index = function id: 0 Python, 1 C, 0xFF undefined
     cdef list _chunks                     # (chunk offset, payload size, thread, base_tick)
     cdef uint32_t _max_thread
     cdef uint64_t _end_tick
@@ -534,7 +584,7 @@ cdef class TraceFile:
         self.stack_def_ends = [None]
         self._clock_pairs = []
         self.threads = {}
-        self._fid_kind = bytearray(b"\xff")
+        self.fid_kinds = bytearray(b"\xff")
         self._chunks = []
         self._sample_chunks = []
         self.stacks = [()]
@@ -560,7 +610,7 @@ cdef class TraceFile:
         try:
             if ft_rfile_header(&rf, &self._h, &err) < 0:
                 raise FormatError(self.path, err.offset, err.reason.decode("utf-8", "replace"))
-            self.header = self._header_dict()
+            self.header = _header_dict(&self._h)
             # the strings pointed into the read window
             self._h.command_line = self._h.python_version = NULL
             self._ns_per_tick = 1e9 / self._h.tick_hz
@@ -570,32 +620,6 @@ cdef class TraceFile:
             self._scan(&rf, FormatError)
         finally:
             ft_rfile_free(&rf)
-
-    cdef dict _header_dict(self):
-        argv = (<const char*>self._h.command_line)[:self._h.command_line_size]
-        return {
-            "format_version": self._h.version,
-            "python_version": (<const char*>self._h.python_version)[
-                :self._h.python_version_size].decode("utf-8", "replace"),
-            "python_version_hex": self._h.python_version_hex,
-            "pid": self._h.pid,
-            "mode": {FT_MODE_TRACE: "trace", FT_MODE_SAMPLE: "sample"}.get(self._h.mode, "unknown"),
-            "c_calls": bool(self._h.flags & FT_HEADER_C_CALLS),
-            "hook": HOOK_NAMES.get((self._h.flags >> FT_HEADER_HOOK_SHIFT) & 3, "unknown"),
-            "hook_fallback": bool(self._h.flags & FT_HEADER_HOOK_FALLBACK),
-            "clock": "tsc" if self._h.clock_kind == 2 else "monotonic",
-            "tick_hz": self._h.tick_hz,
-            "chunk_size": self._h.chunk_size,
-            "buffer_size": self._h.buffer_size,
-            "start_wall_ns": self._h.start_wall_ns,
-            "start_monotonic_ns": self._h.start_mono_ns,
-            # argv entries each end with a NUL
-            "argv": [a.decode("utf-8", "replace") for a in argv[0:len(argv) - 1].split(b"\0")]
-                    if argv else [],
-            "series_index": self._h.series_index,
-            "series_id": self._h.series_id,
-            "origin": ORIGINS.get(self._h.origin, "unknown"),
-        }
 
     cdef _scan(self, ft_rfile* rf, FormatError):
         cdef ft_read_error err
@@ -738,12 +762,12 @@ cdef class TraceFile:
                 while len(self.functions) <= d.id:
                     self.functions.append(None)
                     self.function_def_ends.append(None)
-                    self._fid_kind.append(0xFF)
+                    self.fid_kinds.append(0xFF)
                 if self.functions[d.id] is not None:
                     raise FormatError(self.path, base + pos, f"function id {d.id} defined twice")
                 self.functions[d.id] = f
                 self.function_def_ends[d.id] = base + pos
-                self._fid_kind[d.id] = 1 if f.is_c else 0
+                self.fid_kinds[d.id] = 1 if f.is_c else 0
             elif d.tag == FT_DEF_THREAD:
                 if d.id > len(self.threads) + MAX_ID_JUMP:
                     raise FormatError(self.path, base + pos, f"thread id {d.id} out of sequence")
@@ -829,7 +853,7 @@ cdef class TraceFile:
     def events(self, thread=None, bint gaps=False):
         """Events chunk by chunk: in order within each thread; threads interleave by chunk.
         With gaps=True, a gap (kind "gap") is yielded where events were dropped."""
-        return _EventIter([self], [False], self.functions, self._fid_kind, self._h.start_tick,
+        return _EventIter([self], [False], self.functions, self.fid_kinds, self._h.start_tick,
                           self._ns_per_tick, self._end_tick,
                           -1 if thread is None else int(thread), gaps)
 

@@ -14,7 +14,8 @@ from helpers import varint as vi
 
 # ---- both readers as plain data ---------------------------------------------------------
 
-def native_view(path):
+def native_view(path, series=False):
+    """fasttrace.load(path) as plain data; series: with what only a series has to say."""
     t = fasttrace.load(path)
     try:
         events = []
@@ -35,28 +36,42 @@ def native_view(path):
             "threads": {th.id: dict(ident=th.ident, native_id=th.native_id, name=th.name)
                         for th in t.threads},
             "truncated": t.stats.truncated,
-            "complete": t._file.complete,
+            "complete": t.complete,
             "duration_ns": t.stats.duration_ns,
             "events": events,
             "samples": samples,
-            "sampling": t._file.sampling,
-            "stacks": [tuple(f.id for f in st) for st in t._file.stacks],
+            "sampling": t._sampling_info,
+            "stacks": [tuple(f.id for f in st) for st in t.stacks],
             "gaps": gaps,
             "hook_lost": [tuple(h) for h in t.hook_lost],
+            **({"paths": t.paths, "series_problems": t.series_problems, "damage": t.damage,
+                "stats": (t.stats.events, t.stats.dropped, t.stats.lost_threads),
+                "records": t.thread_records if t.mode == "trace" else {}}
+               if series else {}),
         }
     finally:
         t.close()
 
 
 
-def py_view(source):
-    t = _pyreader.read(source)
-    return {"header": t.header, "functions": t.functions, "threads": t.threads,
+def py_view(source, series=False):
+    """The pure-Python reader's view, as native_view's: of a file's bytes, or of what
+    fasttrace.load(source) loads."""
+    if isinstance(source, (bytes, bytearray)):
+        t = _pyreader.read(source)
+    else:
+        t = _pyreader.read_series(source)
+    view = {"header": t.header, "functions": t.functions, "threads": t.threads,
             "truncated": t.truncated, "complete": t.complete, "duration_ns": t.duration_ns,
             "events": list(t.events()), "samples": list(t.samples()),
             "sampling": t.sampling, "stacks": t.stacks,
             "gaps": [e for e in t.events(gaps=True) if e[0] == "gap"],
             "hook_lost": t.hook_lost}
+    if series:
+        records = t.thread_records if t.header["mode"] == "trace" else {}
+        view.update(paths=t.paths, series_problems=t.series_problems, damage=t.damage,
+                    stats=(t.events_total, t.dropped_total, t.lost_threads), records=records)
+    return view
 
 
 def outcome(view, source):
@@ -67,8 +82,8 @@ def outcome(view, source):
 
 
 def same(path):
-    """Both readers agree on everything; returns the native view."""
-    nat, py = native_view(path), py_view(path)
+    """Both readers agree on everything; returns the native view (with its series keys)."""
+    nat, py = native_view(path, series=True), py_view(path, series=True)
     assert nat["header"] == py["header"]
     assert nat["functions"] == py["functions"]
     assert nat["threads"] == py["threads"]

@@ -3,15 +3,17 @@ errors, the checks of an input path, and how times and places are shown."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import stat
 import sys
 
 import fasttrace
+from fasttrace._series import is_pattern
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Optional
+    from typing import Any, List, Optional, Union
 
 # What a path is when it is not a regular file (the wording fasttrace.load() uses too).
 _FILE_KINDS = (
@@ -54,19 +56,47 @@ def not_regular(path: str, mode: int) -> Optional[str]:
     return None
 
 
-def load_or_say_why(path: str) -> "Optional[fasttrace.Trace]":
-    """The loaded trace, or None after one line on stderr saying what is wrong and where."""
-    why = unreadable(path)
-    if why is not None:
-        error(why)
-        return None
+def add_trace_argument(p: "argparse.ArgumentParser") -> None:
+    """The TRACE argument of the commands that read a whole trace: a file, or the files of a
+    rotated series (several paths, or a glob in quotes that fasttrace expands)."""
+    p.add_argument("trace", nargs="+", metavar="TRACE",
+                   help="a .ftrace file; or the files of a rotated series: several paths, a "
+                        "glob in quotes ('trace*.ftrace'), or one of them (the others are found "
+                        "beside it)")
+
+
+def trace_text(trace: "Union[str, List[str]]") -> str:
+    """The TRACE argument as messages name it."""
+    if isinstance(trace, str):
+        return trace
+    return trace[0] if len(trace) == 1 else f"{trace[0]} (and {len(trace) - 1} more)"
+
+
+def load_or_say_why(trace: "Union[str, List[str]]",
+                    notes: bool = True) -> "Optional[fasttrace.Trace]":
+    """The loaded trace (a file, a glob or several files: fasttrace.load()), or None after one
+    line on stderr saying what is wrong and where.  notes: say on stderr what is wrong with a
+    series (files skipped, missing or cut)."""
+    source: Union[str, List[str]] = trace
+    if not isinstance(trace, str):
+        source = trace[0] if len(trace) == 1 else list(trace)
+    if isinstance(source, str) and not is_pattern(source):
+        why = unreadable(source)
+        if why is not None:
+            error(why)
+            return None
     try:
-        return fasttrace.load(path)
+        loaded = fasttrace.load(source)
     except fasttrace.FormatError as e:
         error(str(e))
+        return None
     except OSError as e:
-        error(os_error_text(path, e))
-    return None
+        error(os_error_text(e.filename or trace_text(trace), e))
+        return None
+    if notes:
+        for problem in loaded.series_problems:
+            print(f"fasttrace: note: {problem}", file=sys.stderr)
+    return loaded
 
 
 def duration_text(ns: float) -> str:

@@ -22,7 +22,8 @@ import sys
 
 import fasttrace
 from fasttrace import export
-from fasttrace.commands import error, load_or_say_why, os_error_text
+from fasttrace.commands import (add_trace_argument, error, load_or_say_why, os_error_text,
+                                trace_text)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p = sub.add_parser("convert", help="convert a trace for Perfetto, Chrome, speedscope, "
                                        "pprof or flame graphs", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("trace", help="a .ftrace file")
+    add_trace_argument(p)
     p.add_argument("-f", "--format", required=True, choices=sorted(export.FORMATS))
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file, - for stdout (default: the trace's name with the "
@@ -48,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     if trace is None:
         return 1
     to_stdout = args.output == "-"
-    out = "stdout" if to_stdout else args.output or _default_output(args.trace, args.format)
+    out = "stdout" if to_stdout else args.output or _default_output(trace.path, args.format)
     if to_stdout and args.format in BINARY and sys.stdout.isatty():
         return error(f"{args.format} is binary: not written to a terminal (use -o FILE, or "
                      "redirect stdout)")
@@ -77,9 +78,9 @@ def main(args: argparse.Namespace) -> int:
         if isinstance(e, fasttrace.FormatError):  # damage found while decoding
             return error(f"{e}; {lost}")
         if isinstance(e, OSError):  # reading the trace failed
-            return error(f"{os_error_text(e.filename or args.trace, e)}; {lost}")
+            return error(f"{os_error_text(e.filename or trace_text(args.trace), e)}; {lost}")
         if isinstance(e, MemoryError):
-            return error(f"{args.trace}: out of memory while reading it; {lost}")
+            return error(f"{trace_text(args.trace)}: out of memory while reading it; {lost}")
         raise
     if progress is not None:
         print(file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from fasttrace.commands import duration_text, load_or_say_why
+from fasttrace.commands import add_trace_argument, duration_text, load_or_say_why
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,14 +21,14 @@ ALL_UP_TO = 25  # ... unless there are no more than this many
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("info", help="summarise a trace file")
-    p.add_argument("trace", help="a .ftrace file")
+    add_trace_argument(p)
     p.add_argument("--all-threads", action="store_true",
                    help=f"list every thread (default: the {THREADS_SHOWN} busiest when there "
                         f"are more than {ALL_UP_TO})")
 
 
 def main(args: argparse.Namespace) -> int:
-    trace = load_or_say_why(args.trace)
+    trace = load_or_say_why(args.trace, notes=False)
     if trace is None:
         return 1
     # Everything is read before anything is printed: damage found while reading gives one
@@ -41,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
         for smp in trace.samples():
             counts[smp.thread] = counts.get(smp.thread, 0) + 1
     else:
-        counts = dict(trace._file.thread_records)
+        counts = dict(trace.thread_records)
     rows: List[Tuple[str, str]] = [
         ("file", trace.path),
         ("format", f"version {h['format_version']}, {h['mode']} mode"),
@@ -60,6 +60,16 @@ def main(args: argparse.Namespace) -> int:
         ("clock", f"{h['clock']} at {h['tick_hz'] / 1e9:.3f} GHz"),
         ("complete", "no: truncated" if s.truncated else "yes"),
     ]
+    if h.get("origin", "capture") != "capture":
+        rows.insert(2, ("origin", {"flight": "a flight-recorder dump",
+                                   "series": "a file of a rotated series"}.get(
+                                       h["origin"], str(h["origin"]))))
+    if h.get("series_index"):
+        first = h["series_index"]
+        rows.insert(1, ("series", f"id 0x{h['series_id']:016x}, {len(trace.paths)} file(s) "
+                                  f"from file {first}: {' '.join(trace.paths)}"))
+    for problem in trace.series_problems:
+        rows.append(("series problem", problem))
     if sampling is not None:
         rows[7] = ("samples", f"{sampling.samples:,}")
         rows[9] = ("sampling", (
@@ -97,5 +107,5 @@ def main(args: argparse.Namespace) -> int:
         rest = threads[len(shown):]
         print(f"  ... and {len(rest):,} more threads with "
               f"{sum(counts.get(t.id, 0) for t in rest):,} {unit} "
-              f"(fasttrace info --all-threads {args.trace} lists them)")
+              f"(fasttrace info --all-threads {' '.join(args.trace)} lists them)")
     return 0

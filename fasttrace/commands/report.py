@@ -17,7 +17,8 @@ import os
 import sys
 
 import fasttrace
-from fasttrace.commands import duration_text, load_or_say_why, where
+from fasttrace.commands import (add_trace_argument, duration_text, load_or_say_why, trace_text,
+                                where)
 from fasttrace._analysis import FunctionStats, ThreadStats, function_stats, merged, sample_stats
 
 TYPE_CHECKING = False
@@ -38,7 +39,7 @@ def _sort_key(by: str) -> "Callable[[FunctionStats], int]":
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("report", help="top functions by self and total time")
-    p.add_argument("trace", help="a .ftrace file")
+    add_trace_argument(p)
     p.add_argument("--sort", choices=["self", "total", "calls", "name"], default="self")
     p.add_argument("--limit", type=int, default=20, metavar="N", help="rows per table (0: all)")
     p.add_argument("--thread", metavar="ID|NAME", help="only this thread (id or name)")
@@ -57,7 +58,8 @@ def main(args: argparse.Namespace) -> int:
     tid = _thread_id(trace, args.thread)
     if args.thread is not None and tid is None:
         names = ", ".join(f"{t.id} ({t.name})" for t in trace.threads)
-        print(f"fasttrace: error: no thread {args.thread!r} in {args.trace}; threads: {names}",
+        print(f"fasttrace: error: no thread {args.thread!r} in {trace_text(args.trace)}; "
+              f"threads: {names}",
               file=sys.stderr)
         return 1
     progress = _progress(trace) if sys.stderr.isatty() else None

@@ -76,7 +76,7 @@ class Progress:
 
     def __init__(self, callback: Optional[ProgressCallback], trace: Trace) -> None:
         self.callback = callback
-        self.records: Dict[int, int] = dict(trace._file.thread_records)  # thread id -> records
+        self.records: Dict[int, int] = dict(trace.thread_records)  # thread id -> records
         self.total = int(trace.stats.events)
         self.base = 0  # records of the threads done
         self.thread = self.done = 0

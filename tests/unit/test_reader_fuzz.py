@@ -10,7 +10,9 @@ Inputs: byte mutations of a real trace; the same with every checksum fixed up af
 the header and chunk fields get through to the decoders); mutations of one events/defs chunk's
 payload with its crc recomputed; and events chunks made of random records.  Every seed is
 there in format version 1 and in version 2 (tests/formatfiles.to_v2: OPEN records first in
-every events chunk, the header's series fields), and random records are made for both.
+every events chunk, the header's series fields), and random records are made for both.  And
+rotated series made by splitting a version 2 seed into files, some left out, cut or mutated,
+given in any order: both readers load the same files and report the same problems.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import zlib
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from formatfiles import to_v2
+from formatfiles import to_v2, v2_header
 from helpers import chunks_of, from_chunks, sample_tuple
 from helpers import varint as vi
 
@@ -359,3 +361,67 @@ def test_huge_ids(seeds, tmp_dir, where, ident):
     rc, out = _native_in_subprocess(data, tmp_dir, "huge.ftrace")
     assert rc == 0 and "done" in out, out
     check(data, tmp_dir)
+
+
+# ---- rotated series ---------------------------------------------------------------------
+
+def run_series(load, paths):
+    """What a reader makes of a series: load(paths) is fasttrace.load or read_series."""
+    try:
+        t = load(paths)
+        out = [t.paths, t.series_problems, dict(t.header)]
+        if isinstance(t, _pyreader.PySeries):
+            out += [sorted(t.functions), t.duration_ns, list(t.events(gaps=True)),
+                    list(t.samples())]
+        else:
+            try:
+                out += [sorted(f.id for f in t.functions), t.stats.duration_ns,
+                        [(e.kind, e.ts, e.thread, e.dropped, e.start_ts) if e.kind == "gap"
+                         else (e.kind, e.ts, e.thread, e.function.id, bool(e.synthetic))
+                         for e in t.events(gaps=True)],
+                        [sample_tuple(s) for s in t.samples()]]
+            finally:
+                t.close()
+        return out
+    except fasttrace.FormatError as e:
+        return [("error", e.path, e.offset, e.reason)]
+
+
+@FUZZ
+@given(seed=st.sampled_from([3, 4, 5]), cuts=st.lists(st.integers(0, 1000), min_size=1,
+                                                     max_size=3),
+       keep=st.lists(st.sampled_from([True, True, True, False]), min_size=4, max_size=4),
+       trailers=st.lists(st.booleans(), min_size=4, max_size=4),
+       order=st.permutations(range(4)), stranger=st.integers(0, 5),
+       damage=st.one_of(st.none(), st.tuples(st.integers(0, 3), edits, st.booleans())))
+def test_random_series(seeds, tmp_dir, seed, cuts, keep, trailers, order, stranger, damage):
+    header, chunks = split(seeds[seed])
+    defs = [c for c in chunks if c[0] == 2]
+    body = [c for c in chunks if c[0] in (1, 3, 5)]
+    tail = [c for c in chunks if c[0] == 4]
+    points = sorted({c % (len(body) + 1) for c in cuts})
+    parts = [body[a:b] for a, b in zip([0] + points, points + [len(body)])]
+    directory = tmp_dir / f"series{next(_counter) % 4}"
+    directory.mkdir(exist_ok=True)
+    for old in directory.iterdir():
+        old.unlink()
+    paths = []
+    for k, part in enumerate(parts):
+        sid = 99 if k == stranger else 7  # a file of another series
+        data = join(v2_header(header, (k + 1, sid, 2)), defs + part
+                    + (tail if trailers[k] else []))
+        if damage is not None and damage[0] == k:
+            data = apply(data, damage[1])
+            if damage[2]:
+                data = fix_crcs(data)
+        path = directory / f"s.{k}.ftrace"
+        path.write_bytes(data)
+        paths.append(str(path))
+    chosen = [paths[i] for i in order if i < len(paths) and keep[i]] or paths[:1]
+    nat = run_series(fasttrace.load, chosen)
+    event("error" if isinstance(nat[0], tuple) else
+          f"loaded {len(nat[0])} file(s), {len(nat[1])} problem(s)")
+    assert nat == run_series(_pyreader.read_series, chosen)
+    if len(chosen) == 1:  # one of them: the others are found beside it
+        assert run_series(fasttrace.load, chosen[0]) == \
+            run_series(_pyreader.read_series, chosen[0])
