@@ -4,6 +4,12 @@
     fasttrace run [options] -m module [args...]
     fasttrace run [options] -c code [args...]
     fasttrace run --rate 100 [--clock cpu] script.py [args...]     (sampling mode)
+    fasttrace run --flight 10s [--flight-dir DIR] [--rate HZ] app.py  (flight recorder)
+    fasttrace run --max-bytes 100M [--max-seconds S] [--keep N] app.py (rotated files)
+    fasttrace run --duration 30s app.py                    (stop tracing after 30 s)
+
+--flight keeps the last seconds in memory and writes them to a timestamped file in
+--flight-dir when the process gets SIGUSR2, or when an uncaught exception ends it.
 
 The program sees what it would see under plain `python`: its sys.argv, sys.path[0], a
 `__main__` module with the attributes python gives it (see _program.py), stdin, stdout and
@@ -30,12 +36,16 @@ from fasttrace.commands._program import NoProgram, prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import List, Optional, Tuple
+    from typing import Any, List, Optional, Tuple
 
 USAGE = ("fasttrace run [-o OUT] [--no-c-calls] [--buffer-size BYTES] [--rate HZ] "
-         "[--clock wall|cpu] (script.py | -m module | -c code) [args ...]")
+         "[--clock wall|cpu] [--duration TIME] [--max-bytes BYTES] [--max-seconds TIME] "
+         "[--keep N] [--flight TIME [--flight-dir DIR] [--flight-bytes BYTES]] "
+         "(script.py | -m module | -c code) [args ...]")
 # Our options that take a value: the program's own arguments start after these.
-VALUE_OPTIONS = {"-o", "--output", "--buffer-size", "--rate", "--clock"}
+VALUE_OPTIONS = {"-o", "--output", "--buffer-size", "--rate", "--clock", "--duration",
+                 "--max-bytes", "--max-seconds", "--keep", "--flight", "--flight-dir",
+                 "--flight-bytes"}
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -59,7 +69,49 @@ def _options_parser() -> argparse.ArgumentParser:
     p.add_argument("--clock", choices=["wall", "cpu"],
                    help="sampling mode: wall (default: all threads, waiting ones too) or cpu "
                         "(only time on CPU)")
+    p.add_argument("--duration", type=_seconds, metavar="TIME",
+                   help="stop tracing after TIME (30, 30s, 500ms, 2m), the program going on")
+    p.add_argument("--max-bytes", type=_any_size, metavar="BYTES",
+                   help="rotate: start a new file OUT-stem.NNNN.ftrace at this size (100M)")
+    p.add_argument("--max-seconds", type=_seconds, metavar="TIME",
+                   help="rotate: start a new file after this long")
+    p.add_argument("--keep", type=int, metavar="N", help="rotate: keep only the newest N files")
+    p.add_argument("--flight", type=_seconds, metavar="TIME",
+                   help="flight recorder: keep the last TIME in memory; SIGUSR2 or an uncaught "
+                        "exception writes it to a file in --flight-dir")
+    p.add_argument("--flight-dir", default=".", metavar="DIR",
+                   help="where flight-recorder dumps go (default: the current directory)")
+    p.add_argument("--flight-bytes", type=_any_size, metavar="BYTES",
+                   help="flight recorder: memory for the window (default 64M)")
     return p
+
+
+def _seconds(text: str) -> float:
+    """A time: seconds, or a number with ms, s, m or h."""
+    t = text.strip().lower()
+    scale = 1.0
+    for suffix, factor in (("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if t.endswith(suffix):
+            t, scale = t[:-len(suffix)], factor
+            break
+    try:
+        v = float(t) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (e.g. 10, 10s, 500ms, 2m)") \
+            from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive time, got {text!r}")
+    return v
+
+
+def _any_size(text: str) -> int:
+    """A size in bytes, or with K, M or G; its bounds are checked where it is used."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 100M, 512K)") from None
 
 
 def _size(text: str) -> int:
@@ -127,8 +179,14 @@ def main_argv(argv: List[str]) -> int:
     if opts.clock is not None and opts.rate is None:
         parser.error("--clock needs --rate (it applies to sampling mode)")
     out = opts.output or _default_output(kind, what)
+    if opts.flight is not None and (opts.output or opts.max_bytes or opts.max_seconds or
+                                    opts.keep or opts.duration):
+        parser.error("--flight writes only dumps: it does not go with -o, --max-bytes, "
+                     "--max-seconds, --keep or --duration")
+    if (opts.flight_bytes is not None or opts.flight_dir != ".") and opts.flight is None:
+        parser.error("--flight-dir and --flight-bytes need --flight")
     return _run(kind, what, prog_args, out, opts.c_calls, opts.buffer_size, opts.rate,
-                opts.clock)
+                opts.clock, opts)
 
 
 def _check_target(kind: str, what: str) -> Optional[str]:
@@ -156,8 +214,32 @@ def _default_output(kind: str, what: str) -> str:
 _cli_session: Optional[Recorder] = None
 
 
+def _make_recorder(out: str, c_calls: bool, buffer_size: int, rate: Optional[float],
+                   clock: Optional[str], opts: Optional[argparse.Namespace]) -> Recorder:
+    """The capture the options ask for, not started."""
+    common: "dict[str, Any]" = dict(c_calls=c_calls, rate=rate, clock=clock,
+                                    skip_caller_stack=True, stop_codes=(_run.__code__,))
+    if opts is not None and opts.flight is not None:
+        from fasttrace._flight import DEFAULT_FLIGHT_BUFFER, FlightRecorder
+
+        return FlightRecorder(opts.flight, opts.flight_bytes or 64 << 20,
+                              buffer_size=min(buffer_size, DEFAULT_FLIGHT_BUFFER)
+                              if buffer_size == DEFAULT_BUFFER_SIZE else buffer_size,
+                              signal=signal.SIGUSR2, directory=opts.flight_dir,
+                              dump_on_exception=True, **common)
+    if opts is not None and (opts.max_bytes or opts.max_seconds or opts.keep):
+        from fasttrace._rotation import RotatingRecorder
+
+        return RotatingRecorder(out, max_bytes=opts.max_bytes, max_seconds=opts.max_seconds,
+                                keep=opts.keep, buffer_size=buffer_size,
+                                duration=opts.duration, **common)
+    return Recorder(out, buffer_size=buffer_size,
+                    duration=opts.duration if opts is not None else None, **common)
+
+
 def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
-         buffer_size: int, rate: Optional[float] = None, clock: Optional[str] = None) -> int:
+         buffer_size: int, rate: Optional[float] = None, clock: Optional[str] = None,
+         opts: Optional[argparse.Namespace] = None) -> int:
     global _cli_session
     # What the program sees, as under `python script.py`, `python -m mod` or `python -c code`;
     # found and compiled before tracing starts, so that the trace opens with the program's own
@@ -178,10 +260,8 @@ def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
         # The runner's own frames (this function and its callers) stay out of the trace: the
         # program's first frame is a root, as under plain python.  Sampling: the sampler cuts
         # every stack at this function's frame, which runs the program's code itself.
-        _cli_session = Recorder(out, c_calls=c_calls, buffer_size=buffer_size, rate=rate,
-                                clock=clock, skip_caller_stack=True,
-                                stop_codes=(_run.__code__,)).start()
-    except (fasttrace.TracingError, ValueError) as e:
+        _cli_session = _make_recorder(out, c_calls, buffer_size, rate, clock, opts).start()
+    except (fasttrace.TracingError, ValueError, TypeError) as e:
         signal.signal(signal.SIGTERM, previous_term)
         print(f"fasttrace: error: {e}", file=sys.stderr)
         return 2
@@ -258,7 +338,7 @@ def _finish(code: int) -> int:
     if session is None:
         return code
     note = ""
-    if _recorder.active() is session:
+    if _recorder.active() is session or session.expired:
         try:
             s = session.stop()
         except fasttrace.TracingError as e:
@@ -269,13 +349,31 @@ def _finish(code: int) -> int:
         note = "the program stopped the trace itself; "
     else:
         return code
+    dumps = getattr(session, "dumps", None)
+    if dumps is not None:  # a flight recorder: only its dumps are files
+        if dumps:
+            print(f"fasttrace: flight recorder stopped; it wrote {len(dumps)} dump(s): "
+                  + ", ".join(d.path for d in dumps), file=sys.stderr)
+        else:
+            print("fasttrace: flight recorder stopped; no dump was asked for (send SIGUSR2 "
+                  "to the process to write its last seconds)", file=sys.stderr)
+        return code
+    if session.expired:
+        note += f"tracing stopped after --duration {session.duration:g} s; "
     dropped = f", {s.dropped:,} dropped" if s.dropped else ""
     what = f"{s.events:,} events from {s.threads} thread(s)"
     if s.sampling is not None:
         what = (f"{s.sampling.samples:,} samples from {s.threads} thread(s) over "
                 f"{duration_text(s.duration_ns)} ({_rate_text(s.sampling)})")
-    print(f"fasttrace: {note}wrote {what} to {session.path} ({_size_text(s.bytes)}{dropped}); "
-          f"look at it with: fasttrace report {session.path}", file=sys.stderr)
+    where = session.path
+    if s.files is not None:
+        stem, suffix = os.path.splitext(session.path)
+        where = f"{len(s.files)} file(s) {stem}.*{suffix}"
+        look = f"'{stem}.*{suffix}'"
+    else:
+        look = session.path
+    print(f"fasttrace: {note}wrote {what} to {where} ({_size_text(s.bytes)}{dropped}); "
+          f"look at it with: fasttrace report {look}", file=sys.stderr)
     return code
 
 

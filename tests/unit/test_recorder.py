@@ -72,6 +72,7 @@ def test_a_failed_start_can_be_tried_again(tmp_path):
     assert not fasttrace.is_tracing() and repr(session).endswith(" not started>")
     path.parent.mkdir()
     assert session.start() is session
+    sorted([2, 1])  # a C call: format 2 counts no record for the frames open at start
     assert session.stop().events > 0
 
 
