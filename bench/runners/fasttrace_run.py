@@ -1,11 +1,14 @@
 """Run a workload under fasttrace's trace mode (used by bench/run.py and bench/decode_speed.py).
 
     python bench/runners/fasttrace_run.py WORKLOAD OUT [--no-c-calls] [--hook HOOK]
+                                          [--flight SECONDS] [--rate HZ]
 
 Writes the trace to OUT and the stop() summary as one JSON line to OUT.summary.json
 (a side file, so the workload's own stdout/stderr cannot get in the way), with the hook that
 recorded the trace. `--hook monitoring|eval_frame|profile` sets FASTTRACE_HOOK for the run
 (before fasttrace is imported), which forces that hook where the build offers it.
+`--flight SECONDS` records into a FlightRecorder (64 MiB) instead of a file, and dumps nothing:
+its steady-state cost (bench/flight.py); with `--rate HZ` it samples instead of tracing.
 """
 
 import json
@@ -16,27 +19,41 @@ import sys
 SUMMARY_FIELDS = ("path", "events", "dropped", "duration_ns", "bytes")
 
 
-USAGE = "usage: fasttrace_run.py WORKLOAD OUT [--no-c-calls] [--hook HOOK]"
+USAGE = ("usage: fasttrace_run.py WORKLOAD OUT [--no-c-calls] [--hook HOOK] [--flight SECONDS] "
+         "[--rate HZ]")
+
+
+def take(args, flag):
+    """The value after `flag` in args (both removed), or None."""
+    if flag not in args:
+        return None
+    i = args.index(flag)
+    if i + 1 >= len(args):
+        sys.exit(USAGE)
+    value = args[i + 1]
+    del args[i : i + 2]
+    return value
 
 
 def main(argv):
     c_calls = "--no-c-calls" not in argv
     args = [a for a in argv if a != "--no-c-calls"]
-    hook = None
-    if "--hook" in args:
-        i = args.index("--hook")
-        if i + 1 >= len(args):
-            sys.exit(USAGE)
-        hook = args[i + 1]
-        del args[i : i + 2]
+    hook = take(args, "--hook")
+    if hook is not None:
         os.environ["FASTTRACE_HOOK"] = hook
+    flight = take(args, "--flight")
+    rate = take(args, "--rate")
     if len(args) != 2:
         sys.exit(USAGE)
     workload, out = args
 
     import fasttrace
 
-    session = fasttrace.start(out, c_calls=c_calls)
+    if flight is not None:
+        session = fasttrace.FlightRecorder(float(flight), 64 << 20, c_calls=c_calls,
+                                           rate=float(rate) if rate else None).start()
+    else:
+        session = fasttrace.start(out, c_calls=c_calls, rate=float(rate) if rate else None)
     try:
         sys.argv = [workload]
         runpy.run_path(workload, run_name="__main__")
