@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from fasttrace import _core
+from fasttrace import _core, _recorder
 from fasttrace._errors import TracingError
 from fasttrace._output import open_output
 from fasttrace._recorder import (
@@ -160,9 +160,16 @@ class FlightRecorder(Recorder):
         """Writes the window to `path` as a .ftrace file and returns its Summary.  Recording
         goes on.  Dumps are serialized; TracingError if this recorder is not running."""
         path = os.fspath(path)
-        if active() is not self or self.pid != os.getpid():
-            raise TracingError(f"dump({path!r}): this flight recorder is not running "
-                               f"({self._not_running() if active() is not self else 'forked'})")
+        # The registry's lock: stop() cannot free the threads' rings under the flush, and
+        # waits for a dump in progress.  (Dumps are serialized by it, and by the writer.)
+        with _recorder._lock:
+            if active() is not self or self.pid != os.getpid():
+                raise TracingError(
+                    f"dump({path!r}): this flight recorder is not running "
+                    f"({self._not_running() if active() is not self else 'forked'})")
+            return self._dump(path)
+
+    def _dump(self, path: str) -> Summary:
         with self._dump_lock:
             fd = open_output(path)
             try:

@@ -258,11 +258,14 @@ ft_session_finish(ft_summary* out)
     out->threads = ft_S.n_threads + ft_S.n_sampled_threads;
     out->functions = ft_S.n_functions;
 
+    pthread_mutex_lock(&ft_S.lock);
     for (uint32_t i = 0; i < ft_S.n_threads; i++) {
         ft_thread_free(ft_S.threads[i]);
     }
     free(ft_S.threads);
     ft_S.threads = NULL;
+    ft_S.n_threads = 0;
+    pthread_mutex_unlock(&ft_S.lock);
     ft_thread_free(ft_S.sample_ring);
     ft_S.sample_ring = NULL;
     ft_defs_free();
@@ -424,7 +427,7 @@ void
 ft_session_flush_threads(void)
 {
     pthread_mutex_lock(&ft_S.lock);
-    for (uint32_t i = 0; i < ft_S.n_threads; i++) {
+    for (uint32_t i = 0; ft_S.running && ft_S.threads != NULL && i < ft_S.n_threads; i++) {
         ft_thread* t = ft_S.threads[i];
         if (t != NULL) {
             ft_thread_flush(t);

@@ -132,8 +132,9 @@ void ft_thread_put_stack(ft_thread* t, uint8_t tag, uint64_t dropped, uint64_t n
 void ft_thread_open_first(ft_thread* t);
 
 /* Publishes the partly filled chunk (if it holds events) and takes the next one, begun with
- * OPEN.  The producer must be quiescent: a GIL holder for a hooked thread.  Caller holds the
- * registry lock (a thread's own exit path finishes it under that lock). */
+ * OPEN.  The producer must be quiescent: the caller holds the GIL, and a hook never lets go of
+ * it while it writes a record.  Caller holds the registry lock (a thread's own exit path
+ * finishes it under that lock). */
 void ft_thread_flush(ft_thread* t);
 
 /* Publishes the partially filled chunk, marks it as the thread's last, and stops the producer.

@@ -19,6 +19,7 @@
 #define FT_WRITER_PERIOD_NS 2000000u   /* idle poll; a filling ring wakes it sooner */
 #define FT_CLOCK_PERIOD_NS 250000000u  /* a clock record this often refines tick -> ns */
 #define FT_FIRST_CLOCK_NS 10000000u
+#define FT_DUMP_FORK_WAIT_MS 5000      /* a dump waits this long for a fork's restart */
 
 enum { WRITER_RUNNING, WRITER_JOINED, WRITER_STOPPING };
 
@@ -342,6 +343,16 @@ ft_writer_dump(int fd, ft_flight_dump_result* out)
     pthread_mutex_lock(&W.dump_lock);
     int err = 0;
     pthread_mutex_lock(&W.wake_lock);
+    /* A fork stops the writer for a moment (ft_writer_fork_prepare to the parent's resume):
+     * a dump asked for meanwhile waits for it, up to FT_DUMP_FORK_WAIT_MS. */
+    for (int waited = 0; W.running && (W.paused != WRITER_RUNNING || atomic_load(&W.stop)) &&
+                         waited < FT_DUMP_FORK_WAIT_MS;
+         waited++) {
+        pthread_mutex_unlock(&W.wake_lock);
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+        pthread_mutex_lock(&W.wake_lock);
+    }
     if (!W.running || !W.is_flight) {
         err = W.running ? EINVAL : ESRCH;
     }

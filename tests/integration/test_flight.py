@@ -231,3 +231,78 @@ def test_signal_and_exception_triggers(tmp_path):
         trace = fasttrace.load(tmp_path / d)
         balanced(trace)
         assert any(e.function.name == "fib" for e in trace.events())
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded")
+def test_dumps_while_another_thread_forks(tmp_path):
+    stop = threading.Event()
+    forks = []
+
+    def forker():
+        while not stop.is_set():
+            pid = os.fork()
+            if pid == 0:
+                fib(10)  # the child: the parent's recorder is not running here
+                os._exit(0 if not fasttrace.is_tracing() else 3)
+            forks.append(os.waitpid(pid, 0)[1])
+            fib(12)
+
+    rec = fasttrace.FlightRecorder(seconds=5, max_bytes=16 << 20)
+    with rec:
+        t = threading.Thread(target=forker)
+        t.start()
+        for i in range(10):
+            fib(14)
+            rec.dump(tmp_path / f"f{i}.ftrace")
+        stop.set()
+        t.join()
+    assert len(forks) > 0 and all(status == 0 for status in forks)
+    for i in range(10):
+        balanced(fasttrace.load(tmp_path / f"f{i}.ftrace"))
+
+
+def test_dump_from_a_signal_handler_in_code(tmp_path):
+    # A handler of the program's own that dumps (as the signal= trigger does from a thread)
+    rec = fasttrace.FlightRecorder(seconds=5, max_bytes=8 << 20)
+    done = []
+
+    def handler(signum, frame):
+        done.append(rec.dump(tmp_path / "sig.ftrace"))
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with rec:
+            fib(15)
+            os.kill(os.getpid(), signal.SIGUSR1)
+            fib(12)
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert len(done) == 1
+    balanced(fasttrace.load(tmp_path / "sig.ftrace"))
+
+
+def test_dumps_racing_stop_never_crash(tmp_path):
+    # dump() from several threads while the main thread stops the recorder: each dump either
+    # completes (a file that loads) or says the recorder is not running
+    for round_ in range(5):
+        rec = fasttrace.FlightRecorder(seconds=5, max_bytes=8 << 20).start()
+        fib(14)
+        outcomes = []
+
+        def dump(i):
+            try:
+                rec.dump(tmp_path / f"r{round_}-{i}.ftrace")
+                outcomes.append("ok")
+            except fasttrace.TracingError as e:
+                assert "not running" in str(e), e
+                outcomes.append("refused")
+
+        ts = [threading.Thread(target=dump, args=(i,)) for i in range(4)]
+        for t in ts:
+            t.start()
+        rec.stop()
+        for t in ts:
+            t.join()
+        assert len(outcomes) == 4
+        for p in tmp_path.glob(f"r{round_}-*.ftrace"):
+            balanced(fasttrace.load(p))
