@@ -91,10 +91,15 @@ class FlightRecorder(Recorder):
                                                                        os.W_OK | os.X_OK):
             why = "does not exist" if not os.path.isdir(self.directory) else "is not writable"
             raise ValueError(f"the flight recorder's dump directory {self.directory!r} {why}")
+        if signal is not None and (signal not in _signal.valid_signals() or
+                                   signal in (_signal.SIGKILL, _signal.SIGSTOP)):
+            raise ValueError(f"signal={signal!r} cannot trigger dumps: not a signal a handler "
+                             "can catch")
         self.signal = signal
         self.dump_on_exception = dump_on_exception
         self._dump_lock = threading.Lock()
         self._prev_handler: Any = None
+        self._handler_installed = False
         self._prev_excepthook: Any = None
         self.dumps: "list[Summary]" = []
 
@@ -122,9 +127,16 @@ class FlightRecorder(Recorder):
         pass
 
     def start(self) -> "FlightRecorder":
-        super().start()
         if self.signal is not None:
+            # First: an impossible signal (SIGKILL), or a thread other than the main one,
+            # fails here with nothing started.
             self._prev_handler = _signal.signal(self.signal, self._on_signal)
+            self._handler_installed = True
+        try:
+            super().start()
+        except BaseException:
+            self._uninstall_triggers()
+            raise
         if self.dump_on_exception:
             self._prev_excepthook = sys.excepthook
             sys.excepthook = self._on_exception
@@ -139,13 +151,16 @@ class FlightRecorder(Recorder):
         self._uninstall_triggers()
 
     def _uninstall_triggers(self) -> None:
-        if self.signal is not None and self._prev_handler is not None:
+        if self.signal is not None and self._handler_installed:
             try:
                 if _signal.getsignal(self.signal) == self._on_signal:
-                    _signal.signal(self.signal, self._prev_handler)
+                    # None: the previous handler was not set from Python; the default it is
+                    prev = self._prev_handler
+                    _signal.signal(self.signal, _signal.SIG_DFL if prev is None else prev)
             except ValueError:
                 pass  # not the main thread: the handler stays, and finds nothing running
             self._prev_handler = None
+            self._handler_installed = False
         if self._prev_excepthook is not None:
             if sys.excepthook == self._on_exception:
                 sys.excepthook = self._prev_excepthook

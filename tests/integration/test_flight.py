@@ -198,6 +198,8 @@ def test_errors(tmp_path):
     (dict(seconds=float("nan")), "seconds must be a positive"),
     (dict(max_bytes=4096), "max_bytes must be at least"),
     (dict(signal=signal.SIGUSR2, directory="/nonexistent/dir"), "does not exist"),
+    (dict(signal=signal.SIGKILL), "not a signal a handler can catch"),
+    (dict(signal=12345), "not a signal a handler can catch"),
 ])
 def test_bad_arguments_fail_before_anything_starts(kw, message):
     with pytest.raises(ValueError, match=message):
@@ -306,3 +308,19 @@ def test_dumps_racing_stop_never_crash(tmp_path):
         assert len(outcomes) == 4
         for p in tmp_path.glob(f"r{round_}-*.ftrace"):
             balanced(fasttrace.load(p))
+
+
+def test_a_signal_trigger_needs_the_main_thread():
+    errors = []
+
+    def start():
+        try:
+            fasttrace.FlightRecorder(signal=signal.SIGUSR2).start()
+        except ValueError as e:
+            errors.append(str(e))
+
+    t = threading.Thread(target=start)
+    t.start()
+    t.join()
+    assert errors and "main thread" in errors[0]
+    assert not fasttrace.is_tracing()  # nothing was left running
