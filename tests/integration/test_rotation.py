@@ -90,7 +90,7 @@ def test_each_file_decodes_on_its_own(tmp_path):
             assert t.header["series_index"] == {k} and t.header["origin"] == "series"
             assert not t.stats.truncated
             print(t.stats.events)
-        """)], capture_output=True, text=True, timeout=120)
+        """)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         total += int(r.stdout)
     assert total == fasttrace.load(str(tmp_path / "trace.0001.ftrace")).stats.events
@@ -167,7 +167,8 @@ def test_duration_stops_the_capture_and_the_program_goes_on(tmp_path):
         assert s.stop() is a
         print(n, a.duration_ns)
     """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       cwd=tmp_path)  # not the repo root: its source tree would shadow the install
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""
     n, duration_ns = map(int, r.stdout.split())
