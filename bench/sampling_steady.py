@@ -3,7 +3,7 @@ alternating unsampled and sampled runs, so that interpreter start-up, imports an
 slow drifts cancel out of each ratio.
 
     python bench/sampling_steady.py [--python 3.12 ...] [--workloads fib,go] [--rates 100,1000]
-                                    [--rounds 15] [--json OUT]
+                                    [--rounds 15] [--flight] [--json OUT]
 
 Each round runs the workload once per configuration (off, then each rate) in a shuffled order;
 the ratio of a rate is the median over rounds of (sampled time / unsampled time in the same
@@ -31,6 +31,7 @@ import fasttrace
 
 workload, rates, rounds, out_dir = sys.argv[1], [float(r) for r in sys.argv[2].split(",")], \
     int(sys.argv[3]), sys.argv[4]
+flight = len(sys.argv) > 5 and sys.argv[5] == "flight"
 with open(workload, "rb") as f:
     code = compile(f.read(), workload, "exec", dont_inherit=True)
 sys.path.insert(0, os.path.dirname(workload))
@@ -56,7 +57,10 @@ for _ in range(rounds):
             times["None"].append(run())
             continue
         t0 = time.perf_counter()
-        fasttrace.start(os.path.join(out_dir, "steady.ftrace"), rate=c)
+        if flight:
+            fasttrace.FlightRecorder(10, 64 << 20, rate=c).start()
+        else:
+            fasttrace.start(os.path.join(out_dir, "steady.ftrace"), rate=c)
         t1 = time.perf_counter()
         elapsed = run()
         t2 = time.perf_counter()
@@ -82,10 +86,11 @@ def python_for(ver):
     return os.path.join(prefix.stdout.strip(), "bin", "python")
 
 
-def measure(python, workload, rates, rounds):
+def measure(python, workload, rates, rounds, flight=False):
     with tempfile.TemporaryDirectory() as tmp:
         r = subprocess.run([python, "-c", CHILD, str(BENCH / "workloads" / f"{workload}.py"),
-                            ",".join(str(x) for x in rates), str(rounds), tmp],
+                            ",".join(str(x) for x in rates), str(rounds), tmp,
+                            "flight" if flight else "file"],
                            capture_output=True, text=True, cwd=tmp, timeout=3600)
     if r.returncode != 0:
         raise SystemExit(f"{workload}: {r.stderr[-2000:]}")
@@ -109,6 +114,8 @@ def main():
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--rates", default="100,1000")
     p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--flight", action="store_true",
+                   help="sample into a FlightRecorder instead of a file")
     p.add_argument("--json", help="write the results here too")
     args = p.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
@@ -117,10 +124,12 @@ def main():
         python = python_for(ver)
         load = os.getloadavg()[0]
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        rows = {w: measure(python, w, rates, args.rounds) for w in args.workloads.split(",")}
+        rows = {w: measure(python, w, rates, args.rounds, args.flight)
+                for w in args.workloads.split(",")}
         ended = time.strftime("%H:%M:%S UTC", time.gmtime())
         results[ver] = rows
-        print(f"\n### Python {ver}: {args.rounds} rounds, {started} to {ended}, load average "
+        print(f"\n### Python {ver}{' (flight recorder)' if args.flight else ''}: "
+              f"{args.rounds} rounds, {started} to {ended}, load average "
               f"(1 min) {load:.2f} at start, {os.getloadavg()[0]:.2f} at end\n")
         head = " | ".join(f"{r:g} Hz: ratio (IQR) / start+stop ms / achieved Hz" for r in rates)
         print(f"| workload | unsampled s | {head} |")
