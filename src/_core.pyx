@@ -2,8 +2,9 @@
 """fasttrace._core: the native boundary.
 
 Two halves, both thin:
-  * session and hook primitives that fasttrace/_tracer.py composes into start()/stop();
-  * TraceFile, which maps a .ftrace file and decodes it with ft_reader.c.
+  * session and hook primitives that fasttrace/_recorder.py (and _capture.py, _flight.py,
+    _rotation.py) compose into captures: start()/stop(), flight recorders, rotated series;
+  * TraceFile, which reads a .ftrace file (with pread) and decodes it with ft_reader.c.
 All policy (errors users see, coexistence checks, atexit, fork) lives in Python.
 """
 cimport cython

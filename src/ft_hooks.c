@@ -695,7 +695,7 @@ ft_hooks_lose_all(const char* what)
 
 /* In a forked child the writer thread is gone and the session's locks may be held by threads
  * that no longer exist: stop recording before any Python code (after-fork hooks included) can
- * reach a slow path that would take one.  fasttrace/_tracer.py then abandons the session. */
+ * reach a slow path that would take one.  fasttrace/_recorder.py then abandons the session. */
 static void
 on_fork_child(void)
 {
