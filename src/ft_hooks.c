@@ -419,13 +419,30 @@ ft_hooks_install_legacy_current(void)
 /* A thread we follow whose profile function is no longer ours: sys.setprofile(),
  * cProfile.enable() or another profiler replaced it (or removed it) on that thread.  Its
  * last record is where the gap begins.  GIL held. */
+/* Whether another thread state than `ts` has its ident and our hook.  A thread being started
+ * has a state before it runs, and until then (3.9-3.11) the state carries the ident of the
+ * thread that starts it: that state is not a thread that lost its hook. */
+static int
+ident_taken_by_ours(PyInterpreterState* interp, PyThreadState* ts)
+{
+    uint64_t ident = ft_py_tstate_ident(ts);
+    for (PyThreadState* o = PyInterpreterState_ThreadHead(interp); o != NULL;
+         o = PyThreadState_Next(o)) {
+        if (o != ts && ft_py_tstate_ident(o) == ident &&
+            ft_py_tstate_profilefunc(o) == legacy_profile) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void
 check_legacy_hooks(void)
 {
-    PyThreadState* ts = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(
-        PyThreadState_Get()));
+    PyInterpreterState* interp = PyThreadState_GetInterpreter(PyThreadState_Get());
+    PyThreadState* ts = PyInterpreterState_ThreadHead(interp);
     for (; ts != NULL; ts = PyThreadState_Next(ts)) {
-        if (ft_py_tstate_profilefunc(ts) == legacy_profile) {
+        if (ft_py_tstate_profilefunc(ts) == legacy_profile || ident_taken_by_ours(interp, ts)) {
             continue;
         }
         /* A thread that has not had its first event yet has no buffer: nothing to lose. */

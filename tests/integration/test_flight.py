@@ -24,7 +24,12 @@ def balanced(trace):
     for e in trace.events():
         d = depth.get(e.thread, 0) + (1 if e.kind in ("call", "c_call") else
                                       -1 if e.kind in ("return", "c_return") else 0)
-        assert d >= 0, (e, d)
+        if d < 0:
+            # An orphan return (format: ORPHAN_RETURN) of a frame the hook never saw enter:
+            # 3.9-3.11 install the profile function inside a new thread's _bootstrap_inner.
+            # Recorded as such by the writer, never made up by the reader.
+            assert not e.synthetic and e.kind in ("return", "c_return"), e
+            d = 0
         depth[e.thread] = d
     assert all(d == 0 for d in depth.values()), depth
     return depth

@@ -85,8 +85,8 @@ def test_each_file_decodes_on_its_own(tmp_path):
             depth = {{}}
             for e in t.events():
                 d = depth.get(e.thread, 0) + (1 if e.kind in ("call", "c_call") else -1)
-                assert d >= 0, e
-                depth[e.thread] = d
+                assert d >= 0 or not e.synthetic, e  # 3.9-3.11: a new thread's orphan return
+                depth[e.thread] = max(d, 0)
             assert t.header["series_index"] == {k} and t.header["origin"] == "series"
             assert not t.stats.truncated
             print(t.stats.events)
@@ -107,8 +107,9 @@ def test_keep_and_max_seconds(tmp_path):
     assert t.series_problems == []  # files before the kept ones are no problem
     depth = {}
     for e in t.events():
-        depth[e.thread] = depth.get(e.thread, 0) + (1 if e.kind in ("call", "c_call") else -1)
-        assert depth[e.thread] >= 0
+        d = depth.get(e.thread, 0) + (1 if e.kind in ("call", "c_call") else -1)
+        assert d >= 0 or not e.synthetic, e  # 3.9-3.11: a new thread's orphan return
+        depth[e.thread] = max(d, 0)
     # time: a new file every 10 ms (when a chunk comes)
     (tmp_path / "m").mkdir()
     run(tmp_path, tmp_path / "m" / "t.ftrace", max_seconds=0.01)
@@ -124,8 +125,9 @@ def test_a_missing_file_is_reported_and_the_rest_loads(tmp_path):
                for p in t.series_problems), t.series_problems
     depth = {}
     for e in t.events():
-        depth[e.thread] = depth.get(e.thread, 0) + (1 if e.kind in ("call", "c_call") else -1)
-        assert depth[e.thread] >= 0
+        d = depth.get(e.thread, 0) + (1 if e.kind in ("call", "c_call") else -1)
+        assert d >= 0 or not e.synthetic, e  # 3.9-3.11: a new thread's orphan return
+        depth[e.thread] = max(d, 0)
     assert all(d == 0 for d in depth.values())
 
 
