@@ -42,6 +42,7 @@ SAMPLER_STATS = ("ticks", "samples", "late_ticks", "torn", "truncated", "dropped
                  "rate_lowered", "final_rate_mhz", "cpu_budget_ppm", "paused_ns")
 MAX_STACK = 1024
 # (ts_ns, thread, function ids root first (0 = the truncation marker), state bits, weight_us)
+MAX_WEIGHT_US = (2**64 - 1) // 1000  # the largest weight whose ns fit in a u64
 Sample = Tuple[int, int, Tuple[int, ...], int, int]
 MAX_ID_JUMP = 64  # ids are dense from 1: one further past those seen so far is damage
 M64 = (1 << 64) - 1
@@ -478,7 +479,8 @@ class PyTrace:
                     continue
                 threads.setdefault(tid, {"ident": None, "native_id": None,
                                          "name": f"thread-{tid}"})
-                yield (ns(tick), tid, stacks[sid], w & 7, w >> 3)
+                # weight_ns saturates at 2**64 - 1 (only a damaged file gets there)
+                yield (ns(tick), tid, stacks[sid], w & 7, min(w >> 3, MAX_WEIGHT_US))
 
     # ---- events ----------------------------------------------------------------------------
 

@@ -1226,6 +1226,7 @@ cdef class _SampleIter:
             out.in_call = (s.state & FT_SAMPLE_IN_CALL) != 0
             out.torn = (s.state & FT_SAMPLE_TORN) != 0
             us = s.weight_us
-            out.weight_ns = us * 1000
+            # saturated, as _pyreader does: only a damaged file has a weight that overflows
+            out.weight_ns = us * 1000 if us <= 18446744073709551u else 18446744073709551615u
             return out
         raise StopIteration

@@ -27,7 +27,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from formatfiles import to_v2, v2_header
@@ -308,6 +308,10 @@ sample = st.tuples(st.integers(0, 1 << 40), st.integers(0, 5), st.integers(0, 40
 @given(records=st.lists(st.lists(st.one_of(sample, sample, sample, junk), max_size=20),
                         min_size=1, max_size=3),
        base=st.integers(0, (1 << 64) - 1), keep_tail=st.booleans(), seed=st.sampled_from([2, 5]))
+# found by this test: a weight of 2**60 us, whose ns overflow a u64, read differently by the two
+# readers (the native one wrapped); both saturate now
+@example(records=[[b"\t", b"\x00\x01\x00", b"\x80" * 9 + b"\x01"]], base=0, keep_tail=False,
+         seed=2)
 def test_random_samples(seeds, tmp_dir, records, base, keep_tail, seed):
     header, chunks = split(seeds[seed])
     defs = [c for c in chunks if c[0] == 2]
