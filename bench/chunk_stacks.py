@@ -63,8 +63,10 @@ def main():
             results[ver] = {"status": "skipped", "reason": env.problem}
             continue
         rows = results[ver] = {}
-        lines += [f"## Python {ver}", "", "| workload | events | B/event | OPEN B/event | "
-                  "OPEN bytes | chunks | B/event without OPEN |", "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"## Python {ver}", "",
+                  "| workload | events | B/event | OPEN B/event | OPEN bytes | chunks | "
+                  "B/event without OPEN |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for wl in args.workloads.split(","):
             out = str(env.out / f"{wl}.chunk_stacks.ftrace")
             subprocess.run([env.python, str(BENCH / "runners" / "fasttrace_run.py"),
