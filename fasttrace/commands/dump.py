@@ -1,4 +1,6 @@
-"""`fasttrace dump TRACE`: one line per chunk and per record, for debugging the format.
+"""`fasttrace dump TRACE [TRACE ...]`: one line per chunk and per record, for debugging the
+format.  Several files (or a quoted glob, such as the files of a rotated series) are dumped one
+after the other, each under a `== FILE` line: every file of a series is a whole file.
 
 Every line starts with the byte offset of what it shows.  Damage is a DAMAGE line: in a
 record, the dump goes on with the next chunk; in the framing (header, chunk headers, sizes), it
@@ -43,7 +45,7 @@ def _limit(text: str) -> int:
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("dump", help="print every chunk and record of a trace file")
-    p.add_argument("trace", help="a .ftrace file")
+    p.add_argument("trace", nargs="+", help="a .ftrace file, several, or a quoted glob")
     p.add_argument("--thread", type=int, help="only the events chunks of this thread id")
     p.add_argument("--chunks-only", action="store_true", help="chunk headers, no records")
     p.add_argument("--limit", type=_limit, default=0, metavar="N",
@@ -372,15 +374,37 @@ class _NotRegular(Exception):
 
 
 def main(args: argparse.Namespace) -> int:
-    why = unreadable(args.trace)  # before opening: says what a device or FIFO is
+    from fasttrace._series import is_pattern
+
+    paths: "List[str]" = []
+    for t in args.trace:
+        if is_pattern(t):
+            import glob
+
+            matches = sorted(glob.glob(t))
+            if not matches:
+                return error(f"{t}: no file matches this pattern")
+            paths += matches
+        else:
+            paths.append(t)
+    code = 0
+    for i, path in enumerate(paths):
+        if len(paths) > 1:
+            print(f"{'' if i == 0 else chr(10)}== {path}")
+        code = max(code, _dump_one(path, args))
+    return code
+
+
+def _dump_one(path: str, args: argparse.Namespace) -> int:
+    why = unreadable(path)  # before opening: says what a device or FIFO is
     if why is not None:
         return error(why)
     try:
-        f, size = _open_regular(args.trace)
+        f, size = _open_regular(path)
     except _NotRegular as e:  # replaced between the two checks
         return error(str(e))
     except OSError as e:
-        return error(os_error_text(args.trace, e))
+        return error(os_error_text(path, e))
     dumper = Dumper(f, size, args)
     with f:
         try:
@@ -388,5 +412,5 @@ def main(args: argparse.Namespace) -> int:
         except _Stop:  # --limit lines printed
             pass
     if dumper.damage is not None:
-        return error(f"{args.trace}: byte {dumper.damage[0]}: {dumper.damage[1]}")
+        return error(f"{path}: byte {dumper.damage[0]}: {dumper.damage[1]}")
     return 0

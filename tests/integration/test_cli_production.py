@@ -98,6 +98,14 @@ def test_rotation(tmp_path, app):
     assert "2 file(s) " in r.stderr and "fasttrace report 'r.*.ftrace'" in r.stderr
     rep = fasttrace_cli(tmp_path, "report", "r.*.ftrace")
     assert rep.returncode == 0 and "fib" in rep.stdout, rep.stderr
+    # dump, the byte-level view, shows each file of the series in turn: each is a whole file
+    d = fasttrace_cli(tmp_path, "dump", "--chunks-only", "r.*.ftrace")
+    assert d.returncode == 0, d.stderr
+    heads = [x for x in d.stdout.splitlines() if x.startswith("== ")]
+    assert heads == [f"== {f}" for f in files]
+    assert d.stdout.count("PREAMBLE version=2") == 2 and d.stdout.count("TRAILER") == 2
+    d = fasttrace_cli(tmp_path, "dump", "nothing-*.ftrace")
+    assert d.returncode == 1 and "no file matches this pattern" in d.stderr
 
 
 @pytest.mark.parametrize("args, message", [
