@@ -184,7 +184,24 @@ class _ThreadState:
         self.broken = False  # a discontinuity since: the next chunk closes, notes a gap, opens
 
 
-class PyTrace:
+class _Timeline:
+    """Ticks as ns since the trace's start: one start tick and one ns_per_tick, for a file or
+    for a series (set by the subclass)."""
+
+    start_tick: int
+    ns_per_tick: float
+    end_tick: int
+
+    def ns(self, tick: int) -> int:
+        """ns since start: int(double(int64(tick - start_tick)) * ns_per_tick)."""
+        return _ns(tick, self.start_tick, self.ns_per_tick)
+
+    @property
+    def duration_ns(self) -> int:
+        return self.ns(self.end_tick)
+
+
+class PyTrace(_Timeline):
     """A decoded trace: `header`, `functions`, `threads`, `truncated`, `complete`, `damage`,
     and events() decoded lazily."""
 
@@ -484,14 +501,6 @@ class PyTrace:
 
     # ---- events ----------------------------------------------------------------------------
 
-    def ns(self, tick: int) -> int:
-        """ns since start: int(double(int64(tick - start_tick)) * ns_per_tick)."""
-        return _ns(tick, self.start_tick, self.ns_per_tick)
-
-    @property
-    def duration_ns(self) -> int:
-        return self.ns(self.end_tick)
-
     @property
     def hook_lost(self) -> List[Tuple[int, int, str]]:
         return [(tid, self.ns(tick), what) for tid, tick, what in self._hook_lost]
@@ -652,7 +661,7 @@ def read_header(source: Union[str, "os.PathLike[str]"]) -> Dict[str, Any]:
     return _Header(data, path).header
 
 
-class PySeries:
+class PySeries(_Timeline):
     """A trace read from a source as fasttrace.load() reads it (FORMAT.md section 9): one
     file, or the files of a rotated series as one trace.  The attributes of PyTrace, with
     the definitions of all files, plus `paths`, `series_problems`, `events_total`,
@@ -722,13 +731,6 @@ class PySeries:
         last = self.files[-1]
         if self.sampling is not None:
             self.sampling["stats"] = last.sampling["stats"] if last.sampling else None
-
-    def ns(self, tick: int) -> int:
-        return _ns(tick, self.start_tick, self.ns_per_tick)
-
-    @property
-    def duration_ns(self) -> int:
-        return self.ns(self.end_tick)
 
     @property
     def hook_lost(self) -> List[Tuple[int, int, str]]:

@@ -179,6 +179,25 @@ publish(ft_thread* t, uint32_t flags)
     }
 }
 
+/* `varint depth, depth x varint fid`: the shadow stack, root first, in at most `room` bytes.
+ * A stack too deep for them keeps its innermost frames, the ones the following returns pop. */
+static uint8_t*
+put_frames(ft_thread* t, uint8_t* p, size_t room)
+{
+    uint32_t depth = t->depth;
+    uint32_t first = 0;
+    if (10 + (size_t)depth * 5 > room) {
+        uint32_t fit = (uint32_t)((room - 10) / 5);
+        first = depth - fit;
+        depth = fit;
+    }
+    p = ft_put_varint(p, depth);
+    for (uint32_t i = first; i < first + depth; i++) {
+        p = ft_put_varint(p, t->stack[i]);
+    }
+    return p;
+}
+
 /* The OPEN record that begins every events chunk (format 2): the shadow stack, so that the
  * chunk decodes without the ones before it (a flight-recorder window, a file of a rotated
  * series).  At most a quarter of the chunk: a deeper stack keeps its innermost frames, the ones
@@ -187,22 +206,9 @@ publish(ft_thread* t, uint32_t flags)
 static void
 put_open(ft_thread* t)
 {
-    size_t room = (t->chunk_size - FT_CHUNK_HEADER_SIZE) / 4;
-    size_t fixed = 1 + 10;
-    uint32_t depth = t->depth;
-    uint32_t first = 0;
-    if (fixed + (size_t)depth * 5 > room) {
-        uint32_t fit = (uint32_t)((room - fixed) / 5);
-        first = depth - fit;
-        depth = fit;
-    }
     uint8_t* p = t->pos;
     *p++ = FT_REC_OPEN;
-    p = ft_put_varint(p, depth);
-    for (uint32_t i = first; i < first + depth; i++) {
-        p = ft_put_varint(p, t->stack[i]);
-    }
-    t->pos = p;
+    t->pos = put_frames(t, p, (t->chunk_size - FT_CHUNK_HEADER_SIZE) / 4 - 1);
 }
 
 void
@@ -286,29 +292,16 @@ ft_thread_make_room(ft_thread* t, uint64_t now, int enter)
 void
 ft_thread_put_stack(ft_thread* t, uint8_t tag, uint64_t dropped, uint64_t now)
 {
-    /* The record must fit in what is left of the chunk; a stack too deep for that keeps its
-     * innermost frames, since those are the ones the following returns pop. */
-    /* Leave room for the event record the caller writes next (real_limit keeps that back). */
+    /* The record must fit in what is left of the chunk, below real_limit, which keeps back
+     * room for the event record the caller writes next. */
     size_t room = (size_t)(t->real_limit - t->pos);
-    size_t fixed = 1 + 10 + 10 + 10;
-    uint32_t depth = t->depth;
-    uint32_t first = 0;
-    if (fixed + (size_t)depth * 5 > room) {
-        uint32_t fit = (uint32_t)((room - fixed) / 5);
-        first = depth - fit;
-        depth = fit;
-    }
     uint8_t* p = t->pos;
     *p++ = tag;
     if (tag == FT_REC_DROP) {
         p = ft_put_varint(p, dropped);
     }
     p = ft_put_varint(p, now - t->last_tick);
-    p = ft_put_varint(p, depth);
-    for (uint32_t i = first; i < first + depth; i++) {
-        p = ft_put_varint(p, t->stack[i]);
-    }
-    t->pos = p;
+    t->pos = put_frames(t, p, room - (1 + 10 + 10)); /* tag, dropped, dt at their widest */
     t->last_tick = now;
     t->records++;
     set_limit(t);

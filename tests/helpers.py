@@ -166,6 +166,20 @@ def fix_header_crc(data):
     return bytes(d)
 
 
+# A small deterministic call tree (top -> mid -> leaf), for programs whose traces are compared
+# event for event; a test program's source begins with it.
+CALL_TREE = textwrap.dedent("""
+    def leaf(i):
+        return i * 2
+
+    def mid(i):
+        return leaf(i) + leaf(i + 1)
+
+    def top(n):
+        return sum([mid(i) for i in range(n)])
+""")
+
+
 def with_bad_record(data, ctype):
     """A copy of trace `data` whose first chunk of type `ctype` (1 EVENTS, 5 SAMPLES) opens with
     a record the readers only reject while iterating: a call of an undefined function, or an
@@ -182,23 +196,13 @@ def with_bad_record(data, ctype):
 def _open_record_end(payload):
     """The end of the OPEN record (tag 0x0A, varint depth, depth varints) a version 2 events
     chunk begins with; 0 when it begins with something else."""
+    from fasttrace._pyreader import _varint
+
     if not payload or payload[0] != 0x0A:
         return 0
-    pos = 1
-
-    def skip():
-        nonlocal pos
-        v, shift = 0, 0
-        while True:
-            b = payload[pos]
-            pos += 1
-            v |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                return v
-
-    for _ in range(skip()):
-        skip()
+    depth, pos = _varint(payload, 1, len(payload))
+    for _ in range(depth):
+        _, pos = _varint(payload, pos, len(payload))
     return pos
 
 

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import fasttrace
+from helpers import CALL_TREE
 
 
 def fib(n):
@@ -75,17 +76,8 @@ def test_window_is_bounded_by_max_bytes(tmp_path):
     assert rec.summary.events > 2 * s.events  # most of the run was evicted
 
 
-PROGRAM = textwrap.dedent("""
+PROGRAM = CALL_TREE + textwrap.dedent("""
     import sys, fasttrace
-
-    def leaf(i):
-        return i * 2
-
-    def mid(i):
-        return leaf(i) + leaf(i + 1)
-
-    def top(n):
-        return sum(mid(i) for i in range(n))
 
     mode, out = sys.argv[1], sys.argv[2]
     if mode == "full":

@@ -9,18 +9,10 @@ import textwrap
 import pytest
 
 import fasttrace
+from helpers import CALL_TREE
 
-PROGRAM = textwrap.dedent("""
+PROGRAM = CALL_TREE + textwrap.dedent("""
     import sys, threading, time, fasttrace
-
-    def leaf(i):
-        return i * 2
-
-    def mid(i):
-        return leaf(i) + leaf(i + 1)
-
-    def top(n):
-        return sum([mid(i) for i in range(n)])
 
     def work(rounds):
         for k in range(rounds):
