@@ -362,6 +362,13 @@ class TraceCapture(_Capture):
 # ---- sampling mode ------------------------------------------------------------------------
 
 
+# Code objects of fasttrace's own threads and waits (fasttrace.http's server threads, a request
+# waiting out its capture, the duration timer): the sampler cuts these frames and all outer
+# ones, and a stack that keeps nothing inside them (they call no module's top level) is not
+# sampled, so these threads are left out of every sampled trace.  Modules add to it at import.
+HIDDEN_CODES: "list[Any]" = []
+
+
 class SampleCapture(_Capture):
     """Sampling mode: no hook at all, so it runs beside debuggers and other profilers."""
 
@@ -387,7 +394,7 @@ class SampleCapture(_Capture):
         try:
             _core.sampler_start(self.rate,
                                 _core.CLOCK_CPU if self.clock == "cpu" else _core.CLOCK_WALL,
-                                _call_opcodes(), self._stop_codes)
+                                _call_opcodes(), _stop_codes(self._stop_codes))
         except (OSError, _core.LayoutError) as e:
             _core.session_quiesce()
             _core.session_finish()
@@ -418,6 +425,11 @@ class SampleCapture(_Capture):
 
     def sampling_summary(self, raw: "dict[str, int]") -> SamplingStats:
         return sampling_stats(self.rate, self.clock, raw)
+
+
+def _stop_codes(given: "tuple[Any, ...]") -> "tuple[Any, ...]":
+    hidden = tuple(c for c in HIDDEN_CODES if c not in given)
+    return (given + hidden)[:_core.MAX_STOP_CODES]
 
 
 def _name_sampled_threads(force: bool) -> None:

@@ -16,7 +16,7 @@ import threading
 import warnings
 
 from fasttrace import _core
-from fasttrace._capture import SampleCapture, TraceCapture
+from fasttrace._capture import HIDDEN_CODES, SampleCapture, TraceCapture
 from fasttrace._errors import TracingError
 from fasttrace._output import open_output
 from fasttrace._summary import Summary
@@ -371,6 +371,9 @@ class Recorder:
         return f"this trace of {self.path!r} was stopped already"
 
 
+# The duration's timer thread waits in _expire_after: samplers leave it out.
+HIDDEN_CODES.append(Recorder._expire_after.__code__)
+
 _lock = threading.RLock()
 _active: Optional[Recorder] = None  # the one capture that runs in this process
 _expired: Optional[Recorder] = None  # the last capture its duration stopped, until stop()
@@ -418,11 +421,20 @@ def _prepare_core() -> None:
     _core.set_own_files(_own_files())
 
 
+def refresh_own_files() -> None:
+    """A module of fasttrace's own was imported (fasttrace.http): a capture that runs already
+    treats its code as fasttrace's from now on (its code objects have not run yet)."""
+    with _lock:
+        if _active is not None:
+            _core.set_own_files(_own_files())
+
+
 def _own_files() -> "tuple[str, ...]":
     from fasttrace import _capture, _summary, _tracer  # loaded already: a dict lookup
 
     extra = [getattr(sys.modules.get(f"fasttrace.{m}"), "__file__", None)
-             for m in ("_flight", "_rotation")]  # once in use
+             for m in ("_flight", "_rotation", "http._endpoints", "http._server", "http._wsgi",
+                       "http._asgi")]  # once in use
     return tuple(f for f in (_tracer.__file__, __file__, _capture.__file__, _summary.__file__,
                              *extra) if f)
 

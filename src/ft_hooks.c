@@ -808,6 +808,15 @@ ft_hooks_find_profiled_thread(void)
     return 0;
 }
 
+/* The open frames of every thread, as the trace's starting stacks.  Frames of fasttrace's own
+ * code, and everything they called, are muted as they would be had the trace seen them start:
+ *   - on the calling thread, its innermost own frames (start() itself) or, with skip_current,
+ *     all of its frames (fasttrace run's runner, a request thread of fasttrace.http, which
+ *     waits in fasttrace's code for the whole capture);
+ *   - on any other thread, everything from its outermost own frame in: the threads of
+ *     fasttrace.http's server, whose entry function is fasttrace's, are left out whole, and a
+ *     thread waiting in fasttrace's code (a flight dump, an ASGI request of fasttrace.http
+ *     suspended elsewhere) keeps only the program's frames around it. */
 void
 ft_hooks_snapshot_threads(int skip_current)
 {
@@ -815,38 +824,63 @@ ft_hooks_snapshot_threads(int skip_current)
     PyThreadState* ts = PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(self));
     uint32_t cap = 256, depth, muted;
     uint32_t* fids = PyMem_RawMalloc(cap * sizeof *fids);
-    if (fids == NULL) {
+    PyCodeObject** codes = PyMem_RawMalloc(cap * sizeof *codes); /* borrowed while walked */
+    if (fids == NULL || codes == NULL) {
+        PyMem_RawFree(fids);
+        PyMem_RawFree(codes);
         return;
     }
     for (; ts != NULL; ts = PyThreadState_Next(ts)) {
-        depth = muted = 0;
+        /* 1. the code objects, innermost first; 2. how many innermost ones are muted;
+         * 3. the rest interned (own code is never interned: ft_intern_code would take it for
+         * the calling thread's own call and mute that). */
+        uint32_t n = 0, own_end = 0; /* frames [0, own_end) are muted */
         int leading_own = ts == self; /* start()'s own frames sit on top of the caller's */
         PyFrameObject* frame = ft_py_tstate_frame(ts); /* new reference */
-        while (frame != NULL && depth < FT_MAX_DEPTH) {
-            PyCodeObject* co = ft_py_frame_code(frame);
-            if (ts == self && (skip_current || (leading_own && ft_intern_is_own(co)))) {
-                muted++; /* not recorded, and neither are their returns */
-            }
-            else {
-                leading_own = 0;
-                if (depth == cap) {
-                    uint32_t* grown = PyMem_RawRealloc(fids, 2 * cap * sizeof *fids);
-                    if (grown == NULL) {
-                        break;
-                    }
+        while (frame != NULL && n < FT_MAX_DEPTH) {
+            if (n == cap) {
+                uint32_t* grown = PyMem_RawRealloc(fids, 2 * cap * sizeof *fids);
+                PyCodeObject** grown_codes =
+                    grown == NULL ? NULL : PyMem_RawRealloc(codes, 2 * cap * sizeof *codes);
+                if (grown != NULL) {
                     fids = grown;
-                    cap *= 2;
                 }
-                fids[depth++] = ft_intern_code(co);
+                if (grown_codes == NULL) {
+                    break;
+                }
+                codes = grown_codes;
+                cap *= 2;
+            }
+            /* The frame's code stays alive while its thread state holds the frame, and no
+             * Python code runs in this loop to pop it. */
+            PyCodeObject* co = ft_py_frame_code(frame);
+            codes[n++] = co;
+            int own = ft_intern_is_own(co);
+            if (ts == self) {
+                if (skip_current || (leading_own && own)) {
+                    own_end = n;
+                }
+                else {
+                    leading_own = 0;
+                }
+            }
+            else if (own) {
+                own_end = n; /* the outermost own frame seen so far */
             }
             PyFrameObject* back = PyFrame_GetBack(frame); /* new reference */
             Py_DECREF(frame);
             frame = back;
         }
         Py_XDECREF(frame);
+        muted = own_end;
+        depth = 0;
+        for (uint32_t i = own_end; i < n; i++) {
+            fids[depth++] = ft_intern_is_own(codes[i]) ? 0 : ft_intern_code(codes[i]);
+        }
         ft_session_add_snapshot(ft_py_tstate_ident(ts), fids, depth, muted);
     }
     PyMem_RawFree(fids);
+    PyMem_RawFree(codes);
 }
 
 static PyObject*

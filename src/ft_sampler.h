@@ -25,7 +25,7 @@ typedef struct {
     int n_stop_codes;              /* at most FT_SAMPLER_MAX_STOP_CODES */
 } ft_sampler_config;
 
-#define FT_SAMPLER_MAX_STOP_CODES 4
+#define FT_SAMPLER_MAX_STOP_CODES 16
 
 typedef struct {
     uint64_t values[16]; /* ft_sampler_stat order; FT_STAT_COUNT (<= 16) used */
