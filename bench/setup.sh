@@ -94,6 +94,10 @@ print(platform.python_version(), "from", os.path.realpath(sys.executable))')"
     for spec in "$pyinstrument_spec" "$pyspy_spec"; do
         peer_install "$spec"
     done
+    # The services bench/http_service.py runs (tests/services).
+    for spec in flask gunicorn starlette uvicorn; do
+        peer_install "$spec"
+    done
 
     if [ "${SKIP_FASTTRACE:-0}" = 1 ]; then
         echo "note: SKIP_FASTTRACE=1, fasttrace left as it is"

@@ -359,3 +359,23 @@ def test_serve_arguments_and_port_in_use(tmp_path):
     with pytest.warns(RuntimeWarning, match="without a token"):
         srv = fasttrace.http.serve("0.0.0.0", port=0)
     srv.close()
+
+
+def _peak_rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_a_big_trace_is_streamed_not_held(service):
+    s = service()
+    s.get("trace?seconds=0.2")  # the first capture's one-time costs (imports, tables)
+    before = _peak_rss(s.proc.pid)
+    code, _, body = s.get("trace?seconds=3")
+    assert code == 200
+    grew = _peak_rss(s.proc.pid) - before
+    assert len(body) > 8 << 20, "the workload should make a trace of several MB"
+    assert grew < len(body) / 2, (grew, len(body))
+    print(f"trace {len(body) >> 20} MiB, peak RSS grew {grew >> 20} MiB")
