@@ -369,6 +369,8 @@ def _peak_rss(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
+@pytest.mark.skipif(os.environ.get("FASTTRACE_SANITIZE") == "1",
+                    reason="ASan's quarantine keeps freed memory resident: RSS says nothing")
 def test_a_big_trace_is_streamed_not_held(service):
     s = service()
     s.get("trace?seconds=0.2")  # the first capture's one-time costs (imports, tables)
