@@ -5,6 +5,7 @@
     with fasttrace.start("out.ftrace", rate=100):  # sampling mode: stacks 100 times a second
         work()
     trace = fasttrace.load("out.ftrace")
+    processes = fasttrace.load_processes("traces/")  # one file per process: a ProcessSet
 """
 
 try:
@@ -20,6 +21,7 @@ except ImportError as e:  # pragma: no cover - depends on how fasttrace was inst
 
 from fasttrace._errors import FormatError, TracingError
 from fasttrace._flight import FlightRecorder
+from fasttrace._processes import Process, ProcessSet, load_processes
 from fasttrace._trace import Trace, load
 from fasttrace._summary import SamplingStats, Summary
 from fasttrace._tracer import Session, is_tracing, start, stop
@@ -28,6 +30,8 @@ from fasttrace._version import __version__
 __all__ = [
     "FlightRecorder",
     "FormatError",
+    "Process",
+    "ProcessSet",
     "Session",
     "SamplingStats",
     "Summary",
@@ -36,6 +40,7 @@ __all__ = [
     "__version__",
     "is_tracing",
     "load",
+    "load_processes",
     "start",
     "stop",
 ]

@@ -9,13 +9,16 @@ Sampled traces (sample_stats) estimate the same quantities: each sample stands f
 weight_ns; self time is the weight of samples where the function is the leaf, total time the
 weight of samples where it is anywhere on the stack (once per sample), and `calls` counts
 samples instead, since a sampler sees no calls.
+
+Several processes (a multi-process trace) are each folded on their own; merged_processes()
+then adds up what is the same function in several of them.
 """
 
 from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable, Dict, List, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
     from fasttrace._trace import Trace
 
@@ -156,16 +159,45 @@ def merged(threads: Dict[int, ThreadStats]) -> ThreadStats:
     """All threads as one: times and calls summed per function."""
     out = ThreadStats(0)
     for t in threads.values():
-        out.traced_ns += t.traced_ns
-        out.gap_ns += t.gap_ns
-        out.outside_ns += t.outside_ns
-        out.dropped += t.dropped
-        out.samples += t.samples
-        out.idle_ns += t.idle_ns
-        out.in_call_ns += t.in_call_ns
+        _add_totals(out, t)
         for fid, fs in t.functions.items():
             acc = out.functions.get(fid)
             if acc is None:
                 acc = out.functions[fid] = FunctionStats(fid)
             acc.add(fs)
     return out
+
+
+def _add_totals(out: ThreadStats, t: ThreadStats) -> None:
+    out.traced_ns += t.traced_ns
+    out.gap_ns += t.gap_ns
+    out.outside_ns += t.outside_ns
+    out.dropped += t.dropped
+    out.samples += t.samples
+    out.idle_ns += t.idle_ns
+    out.in_call_ns += t.in_call_ns
+
+
+def merged_processes(units: List[Tuple[Trace, ThreadStats]]
+                     ) -> Tuple[ThreadStats, List[Any], Dict[int, List[Tuple[int, FunctionStats]]]]:
+    """Several processes as one (units: each process's trace and its threads merged()):
+    (the totals, with functions summed where they are the same function in several processes
+    (name, qualname, file, first line, module, C or not) under new ids 1, 2, ...; functions,
+    new id -> the function; new id -> [(index in units, that process's FunctionStats)])."""
+    out = ThreadStats(0)
+    functions: List[Any] = [None]
+    ids: Dict[Tuple[Any, ...], int] = {}
+    by_process: Dict[int, List[Tuple[int, FunctionStats]]] = {}
+    for i, (trace, stats) in enumerate(units):
+        _add_totals(out, stats)
+        for fid, fs in stats.functions.items():
+            f = trace.function(fid)
+            key = (f.name, f.qualname, f.filename, f.lineno, f.module, bool(f.is_c))
+            nid = ids.get(key)
+            if nid is None:
+                nid = ids[key] = len(functions)
+                functions.append(f)
+                out.functions[nid] = FunctionStats(nid)
+            out.functions[nid].add(fs)
+            by_process.setdefault(nid, []).append((i, fs))
+    return out, functions, by_process

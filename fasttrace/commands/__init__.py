@@ -9,6 +9,7 @@ import stat
 import sys
 
 import fasttrace
+from fasttrace._processes import ProcessSet, load_processes, spans_processes
 from fasttrace._series import is_pattern
 
 TYPE_CHECKING = False
@@ -57,12 +58,14 @@ def not_regular(path: str, mode: int) -> Optional[str]:
 
 
 def add_trace_argument(p: "argparse.ArgumentParser") -> None:
-    """The TRACE argument of the commands that read a whole trace: a file, or the files of a
-    rotated series (several paths, or a glob in quotes that fasttrace expands)."""
+    """The TRACE argument of the commands that read a whole trace: a file, the files of a
+    rotated series (several paths, or a glob in quotes that fasttrace expands), or the traces
+    of several processes (a directory, or files of more than one process)."""
     p.add_argument("trace", nargs="+", metavar="TRACE",
                    help="a .ftrace file; or the files of a rotated series: several paths, a "
                         "glob in quotes ('trace*.ftrace'), or one of them (the others are found "
-                        "beside it)")
+                        "beside it); or a directory of per-process traces (or files of several "
+                        "processes), read as one multi-process trace")
 
 
 def trace_text(trace: "Union[str, List[str]]") -> str:
@@ -97,6 +100,37 @@ def load_or_say_why(trace: "Union[str, List[str]]",
         for problem in loaded.series_problems:
             print(f"fasttrace: note: {problem}", file=sys.stderr)
     return loaded
+
+
+def load_any_or_say_why(trace: "List[str]", notes: bool = True
+                        ) -> "Union[fasttrace.Trace, ProcessSet, None]":
+    """load_or_say_why(), or for a directory or files of more than one process (a file, or a
+    rotated series, each) the multi-process trace (fasttrace.load_processes()).  notes: say
+    on stderr what was skipped or is wrong with a series."""
+    if not spans_processes(list(trace)):
+        return load_or_say_why(trace, notes)
+    try:
+        loaded = load_processes(list(trace))
+    except fasttrace.FormatError as e:
+        error(str(e))
+        return None
+    except OSError as e:
+        error(os_error_text(e.filename or trace_text(trace), e))
+        return None
+    if notes:
+        for problem in loaded.problems:
+            print(f"fasttrace: note: {problem}", file=sys.stderr)
+    return loaded
+
+
+def process_kinds(processes: ProcessSet) -> "Optional[str]":
+    """Why the processes cannot share one table or profile (recorded in different modes, or
+    sampled with different clocks), or None."""
+    if len({p.kind for p in processes}) <= 1:
+        return None
+    return ("the processes were recorded in different modes ("
+            + ", ".join(f"pid {p.pid}: {p.kind}" for p in processes)
+            + "); read them one at a time")
 
 
 def duration_text(ns: float) -> str:

@@ -12,6 +12,11 @@ be written), the output file is removed and the error says so.
 Conversion streams: memory grows with the number of distinct functions and stacks, not with
 the number of events.  A trace with dropped events or a truncated tail converts too: open
 frames are closed at each gap and at the end, and this command says so.
+
+A multi-process trace (a directory of per-process traces) converts to one file: a process
+track (Perfetto) or pid (Chrome) per process, with its threads; pprof samples labelled with
+pid and process; collapsed stacks under a root frame per process; speedscope profiles named
+with the process.  The default output is named after the directory.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ import sys
 
 import fasttrace
 from fasttrace import export
-from fasttrace.commands import (add_trace_argument, error, load_or_say_why, os_error_text,
-                                trace_text)
+from fasttrace._processes import ProcessSet
+from fasttrace.commands import (add_trace_argument, error, load_any_or_say_why, os_error_text,
+                                process_kinds, trace_text)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import BinaryIO, Callable, Optional
+    from typing import BinaryIO, Callable, List, Optional, Union
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -45,11 +51,16 @@ BINARY = {"perfetto", "pprof"}  # formats not written to a terminal
 
 
 def main(args: argparse.Namespace) -> int:
-    trace = load_or_say_why(args.trace)
+    trace = load_any_or_say_why(args.trace)
     if trace is None:
         return 1
+    if isinstance(trace, ProcessSet) and args.format == "pprof":
+        why = process_kinds(trace)
+        if why is not None:
+            return error(f"{trace.path}: {why} (pprof has one kind of sample)")
     to_stdout = args.output == "-"
-    out = "stdout" if to_stdout else args.output or _default_output(trace.path, args.format)
+    out = "stdout" if to_stdout else args.output or _default_output(
+        _output_base(trace, args.trace), args.format)
     if to_stdout and args.format in BINARY and sys.stdout.isatty():
         return error(f"{args.format} is binary: not written to a terminal (use -o FILE, or "
                      "redirect stdout)")
@@ -88,7 +99,12 @@ def main(args: argparse.Namespace) -> int:
     if trace.stats.dropped:
         notes.append(f"{trace.stats.dropped:,} events were dropped while tracing; frames open "
                      "at each gap were closed there")
-    if trace.stats.truncated:
+    if isinstance(trace, ProcessSet):
+        for p in trace:
+            if p.trace.stats.truncated:
+                notes.append(f"the trace of process {p.pid} is truncated ({p.trace.damage}); "
+                             "frames still open were closed at its end")
+    elif trace.stats.truncated:
         notes.append(f"the trace is truncated ({trace.damage}); frames still open were closed "
                      "at its end")
     for note in notes:
@@ -157,6 +173,16 @@ def _discard(out: str, removable: bool) -> str:
             return f"{out} is incomplete"
         return f"nothing written to {out}"
     return f"the output to {out} is incomplete"
+
+
+def _output_base(trace: "Union[fasttrace.Trace, ProcessSet]", given: List[str]) -> str:
+    """What the default output is named after: the directory of a multi-process trace given
+    as one, else the (first) trace file."""
+    if isinstance(trace, ProcessSet):
+        if len(given) == 1 and os.path.isdir(given[0]):
+            return os.path.normpath(given[0])
+        return trace[0].path
+    return trace.path
 
 
 def _default_output(trace_path: str, fmt: str) -> str:

@@ -2,6 +2,9 @@
 
 Threads are listed busiest first (most records, or samples); beyond a screenful, the busiest
 20 and one line that says how many more there are (--all-threads lists them all).
+
+A multi-process trace (a directory of per-process traces): the totals, a line per process,
+then each process as for one trace.
 """
 
 from __future__ import annotations
@@ -9,11 +12,15 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from fasttrace.commands import add_trace_argument, duration_text, load_or_say_why
+import fasttrace
+from fasttrace._processes import ProcessSet
+from fasttrace.commands import add_trace_argument, duration_text, load_any_or_say_why
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Tuple
+    from typing import Any, Dict, List, Tuple
+
+    Described = Tuple[List[Tuple[str, str]], List[Any], Dict[int, int], str]
 
 THREADS_SHOWN = 20  # busiest threads listed without --all-threads
 ALL_UP_TO = 25  # ... unless there are no more than this many
@@ -28,11 +35,20 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 
 
 def main(args: argparse.Namespace) -> int:
-    trace = load_or_say_why(args.trace, notes=False)
-    if trace is None:
+    loaded = load_any_or_say_why(args.trace, notes=False)
+    if loaded is None:
         return 1
+    if isinstance(loaded, ProcessSet):
+        return _main_processes(loaded, args)
     # Everything is read before anything is printed: damage found while reading gives one
     # error line, not half a summary.
+    _show(_describe(loaded), args)
+    return 0
+
+
+def _describe(trace: "fasttrace.Trace") -> "Described":
+    """What info shows of one trace: (rows, threads, thread id -> records or samples, unit).
+    Reads the whole trace (sampled: its samples)."""
     h, s = trace.header, trace.stats
     started = datetime.datetime.fromtimestamp(h["start_wall_ns"] / 1e9).astimezone()
     sampling = trace.sampling
@@ -90,22 +106,70 @@ def main(args: argparse.Namespace) -> int:
                                   "that was recorded"))
     if trace.damage:
         rows.append(("damage", trace.damage))
+    threads = sorted(trace.threads, key=lambda t: (-counts.get(t.id, 0), t.id))
+    unit = "samples" if sampling is not None else "records"
+    return rows, threads, counts, unit
+
+
+def _show(described: "Described", args: argparse.Namespace, indent: str = "") -> None:
+    rows, threads, counts, unit = described
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
-        print(f"{k:<{width}}  {v}")
-
-    threads = sorted(trace.threads, key=lambda t: (-counts.get(t.id, 0), t.id))
+        print(f"{indent}{k:<{width}}  {v}")
     shown = threads if args.all_threads or len(threads) <= ALL_UP_TO else \
         threads[:THREADS_SHOWN]
-    unit = "samples" if sampling is not None else "records"
     busiest = "" if len(shown) == len(threads) else f", the {len(shown)} busiest"
-    print(f"threads ({len(threads):,}{busiest}):")
+    print(f"{indent}threads ({len(threads):,}{busiest}):")
     for t in shown:
-        print(f"  {t.id:>4}  {t.name:<24} ident {t.ident}  tid {t.native_id}  "
+        print(f"{indent}  {t.id:>4}  {t.name:<24} ident {t.ident}  tid {t.native_id}  "
               f"{counts.get(t.id, 0):,} {unit}")
     if len(shown) < len(threads):
         rest = threads[len(shown):]
-        print(f"  ... and {len(rest):,} more threads with "
+        print(f"{indent}  ... and {len(rest):,} more threads with "
               f"{sum(counts.get(t.id, 0) for t in rest):,} {unit} "
               f"(fasttrace info --all-threads {' '.join(args.trace)} lists them)")
+
+
+def _main_processes(processes: ProcessSet, args: argparse.Namespace) -> int:
+    """A multi-process trace: the totals and a line per process, then each process as info
+    shows a trace (indented)."""
+    described = [_describe(p.trace) for p in processes]  # everything read before printing
+    stats = processes.stats
+    started = datetime.datetime.fromtimestamp(processes.start_wall_ns / 1e9).astimezone()
+    truncated = [p for p in processes if p.trace.stats.truncated]
+    sampled = processes.mode == "sample"
+    rows: List[Tuple[str, str]] = [
+        ("trace", processes.path),
+        ("processes", f"{len(processes)}, {processes.mode} mode"),
+        ("files", f"{len(processes.paths)}"),
+        ("started", started.isoformat(timespec="milliseconds")),
+        ("duration", f"{duration_text(processes.duration_ns)} (from the first start to the "
+                     "last end)"),
+        ("samples" if sampled else "events",
+         f"{sum(sum(c.values()) for _, _, c, _ in described) if sampled else stats.events:,}"),
+        ("dropped", f"{stats.dropped:,}"),
+        ("threads", f"{sum(len(p.trace.threads) for p in processes):,}"),
+        ("complete", "yes" if not truncated else
+         f"no: {len(truncated)} of {len(processes)} truncated "
+         f"(pid {', '.join(str(p.pid) for p in truncated)})"),
+    ]
+    if processes.aligned_by != "monotonic":
+        rows.append(("time axis", f"{processes.aligned_by} clock (the monotonic clocks "
+                                  "disagree)"))
+    for problem in processes.problems:
+        rows.append(("problem", problem))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    print(f"{'pid':>8} {'start':>10} {'duration':>10} {'threads':>7}  command")
+    for p in processes:
+        start = "+" + duration_text(p.start_ns) if p.start_ns else "0"
+        cut = "  (truncated)" if p.trace.stats.truncated else ""
+        print(f"{p.pid:8} {start:>10} {duration_text(p.trace.stats.duration_ns):>10} "
+              f"{len(p.trace.threads):7}  {p.label}{cut}")
+    for p, d in zip(processes, described):
+        print()
+        start = f"+{duration_text(p.start_ns)}" if p.start_ns else "0"
+        print(f"process {p.pid} ({p.label}), starts at {start}:")
+        _show(d, args, "  ")
     return 0

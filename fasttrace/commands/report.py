@@ -17,15 +17,17 @@ import os
 import sys
 
 import fasttrace
-from fasttrace.commands import (add_trace_argument, duration_text, load_or_say_why, trace_text,
-                                where)
-from fasttrace._analysis import FunctionStats, ThreadStats, function_stats, merged, sample_stats
+from fasttrace._analysis import (FunctionStats, ThreadStats, function_stats, merged,
+                                 merged_processes, sample_stats)
+from fasttrace._processes import ProcessSet
+from fasttrace.commands import (add_trace_argument, duration_text, error, load_any_or_say_why,
+                                process_kinds, trace_text, where)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional
+    from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-    from fasttrace import SamplingStats
+    from fasttrace import Process, SamplingStats
 
 
 
@@ -52,9 +54,11 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
 
 
 def main(args: argparse.Namespace) -> int:
-    trace = load_or_say_why(args.trace)
+    trace = load_any_or_say_why(args.trace)
     if trace is None:
         return 1
+    if isinstance(trace, ProcessSet):
+        return _main_processes(trace, args)
     tid = _thread_id(trace, args.thread)
     if args.thread is not None and tid is None:
         names = ", ".join(f"{t.id} ({t.name})" for t in trace.threads)
@@ -83,27 +87,24 @@ def main(args: argparse.Namespace) -> int:
         return 0
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty()
                                        and not os.environ.get("NO_COLOR"))
-    if trace.stats.truncated:
-        print(f"note: {trace.damage}")
-    for lost in trace.hook_lost:
-        print(f"note: thread {lost.thread} ({thread_names.get(lost.thread, '?')}): "
-              f"{lost.what} at {duration_text(lost.ts)}; nothing of it after that is here")
-    if trace.stats.lost_threads:
-        print(f"note: {trace.stats.lost_threads:,} thread(s) got no ring buffer (out of "
-              "memory): not traced, their events counted as dropped")
+    _print_notes(trace)
     if sampled:
         _print_sampling(trace, sampling, threads, args, color)
     cpu = sampling is not None and sampling.clock == "cpu"
     for title, stats in tables:
-        _print_table(trace, title, stats, args, color, cpu)
+        _print_table(trace.mode, trace.function, title, stats, args, color, cpu)
     return 0
 
 
 def _print_sampling(trace: "fasttrace.Trace", s: "Optional[SamplingStats]",
                     threads: Dict[int, ThreadStats], args: argparse.Namespace,
-                    color: bool) -> None:
+                    color: bool, prefix: str = "") -> None:
+    """The sampler's account and the threads' states; prefix: before its first line (which
+    process, in a multi-process trace)."""
     bold, reset = ("\033[1m", "\033[0m") if color else ("", "")
     cpu = s is not None and s.clock == "cpu"
+    if prefix:
+        print(f"{bold}{prefix}{reset}")
     if s is not None:
         met = "" if s.rate_met else "  RATE NOT MET: times are estimates from fewer samples"
         print(f"{bold}sampled {s.clock} clock at {s.rate:g} Hz: achieved {s.achieved_rate:.1f} "
@@ -153,20 +154,27 @@ def _thread_id(trace: "fasttrace.Trace", which: Optional[str]) -> Optional[int]:
     return None
 
 
-def _progress(trace: "fasttrace.Trace") -> Callable[[int], None]:
+def _progress(trace: "Union[fasttrace.Trace, ProcessSet]", done: "Optional[List[int]]" = None
+              ) -> Callable[[int], None]:
+    """Shows the events read; done (a multi-process trace): [the events of the processes
+    read before], which the caller moves on."""
     total = max(trace.stats.events, 1)
 
     def show(n: int) -> None:
+        n += done[0] if done else 0
         print(f"\rfasttrace: reading {n:,} of ~{total:,} events ({100 * n / total:.0f}%)",
               end="", file=sys.stderr, flush=True)
 
     return show
 
 
-def _rows(trace: "fasttrace.Trace", stats: ThreadStats, args: argparse.Namespace) -> List[Any]:
+def _rows(function: "Callable[[int], Any]", stats: ThreadStats, args: argparse.Namespace
+          ) -> List[Any]:
+    """(FunctionStats, function) of the table, filtered, sorted and cut to --limit; function:
+    a function id -> the function."""
     rows = []
     for fs in stats.functions.values():
-        f = trace.function(fs.fid)
+        f = function(fs.fid)
         if args.filter and not any(
             fnmatch.fnmatch(f.filename, p) or fnmatch.fnmatch(f.module, p)
             or fnmatch.fnmatch(f.qualname, p) for p in args.filter
@@ -181,22 +189,28 @@ def _rows(trace: "fasttrace.Trace", stats: ThreadStats, args: argparse.Namespace
     return rows[: args.limit] if args.limit > 0 else rows
 
 
-def _print_table(trace: "fasttrace.Trace", title: str, stats: ThreadStats,
-                 args: argparse.Namespace, color: bool, cpu: bool) -> None:
+def _print_table(mode: str, function: "Callable[[int], Any]", title: str, stats: ThreadStats,
+                 args: argparse.Namespace, color: bool, cpu: bool,
+                 procs: "Optional[Dict[int, List[Any]]]" = None) -> None:
+    """One table; procs (a multi-process table): function id -> the processes it ran in,
+    shown as a column."""
     bold, dim, reset = ("\033[1m", "\033[2m", "\033[0m") if color else ("", "", "")
     span = max(stats.traced_ns, 1)
     gaps = f", {stats.dropped:,} events dropped" if stats.dropped else ""
-    if trace.mode == "sample":
+    if mode == "sample":
         what, count = f"sampled ({stats.samples:,} samples)", "samples"
         if cpu:
             what = f"of CPU time sampled ({stats.samples:,} samples)"
     else:
         what, count = "traced", "calls"
     print(f"{bold}{title}: {duration_text(stats.traced_ns)} {what}{gaps}{reset}")
-    print(f"{'self ms':>11} {'self%':>6} {'total ms':>11} {'total%':>6} {count:>10}  function")
-    for fs, f in _rows(trace, stats, args):
+    procs_head = "" if procs is None else f" {'procs':>5}"
+    print(f"{'self ms':>11} {'self%':>6} {'total ms':>11} {'total%':>6} {count:>10}{procs_head}"
+          "  function")
+    for fs, f in _rows(function, stats, args):
+        n = "" if procs is None else f" {len(procs.get(fs.fid, ())):5}"
         print(f"{fs.self_ns / 1e6:11.3f} {100 * fs.self_ns / span:5.1f}% "
-              f"{fs.total_ns / 1e6:11.3f} {100 * fs.total_ns / span:5.1f}% {fs.calls:10,}  "
+              f"{fs.total_ns / 1e6:11.3f} {100 * fs.total_ns / span:5.1f}% {fs.calls:10,}{n}  "
               f"{f.qualname} {dim}{where(f)}{reset}")
     print()
 
@@ -219,7 +233,147 @@ def _as_json(trace: "fasttrace.Trace", sampling: "Optional[SamplingStats]", tabl
                 {"qualname": f.qualname, "name": f.name, "filename": f.filename,
                  "lineno": f.lineno, "module": f.module, "is_c": f.is_c, "calls": fs.calls,
                  "self_ns": fs.self_ns, "total_ns": fs.total_ns}
-                for fs, f in _rows(trace, stats, args)
+                for fs, f in _rows(trace.function, stats, args)
             ],
+        })
+    return out
+
+
+# ---- a multi-process trace --------------------------------------------------------------------
+
+
+def _main_processes(processes: ProcessSet, args: argparse.Namespace) -> int:
+    why = process_kinds(processes)
+    if why is not None:
+        return error(f"{processes.path}: {why}")
+    chosen = _choose_threads(processes, args.thread)
+    if chosen is None:
+        listed = ", ".join(f"{p.pid}:{t.id} ({t.name})" for p in processes
+                           for t in p.trace.threads)
+        return error(f"no thread {args.thread!r} in {processes.path}; threads (PID:ID): "
+                     f"{listed}")
+    done = [0]
+    progress = _progress(processes, done) if sys.stderr.isatty() else None
+    sampled = processes.mode == "sample"
+    # Everything is read before anything is printed (see main())
+    read: List[Tuple[Process, Dict[int, ThreadStats], ThreadStats, Any]] = []
+    try:
+        for i, p in enumerate(processes):
+            if i not in chosen:
+                continue
+            threads = (sample_stats if sampled else function_stats)(p.trace, chosen[i], progress)
+            read.append((p, threads, merged(threads), p.trace.sampling))
+            done[0] += p.trace.stats.events
+    finally:
+        if progress is not None:
+            print(file=sys.stderr)
+    total, functions, by_process = merged_processes([(p.trace, m) for p, _, m, _ in read])
+    pids = {i: p.pid for i, (p, _, _, _) in enumerate(read)}
+    # (title, process, thread id, stats, function id -> function, function id -> processes)
+    tables: List[Tuple[str, Optional[Process], Optional[int], ThreadStats, Any, Any]] = []
+    if args.thread is None:
+        tables.append(("all processes", None, None, total, functions.__getitem__,
+                       by_process))
+        tables += [(f"process {p.pid} {p.label}", p, None, m, p.trace.function, None)
+                   for p, _, m, _ in read]
+    if args.per_thread or args.thread is not None:
+        for p, threads, _, _ in read:
+            names = {t.id: t.name for t in p.trace.threads}
+            tables += [(f"process {p.pid} {p.label}, thread {t.tid} {names.get(t.tid, '?')}",
+                        p, t.tid, t, p.trace.function, None) for t in threads.values()]
+    if args.json:
+        json.dump(_processes_json(processes, read, tables, pids, args), sys.stdout, indent=1)
+        print()
+        return 0
+    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty()
+                                       and not os.environ.get("NO_COLOR"))
+    bold, reset = ("\033[1m", "\033[0m") if color else ("", "")
+    for p, _, _, _ in read:
+        _print_notes(p.trace, f"process {p.pid} ({p.label}): ")
+    mode = processes.mode
+    print(f"{bold}{len(processes)} processes ({mode} mode), "
+          f"{duration_text(processes.duration_ns)} from the first start to the last end{reset}")
+    count = "events" if mode == "trace" else "samples"
+    print(f"{'pid':>8} {'start':>10} {'duration':>10} {count:>11} {'threads':>7}  command")
+    for p in processes:
+        start = "+" + duration_text(p.start_ns) if p.start_ns else "0"
+        cut = "  (truncated)" if p.trace.stats.truncated else ""
+        print(f"{p.pid:8} {start:>10} {duration_text(p.trace.stats.duration_ns):>10} "
+              f"{p.trace.stats.events:11,} {len(p.trace.threads):7}  {p.label}{cut}")
+    print()
+    cpu = False
+    if sampled:
+        for p, threads, _, sampling in read:
+            _print_sampling(p.trace, sampling, threads, args, color,
+                            f"process {p.pid} {p.label}:")
+            cpu = cpu or (sampling is not None and sampling.clock == "cpu")
+    for title, _, _, stats, function, procs in tables:
+        _print_table(mode, function, title, stats, args, color, cpu, procs)
+    return 0
+
+
+def _print_notes(trace: "fasttrace.Trace", prefix: str = "") -> None:
+    """What the report of a trace says before its tables: damage, lost hooks, lost threads."""
+    names = {t.id: t.name for t in trace.threads}
+    if trace.stats.truncated:
+        print(f"note: {prefix}{trace.damage}")
+    for lost in trace.hook_lost:
+        print(f"note: {prefix}thread {lost.thread} ({names.get(lost.thread, '?')}): "
+              f"{lost.what} at {duration_text(lost.ts)}; nothing of it after that is here")
+    if trace.stats.lost_threads:
+        print(f"note: {prefix}{trace.stats.lost_threads:,} thread(s) got no ring buffer (out of "
+              "memory): not traced, their events counted as dropped")
+
+
+def _choose_threads(processes: ProcessSet, which: Optional[str]
+                    ) -> "Optional[Dict[int, Optional[int]]]":
+    """Process index -> the thread id to read (None: all of them), for --thread PID:ID or
+    NAME (a thread of that name in each process that has one); None if nothing matches."""
+    if which is None:
+        return {i: None for i in range(len(processes))}
+    out: Dict[int, Optional[int]] = {}
+    pid, _, tid = which.partition(":")
+    for i, p in enumerate(processes):
+        for t in p.trace.threads:
+            if (tid and pid == str(p.pid) and tid == str(t.id)) or t.name == which:
+                out[i] = t.id
+                break
+    return out or None
+
+
+def _processes_json(processes: ProcessSet, read: List[Any], tables: List[Any],
+                    pids: Dict[int, int], args: argparse.Namespace) -> Dict[str, Any]:
+    stats = processes.stats
+    out: Dict[str, Any] = {"trace": processes.path, "mode": processes.mode,
+                           "truncated": stats.truncated, "dropped": stats.dropped,
+                           "duration_ns": processes.duration_ns,
+                           "problems": processes.problems, "processes": [], "tables": []}
+    for p, _, _, sampling in read:
+        t = p.trace
+        out["processes"].append({
+            "pid": p.pid, "label": p.label, "argv": p.argv, "paths": p.paths, "mode": p.mode,
+            "start_ns": p.start_ns, "duration_ns": t.stats.duration_ns,
+            "events": t.stats.events, "dropped": t.stats.dropped,
+            "truncated": t.stats.truncated, "damage": t.damage,
+            **({"sampling": sampling._asdict()} if sampling is not None else {}),
+        })
+    for title, process, tid, stats_, function, procs in tables:
+        rows = []
+        for fs, f in _rows(function, stats_, args):
+            row = {"qualname": f.qualname, "name": f.name, "filename": f.filename,
+                   "lineno": f.lineno, "module": f.module, "is_c": f.is_c, "calls": fs.calls,
+                   "self_ns": fs.self_ns, "total_ns": fs.total_ns}
+            if procs is not None:  # the per-process breakdown of a function of all processes
+                row["processes"] = [{"pid": pids[i], "calls": one.calls, "self_ns": one.self_ns,
+                                     "total_ns": one.total_ns} for i, one in procs[fs.fid]]
+            rows.append(row)
+        out["tables"].append({
+            "title": title,
+            "process": None if process is None else process.pid,
+            "thread": tid,
+            "traced_ns": stats_.traced_ns,
+            **({"samples": stats_.samples, "idle_ns": stats_.idle_ns,
+                "in_call_ns": stats_.in_call_ns} if processes.mode == "sample" else {}),
+            "functions": rows,
         })
     return out

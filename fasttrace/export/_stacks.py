@@ -4,6 +4,10 @@ Shared by the collapsed and pprof exporters (and the output/progress helpers by 
 Memory grows with the distinct stacks, functions and threads and with the stack depth, never
 with the number of events.
 
+A multi-process trace (fasttrace.ProcessSet) is exported process by process (parts()): each
+process's trace goes through the same fold as a single trace, and the exporter puts the
+process where its format has a place for it.
+
 Self time: between two consecutive events of a thread, the time goes to the stack that was open
 (its innermost frame).  Time with no frame open is not attributed to any stack; that includes a
 gap, because the reader closes every open frame where a gap starts and reopens the stack where it
@@ -22,11 +26,13 @@ if TYPE_CHECKING:
     from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
     from fasttrace._core import Event
+    from fasttrace._processes import Process, ProcessSet
     from fasttrace._trace import Trace
     from fasttrace.export._samples import AnyFunction
 
     Output = Union[str, "os.PathLike[str]", IO[bytes], IO[str]]
     ProgressCallback = Callable[[int, int], None]
+    Part = Tuple[Optional[Process], Trace, Optional[ProgressCallback]]
 
 BATCH = 1 << 16  # events between two progress reports
 
@@ -52,6 +58,47 @@ def thread_labels(trace: Trace) -> Dict[int, str]:
     return {t.id: t.name if seen[t.name] == 1 else f"{t.name} #{t.id}" for t in threads}
 
 
+def parts(source: Union[Trace, ProcessSet], progress: Optional[ProgressCallback] = None
+          ) -> List[Part]:
+    """What an exporter writes, one part per process: (process, its trace, its progress
+    callback).  A Trace is one part with no process; a ProcessSet, a part per process in their
+    order, each progress callback counting on from the processes before it, of the total."""
+    from fasttrace._processes import ProcessSet
+
+    if not isinstance(source, ProcessSet):
+        return [(None, source, progress)]
+    total = sum(max(int(p.trace.stats.events), 1) for p in source)
+    out: List[Part] = []
+    base = 0
+    for p in source:
+        callback = None
+        if progress is not None:
+            def callback(done: int, _total: int, base: int = base,
+                         report: ProgressCallback = progress) -> None:
+                report(min(base + done, total), total)
+        out.append((p, p.trace, callback))
+        base += max(int(p.trace.stats.events), 1)
+    return out
+
+
+def combine(results: List[Dict[str, Any]], **extra: Any) -> Dict[str, Any]:
+    """The summaries of the parts of a multi-process export as one: counts summed, flags
+    or-ed, anything else kept when the parts agree (else "mixed"); then `extra`."""
+    out: Dict[str, Any] = {}
+    for r in results:
+        for k, v in r.items():
+            if k not in out:
+                out[k] = v
+            elif isinstance(v, bool):
+                out[k] = out[k] or v
+            elif isinstance(v, int):
+                out[k] += v
+            elif out[k] != v:
+                out[k] = "mixed"
+    out.update(extra)
+    return out
+
+
 @contextlib.contextmanager
 def binary_output(out: Output) -> Iterator[IO[bytes]]:
     """A binary stream for `out`: a path (created or replaced), a binary file, or a text file
@@ -68,6 +115,21 @@ def binary_output(out: Output) -> Iterator[IO[bytes]]:
         buffer.flush()
     else:
         yield out  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def lazy_output(out: Output) -> Iterator[Callable[[], IO[bytes]]]:
+    """binary_output(out), opened at the first call of the function this gives (so that a
+    trace that fails to read before anything is written leaves no file behind)."""
+    with contextlib.ExitStack() as stack:
+        opened: List[IO[bytes]] = []
+
+        def output() -> IO[bytes]:
+            if not opened:
+                opened.append(stack.enter_context(binary_output(out)))
+            return opened[0]
+
+        yield output
 
 
 class Progress:

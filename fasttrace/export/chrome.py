@@ -35,14 +35,16 @@ import io
 import json
 import os
 
-from fasttrace.export import _samples
-from fasttrace.export.perfetto import open_binary, process_name
+from fasttrace._processes import ProcessSet, process_name
+from fasttrace.export import _samples, _stacks
+from fasttrace.export.perfetto import open_binary
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Union
 
     from fasttrace._core import Event
+    from fasttrace._processes import Process
     from fasttrace._trace import Trace
     from fasttrace.export._samples import AnyFunction, SliceEvent
 
@@ -71,49 +73,113 @@ def _begin(f: AnyFunction, head: str) -> str:
     return f'{head}"cat":"python","name":{_dumps(f.qualname)},"args":{{"loc":{loc}}},"ts":'
 
 
-def write(trace: Trace, out: Output, *, progress: Progress = None) -> Dict[str, Any]:
-    """Writes `trace` to `out` (a path, or a file: binary, or text) as Chrome JSON.
+def write(trace: Union[Trace, ProcessSet], out: Output, *, progress: Progress = None
+          ) -> Dict[str, Any]:
+    """Writes `trace` (a Trace, or a ProcessSet: one pid per process) to `out` (a path, or a
+    file: binary, or text) as Chrome JSON.
 
     progress(done, total) is called every EVENTS_PER_WRITE events and at the end, with the
     events converted so far and trace.stats.events (done is capped at total: the reader adds
     synthetic events).  Returns {"format", "events" (B and E written), "gaps", "dropped",
     "orphans", "threads", "bytes", "truncated"}.  A sampled trace: progress counts samples,
-    and the dict also has _samples.Samples.summary().
+    and the dict also has _samples.Samples.summary().  A ProcessSet: those summed, and
+    processes.
     """
-    write = _write_samples if trace.mode == "sample" else _write
     if isinstance(out, io.TextIOBase) and getattr(out, "buffer", None) is None:
-        return write(trace, out.write, progress)  # a StringIO, say
+        return _write(trace, out.write, progress)  # a StringIO, say
     f, close = open_binary(out)
     try:
-        return write(trace, lambda s: f.write(s.encode("utf-8")), progress)
+        return _write(trace, lambda s: f.write(s.encode("utf-8")), progress)
     finally:
         f.flush()
         if close:
             f.close()
 
 
-def _write_samples(trace: Trace, emit: Callable[[str], Any], progress: Progress
+def _write(source: Union[Trace, ProcessSet], emit: Callable[[str], Any], progress: Progress
+           ) -> Dict[str, Any]:
+    """The file: each process's events (a Trace: one process), then otherData."""
+    parts: List[str] = ['{"traceEvents":[\n']
+    results: List[Dict[str, Any]] = []
+    size = 0
+    for process, trace, p in _stacks.parts(source, progress):
+        if results:
+            parts.append(",\n")
+        if trace.mode == "sample":
+            samples = _samples.Samples(trace, p)
+            result = _write_process(trace, process, parts, emit, None,
+                                    _samples.trace_slices(samples))
+            result = samples.summary(**result)
+        else:
+            result = _write_process(trace, process, parts, emit, p)
+        size += result["bytes"]
+        results.append(result)
+    if isinstance(source, ProcessSet):
+        other = _other_set(source)
+    else:
+        other = _other(source, sampled=source.mode == "sample")
+    tail = f'\n],\n"displayTimeUnit":"ns",\n"otherData":{_dumps(other)}}}\n'
+    chunk = "".join(parts) + tail
+    emit(chunk)
+    size += len(chunk)
+    if not isinstance(source, ProcessSet):
+        return dict(results[0], bytes=size)
+    return _stacks.combine(results, bytes=size, processes=len(results))
+
+
+def _other(trace: Trace, sampled: bool) -> Dict[str, Any]:
+    """otherData of one trace: where and what it was, and the reader's account."""
+    h = trace.header
+    stats = trace.stats
+    keys = ("pid", "argv", "python_version", "hook", "c_calls", "start_wall_ns",
+            "start_monotonic_ns")
+    other = {k: h.get(k) for k in keys}
+    other.update(producer="fasttrace", events=stats.events, dropped=stats.dropped,
+                 truncated=bool(stats.truncated), damage=trace.damage,
+                 duration_ns=stats.duration_ns)
+    if sampled:
+        sampling = trace.sampling
+        other.update(mode="sample", sampling=sampling._asdict() if sampling is not None else None)
+    return other
+
+
+def _other_set(processes: ProcessSet) -> Dict[str, Any]:
+    """otherData of a multi-process trace: the set's start (time 0) and totals, and each
+    process's own otherData with its place on the time axis (start_ns)."""
+    stats = processes.stats
+    each = []
+    for p in processes:
+        one = _other(p.trace, sampled=p.mode == "sample")
+        one.pop("producer")
+        each.append(dict(one, label=p.label, start_ns=p.start_ns, mode=p.mode))
+    return {"producer": "fasttrace", "start_wall_ns": processes.start_wall_ns,
+            "start_monotonic_ns": processes.start_monotonic_ns,
+            "aligned_by": processes.aligned_by, "events": stats.events,
+            "dropped": stats.dropped, "truncated": bool(stats.truncated),
+            "duration_ns": stats.duration_ns, "problems": processes.problems,
+            "processes": each}
+
+
+def _write_process(trace: Trace, process: Optional[Process], parts: List[str],
+                   emit: Callable[[str], Any], progress: Progress,
+                   events: Optional[Iterable[Union[Event, SliceEvent]]] = None
                    ) -> Dict[str, Any]:
-    samples = _samples.Samples(trace, progress)
-    result = _write(trace, emit, None, _samples.trace_slices(samples))
-    return samples.summary(**result)
-
-
-def _write(trace: Trace, emit: Callable[[str], Any], progress: Progress,
-           events: Optional[Iterable[Union[Event, SliceEvent]]] = None) -> Dict[str, Any]:
-    """Trace mode: trace.events(); a sampled trace: `events` made from its samples."""
+    """One process's metadata and events into `parts` (emitted every EVENTS_PER_WRITE), at
+    its place on the time axis.  Trace mode: trace.events(); a sampled trace: `events` made
+    from its samples.  "bytes" in the result: what was emitted."""
     h = trace.header
     pid = int(h["pid"])
+    offset = 0 if process is None else process.start_ns
     total = max(int(trace.stats.events), 1)
     threads = sorted(trace.threads, key=lambda t: t.id)
     tids = {t.id: int(t.native_id) if t.native_id else t.id for t in threads}
-    name = process_name(list(h.get("argv") or []), pid)
+    name = process_name(list(h.get("argv") or []), pid) if process is None else process.label
     meta = [{"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "args": {"name": name}}]
     for t in threads:
         for key, value in (("thread_name", {"name": t.name}), ("thread_sort_index",
                                                               {"sort_index": t.id})):
             meta.append({"ph": "M", "name": key, "pid": pid, "tid": tids[t.id], "args": value})
-    parts: List[str] = ['{"traceEvents":[\n', ",\n".join(map(_dumps, meta))]
+    parts.append(",\n".join(map(_dumps, meta)))
     size = 0
 
     heads: Dict[int, str] = {}  # thread id -> '\n{"ph":"B","pid":P,"tid":T,'
@@ -127,7 +193,7 @@ def _write(trace: Trace, emit: Callable[[str], Any], progress: Progress,
     ns_digits = _NS
     n = gaps = dropped = orphans = depth = 0
     depths: Dict[int, int] = {}  # thread id -> events open (but the current thread's)
-    ts = 0
+    ts = offset
     w = parts.append
     for e in trace.events(gaps=True) if events is None else events:
         n += 1
@@ -141,7 +207,7 @@ def _write(trace: Trace, emit: Callable[[str], Any], progress: Progress,
             depths[cur] = depth
             cur, head, end, begin = tid, heads[tid], ends[tid], begins[tid]
             depth = depths.get(tid, 0)
-        ts = e.ts
+        ts = e.ts + offset
         u = ts // 1000
         if u != last_us:
             last_us = u
@@ -165,8 +231,8 @@ def _write(trace: Trace, emit: Callable[[str], Any], progress: Progress,
             dropped += e.dropped
             gap = {"ph": "i", "s": "t", "cat": "fasttrace", "pid": pid, "tid": tids[tid],
                    "name": f"fasttrace: {e.dropped} events dropped",
-                   "args": {"dropped": e.dropped, "gap_us": (ts - e.start_ts) / 1000}}
-            w(f',\n{_dumps(gap)[:-1]},"ts":{_us(e.start_ts)}}}')
+                   "args": {"dropped": e.dropped, "gap_us": (e.ts - e.start_ts) / 1000}}
+            w(f',\n{_dumps(gap)[:-1]},"ts":{_us(e.start_ts + offset)}}}')
         if len(parts) >= EVENTS_PER_WRITE:
             chunk = "".join(parts)
             emit(chunk)
@@ -177,24 +243,11 @@ def _write(trace: Trace, emit: Callable[[str], Any], progress: Progress,
                 progress(min(n, total), total)
     stats = trace.stats
     if stats.truncated:
-        end_ts = max(ts, int(stats.duration_ns))
+        end_ts = max(ts, offset + int(stats.duration_ns))
         note = {"ph": "i", "s": "p", "cat": "fasttrace", "pid": pid, "tid": 0,
                 "name": "fasttrace: trace truncated",
                 "args": {"damage": trace.damage or "the file ends early"}}
         w(f',\n{_dumps(note)[:-1]},"ts":{_us(end_ts)}}}')
-    keys = ("pid", "argv", "python_version", "hook", "c_calls", "start_wall_ns",
-            "start_monotonic_ns")
-    other = {k: h.get(k) for k in keys}
-    other.update(producer="fasttrace", events=stats.events, dropped=stats.dropped,
-                 truncated=bool(stats.truncated), damage=trace.damage,
-                 duration_ns=stats.duration_ns)
-    if events is not None:
-        sampling = trace.sampling
-        other.update(mode="sample", sampling=sampling._asdict() if sampling is not None else None)
-    w(f'\n],\n"displayTimeUnit":"ns",\n"otherData":{_dumps(other)}}}\n')
-    chunk = "".join(parts)
-    emit(chunk)
-    size += len(chunk)
     if progress is not None:
         progress(total, total)
     return {

@@ -37,6 +37,12 @@ neither has a place to say that a thread was waiting.  Slices show the timeline,
 and the waiting at a glance, trace_processor's slice table gives durations per function, and
 the writer is the trace-mode one.  What slices cannot say is that their edges are only known
 to within a sampling period.
+
+A multi-process trace (fasttrace.ProcessSet) gives each process its own process track (its
+real pid, its command line, named with its label) with its threads under it, processes in
+their order.  Timestamps stay CLOCK_MONOTONIC ns, one clock for every process of a boot, so
+the processes line up on one time axis (ProcessSet.start_monotonic_ns + Process.start_ns +
+event ts).  The sequence ids of each process follow those of the processes before it.
 """
 
 from __future__ import annotations
@@ -44,12 +50,13 @@ from __future__ import annotations
 import io
 import os
 
-from fasttrace.export import _samples
+from fasttrace._processes import ProcessSet, process_name
+from fasttrace.export import _samples, _stacks
 from fasttrace.export._protobuf import varint
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+    from typing import IO, Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
     from fasttrace._core import Event, Thread
     from fasttrace._trace import Trace
@@ -149,32 +156,15 @@ class _Sequence:
 
 
 def _sequence(seqs: Dict[int, _Sequence], out: bytearray, pid: int, uuid0: int, tid: int,
-              thread: Optional[Thread], ts_len: int, sampled: bool = False) -> _Sequence:
-    """A new thread's sequence; its first packet goes to out."""
-    s = seqs[tid] = _Sequence(1 + tid, uuid0 + tid)
+              thread: Optional[Thread], ts_len: int, sampled: bool = False,
+              seq_base: int = 0) -> _Sequence:
+    """A new thread's sequence (id seq_base + 1 + tid); its first packet goes to out."""
+    s = seqs[tid] = _Sequence(seq_base + 1 + tid, uuid0 + tid)
     native = thread.native_id if thread is not None else None
     name = thread.name if thread is not None else f"thread-{tid}"
     out += s.header(pid, uuid0, int(native) if native else tid, name, sampled)
     s.set_ts_len(ts_len)
     return s
-
-
-def process_name(argv: List[str], pid: int) -> str:
-    """A short name for the traced program: argv without the interpreter and its options
-    (`python -m mod args` -> `mod args`, `python app.py` -> `app.py`), at most 64 chars."""
-    if not argv:
-        return f"pid {pid}"
-    words = list(argv)
-    if os.path.basename(words[0]).startswith("python") and len(words) > 1:
-        i = 1
-        while i < len(words) and words[i].startswith("-") and words[i] not in ("-m", "-c", "-"):
-            i += 2 if words[i] in ("-X", "-W") else 1
-        words = words[i:] or words[:1]
-        if words[0] == "-m" and len(words) > 1:
-            words = words[1:]
-    words[0] = os.path.basename(words[0]) or words[0]
-    name = " ".join(words)
-    return name if len(name) <= 64 else name[:61] + "..."
 
 
 def open_binary(out: Output) -> Tuple[IO[bytes], bool]:
@@ -191,45 +181,72 @@ def open_binary(out: Output) -> Tuple[IO[bytes], bool]:
     return out, False  # type: ignore[return-value]
 
 
-def write(trace: Trace, out: Output, *, progress: Progress = None) -> Dict[str, Any]:
-    """Writes `trace` to `out` (a path, or a binary file) as a Perfetto protobuf trace.
+def write(trace: Union[Trace, ProcessSet], out: Output, *, progress: Progress = None
+          ) -> Dict[str, Any]:
+    """Writes `trace` (a Trace, or a ProcessSet: a process track per process) to `out` (a
+    path, or a binary file) as a Perfetto protobuf trace.
 
     progress(done, total) is called about every megabyte of output and at the end, with the
     events converted so far and trace.stats.events (done is capped at total: the reader adds
     synthetic events).  Returns {"format", "events" (written as slice begins and ends), "gaps",
     "dropped", "orphans", "threads", "functions", "bytes", "truncated"}.  A sampled trace:
-    progress counts samples, and the dict also has _samples.Samples.summary().
+    progress counts samples, and the dict also has _samples.Samples.summary().  A ProcessSet:
+    those summed, and processes.
     """
     f, close = open_binary(out)
     try:
-        if trace.mode == "sample":
-            return _write_samples(trace, f, progress)
-        return _write(trace, f, progress)
+        out_buf = bytearray()
+        results: List[Dict[str, Any]] = []
+        written = 0
+        seq_base = 0  # a process's sequences: seq_base + 1 (the process), + 1 + thread id
+        uuids: Set[int] = set()
+        multi = isinstance(trace, ProcessSet)
+        for process, t, p in _stacks.parts(trace, progress):
+            ts_base = int(t.header["start_monotonic_ns"])
+            if isinstance(trace, ProcessSet) and process is not None:
+                ts_base = trace.start_monotonic_ns + process.start_ns
+            if t.mode == "sample":
+                samples = _samples.Samples(t, p)
+                result = _write(t, f, out_buf, None, _samples.trace_slices(samples), True,
+                                seq_base, ts_base, uuids, multi)
+                result = samples.summary(**result)
+            else:
+                result = _write(t, f, out_buf, p, None, False, seq_base, ts_base, uuids, multi)
+            seq_base = result.pop("last_sequence")
+            written += result["bytes"]
+            results.append(result)
+        f.write(out_buf)
+        written += len(out_buf)
+        f.flush()
     finally:
         if close:
             f.close()
+    if not multi:
+        return dict(results[0], bytes=written)
+    return _stacks.combine(results, bytes=written, processes=len(results))
 
 
-def _write_samples(trace: Trace, f: IO[bytes], progress: Progress) -> Dict[str, Any]:
-    samples = _samples.Samples(trace, progress)
-    result = _write(trace, f, None, _samples.trace_slices(samples), True)
-    return samples.summary(**result)
-
-
-def _write(trace: Trace, f: IO[bytes], progress: Progress,
-           events: Optional[Iterable[Union[Event, SliceEvent]]] = None,
-           sampled: bool = False) -> Dict[str, Any]:
-    """Trace mode: trace.events(); a sampled trace: `events` made from its samples (sampled)."""
+def _write(trace: Trace, f: IO[bytes], out: bytearray, progress: Progress,
+           events: Optional[Iterable[Union[Event, SliceEvent]]], sampled: bool,
+           seq_base: int, base: int, uuids: Set[int], multi: bool) -> Dict[str, Any]:
+    """One process's tracks and events into `out` (written to f every FLUSH_BYTES; what is
+    left, the caller writes).  Trace mode: trace.events(); a sampled trace: `events` made from
+    its samples (sampled).  seq_base: its sequence ids follow it; base: CLOCK_MONOTONIC at its
+    time 0; uuids: the track uuid ranges taken; multi: a process of several (its name says its
+    pid).  "bytes" in the result: what was written to f; "last_sequence": its highest
+    sequence id."""
     h = trace.header
     pid = int(h["pid"])
     argv: List[str] = list(h.get("argv") or [])
-    base = int(h["start_monotonic_ns"])
     total = max(int(trace.stats.events), 1)
     uuid0 = ((pid & 0xFFFF) << 40 | (int(h["start_wall_ns"]) >> 20 & 0xFFFFFF) << 16) or 1 << 40
-    proc_seq = f_uint(10, 1)
-    name = process_name(argv, pid)
+    while uuid0 in uuids:  # the same pid (traced twice) started within the same ms
+        uuid0 += 1 << 16
+    uuids.add(uuid0)
+    proc_seq = f_uint(10, seq_base + 1)
+    name = " ".join(process_name(argv, pid).split()) if multi else process_name(argv, pid)
     proc = f_uint(1, pid) + b"".join(f_str(2, a) for a in argv) + f_str(6, name)
-    out = bytearray(packet(proc_seq + CLEARED + f_bytes(60, f_uint(1, uuid0) + f_bytes(3, proc))))
+    out += packet(proc_seq + CLEARED + f_bytes(60, f_uint(1, uuid0) + f_bytes(3, proc)))
 
     seqs: Dict[int, _Sequence] = {}
     last_hi = -1
@@ -245,14 +262,15 @@ def _write(trace: Trace, f: IO[bytes], progress: Progress,
     ts = base
     written = 0
     for t in sorted(trace.threads, key=lambda t: t.id):
-        _sequence(seqs, out, pid, uuid0, t.id, t, ts_len, sampled)
+        _sequence(seqs, out, pid, uuid0, t.id, t, ts_len, sampled, seq_base)
     if events is None:
         events = trace.events(gaps=True)
     for e in events:
         n += 1
         tid = e.thread
         if tid != cur_tid:
-            st = seqs.get(tid) or _sequence(seqs, out, pid, uuid0, tid, None, ts_len, sampled)
+            st = seqs.get(tid) or _sequence(seqs, out, pid, uuid0, tid, None, ts_len, sampled,
+                                            seq_base)
             depths[cur_tid] = depth
             cur_tid, cache, end, depth = tid, st.cache, st.end, depths.get(tid, 0)
         ts = e.ts + base
@@ -298,9 +316,6 @@ def _write(trace: Trace, f: IO[bytes], progress: Progress,
         end_ts = max(ts, base + int(trace.stats.duration_ns))
         notes = {"damage": trace.damage or "the file ends early"}
         out += _instant(proc_seq, end_ts, "fasttrace: trace truncated", notes, uuid0)
-    f.write(out)
-    written += len(out)
-    f.flush()
     if progress is not None:
         progress(total, total)
     return {
@@ -313,4 +328,5 @@ def _write(trace: Trace, f: IO[bytes], progress: Progress,
         "functions": len({fn for s in seqs.values() for fn in s.raw}),
         "bytes": written,
         "truncated": bool(trace.stats.truncated),
+        "last_sequence": seq_base + 1 + max(seqs, default=0),
     }
