@@ -433,8 +433,8 @@ def _own_files() -> "tuple[str, ...]":
     from fasttrace import _capture, _summary, _tracer  # loaded already: a dict lookup
 
     extra = [getattr(sys.modules.get(f"fasttrace.{m}"), "__file__", None)
-             for m in ("_flight", "_rotation", "http._endpoints", "http._server", "http._wsgi",
-                       "http._asgi")]  # once in use
+             for m in ("_flight", "_rotation", "_children", "http._endpoints", "http._server",
+                       "http._wsgi", "http._asgi")]  # once in use
     return tuple(f for f in (_tracer.__file__, __file__, _capture.__file__, _summary.__file__,
                              *extra) if f)
 

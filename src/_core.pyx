@@ -162,6 +162,12 @@ def lose_hooks(str what):
     ft_hooks_lose_all(b)
 
 
+def mute_returns(unsigned int returns):
+    """Trace mode: the calling thread's next `returns` returns of calls that began before the
+    trace are not recorded, nor what runs until then (see ft_hooks.h)."""
+    ft_hooks_mute_returns(returns)
+
+
 #: run_unmuted(code, globals): exec() recorded although the caller's frames are muted
 #: (fasttrace run); a C builtin, so no frame of it shows in the program's tracebacks.
 run_unmuted = ft_hooks_run_unmuted_function()

@@ -883,6 +883,19 @@ ft_hooks_snapshot_threads(int skip_current)
     PyMem_RawFree(codes);
 }
 
+void
+ft_hooks_mute_returns(uint32_t returns)
+{
+    if (returns == 0 || atomic_load_explicit(&ft_active_gen, memory_order_relaxed) == FT_GEN_NONE ||
+        ft_S.mode != FT_MODE_TRACE) {
+        return;
+    }
+    ft_thread* t = current_thread();
+    if (t != NULL) {
+        ft_thread_mute(t, returns);
+    }
+}
+
 static PyObject*
 run_unmuted_builtin(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
 {

@@ -23,6 +23,13 @@ unsigned long ft_hooks_find_profiled_thread(void);
  * own runner, whose frames are not the program's; it runs the program with
  * ft_hooks_run_unmuted. */
 void ft_hooks_snapshot_threads(int skip_current);
+/* Trace mode: the calling thread's next `returns` returns that have no call in the trace are
+ * not recorded, nor what runs before them (a muted region that ends with them).  For calls
+ * already in progress when the trace started whose return will still be reported: a forked
+ * child's capture starts inside os.fork(), whose C return comes under the hooks of 3.9-3.11
+ * and 3.12+ (the parent's trace had the call site hooked) and would close the caller's frame.
+ * Nothing when no trace-mode session runs. */
+void ft_hooks_mute_returns(uint32_t returns);
 /* Evaluates `code` in `globals` (borrowed) with the calling thread's muted region suspended.
  * Returns a new reference, or NULL with an exception set. */
 PyObject* ft_hooks_run_unmuted(PyObject* code, PyObject* globals);

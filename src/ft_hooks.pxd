@@ -20,6 +20,7 @@ cdef extern from "ft_hooks.h":
     void ft_hooks_check()
     void ft_hooks_lose_all(const char* what)
     object ft_hooks_run_unmuted_function()
+    void ft_hooks_mute_returns(unsigned int returns)
 
 cdef extern from "ft_spawn.h":
     object ft_spawn_wrap(object original, object thread_class, int install_hook)

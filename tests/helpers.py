@@ -242,3 +242,54 @@ def build_extension(directory, name, source):
     subprocess.run([*cc, "-shared", "-fPIC", "-O1", f"-I{sysconfig.get_paths()['include']}",
                     str(c), "-o", str(out)], check=True, capture_output=True, timeout=120)
     return directory
+
+
+def serve_gunicorn(argv, cwd, env, per_worker=4, workers=2, timeout=60):
+    """Runs gunicorn (`argv`, which binds 127.0.0.1:0: the port is read from its log) until
+    each of its `workers` workers has served `per_worker` requests of "/" (whose response is
+    the worker's pid), then stops it with SIGTERM.  Returns (its pid, its log, {worker pid:
+    requests served}).  A gunicorn that does not start or stop in time fails the test."""
+    import collections
+    import re
+    import signal
+    import time
+    import urllib.request
+
+    import pytest
+
+    log = Path(cwd) / "gunicorn.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True)  # to kill all of it, if it hangs
+    served = collections.Counter()
+    try:
+        deadline = time.monotonic() + timeout
+        port = None
+        while port is None or log.read_text().count("Booting worker with pid") < workers:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            m = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", log.read_text())
+            port = int(m[1]) if m else None
+            time.sleep(0.1)
+
+        def get():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:
+                served[int(r.read())] += 1
+
+        # Several at a time: a sync worker serves one request at a time, so all get some.
+        while len(served) < workers or min(served.values()) < per_worker:
+            assert time.monotonic() < deadline, (served, log.read_text())
+            threads = [threading.Thread(target=get) for _ in range(workers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            pytest.fail(f"gunicorn did not stop on SIGTERM: {log.read_text()}")
+    return proc.pid, log.read_text(), dict(served)

@@ -7,9 +7,17 @@
     fasttrace run --flight 10s [--flight-dir DIR] [--rate HZ] app.py  (flight recorder)
     fasttrace run --max-bytes 100M [--max-seconds S] [--keep N] app.py (rotated files)
     fasttrace run --duration 30s app.py                    (stop tracing after 30 s)
+    fasttrace run --follow-children [-o DIR] app.py        (a file per Python process)
+    fasttrace run [options] command [args...]   (a Python script on PATH: gunicorn, ...)
 
 --flight keeps the last seconds in memory and writes them to a timestamped file in
 --flight-dir when the process gets SIGUSR2, or when an uncaught exception ends it.
+
+--follow-children traces the program's Python child processes too (os.fork, multiprocessing
+under every start method, subprocess running Python, their children): each process writes
+DIR/<name>.<pid>.ftrace (DIR: -o, by default fasttrace-<name>-<pid>).  The program then runs
+in a fresh interpreter, as under plain python, that starts its capture at start-up like every
+other process of the run (see fasttrace/_children.py).
 
 The program sees what it would see under plain `python`: its sys.argv, sys.path[0], a
 `__main__` module with the attributes python gives it (see _program.py), stdin, stdout and
@@ -41,7 +49,7 @@ if TYPE_CHECKING:
 USAGE = ("fasttrace run [-o OUT] [--no-c-calls] [--buffer-size BYTES] [--rate HZ] "
          "[--clock wall|cpu] [--duration TIME] [--max-bytes BYTES] [--max-seconds TIME] "
          "[--keep N] [--flight TIME [--flight-dir DIR] [--flight-bytes BYTES]] "
-         "(script.py | -m module | -c code) [args ...]")
+         "[--follow-children] (script.py | -m module | -c code | command) [args ...]")
 # Our options that take a value: the program's own arguments start after these.
 VALUE_OPTIONS = {"-o", "--output", "--buffer-size", "--rate", "--clock", "--duration",
                  "--max-bytes", "--max-seconds", "--keep", "--flight", "--flight-dir",
@@ -58,7 +66,9 @@ def _options_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fasttrace run", usage=USAGE, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--output", metavar="OUT",
-                   help="trace file (default: fasttrace-<program>-<pid>.ftrace)")
+                   help="trace file (default: fasttrace-<program>-<pid>.ftrace); with "
+                        "--follow-children, the directory of the files (default: "
+                        "fasttrace-<program>-<pid>)")
     p.add_argument("--no-c-calls", dest="c_calls", action="store_false",
                    help="do not record calls of C functions (lower overhead)")
     p.add_argument("--buffer-size", type=_size, default=DEFAULT_BUFFER_SIZE, metavar="BYTES",
@@ -83,6 +93,10 @@ def _options_parser() -> argparse.ArgumentParser:
                    help="where flight-recorder dumps go (default: the current directory)")
     p.add_argument("--flight-bytes", type=_any_size, metavar="BYTES",
                    help="flight recorder: memory for the window (default 64M)")
+    p.add_argument("--follow-children", action="store_true",
+                   help="also trace the program's Python child processes (fork, "
+                        "multiprocessing, subprocess running Python, ...): one file per "
+                        "process, OUT/<program>.<pid>.ftrace")
     return p
 
 
@@ -172,12 +186,20 @@ def main_argv(argv: List[str]) -> int:
     elif target[0] == "-c":
         kind, what, prog_args = "code", target[1], target[2:]
 
-    error = _check_target(kind, what)
+    if kind == "script" and not os.path.lexists(what) and os.sep not in what:
+        what, error = _find_command(what)  # a console script such as gunicorn
+    else:
+        error = _check_target(kind, what)
     if error:
         print(f"fasttrace: error: {error}", file=sys.stderr)
         return 2 if kind == "script" else 1
     if opts.clock is not None and opts.rate is None:
         parser.error("--clock needs --rate (it applies to sampling mode)")
+    if opts.follow_children:
+        if opts.flight is not None or opts.max_bytes or opts.max_seconds or opts.keep:
+            parser.error("--follow-children writes one file per process: it does not go "
+                         "with --flight, --max-bytes, --max-seconds or --keep")
+        return _follow(kind, what, prog_args, opts)
     out = opts.output or _default_output(kind, what)
     if opts.flight is not None and (opts.output or opts.max_bytes or opts.max_seconds or
                                     opts.keep or opts.duration):
@@ -200,14 +222,99 @@ def _check_target(kind: str, what: str) -> Optional[str]:
     return None
 
 
-def _default_output(kind: str, what: str) -> str:
+def _find_command(name: str) -> "Tuple[str, Optional[str]]":
+    """(path, error): a command on PATH that is a Python script (a console script such as
+    gunicorn: its #! line names python), run as `python PATH` would run it."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        return name, f"cannot run {name!r}: no such file, nor a command on PATH"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024).split(b"\n")
+    except OSError as e:
+        return name, f"cannot run {name!r} ({path}): {e.strerror}"
+    # pip writes a /bin/sh launcher whose second line execs python when python's path is long
+    if head[0].startswith(b"#!") and (b"python" in head[0] or (
+            len(head) > 1 and head[1].startswith(SH_LAUNCHER) and b"python" in head[1])):
+        return path, None
+    return name, (f"cannot run {name!r}: {path} is not a Python script (fasttrace runs "
+                  "Python programs: script.py, -m module, -c code, or a command whose #! "
+                  "line names python)")
+
+
+SH_LAUNCHER = b"'" * 3 + b"exec'"  # how the second line of pip's launcher begins
+
+
+def _program_name(kind: str, what: str) -> str:
     if kind == "script":
-        name = os.path.splitext(os.path.basename(os.path.abspath(what)))[0] or "script"
-    elif kind == "module":
-        name = what
-    else:
-        name = "c"
-    return f"fasttrace-{name}-{os.getpid()}.ftrace"
+        return os.path.splitext(os.path.basename(os.path.abspath(what)))[0] or "script"
+    return what if kind == "module" else "c"
+
+
+def _default_output(kind: str, what: str) -> str:
+    return f"fasttrace-{_program_name(kind, what)}-{os.getpid()}.ftrace"
+
+
+def _follow(kind: str, what: str, prog_args: List[str], opts: argparse.Namespace) -> int:
+    """--follow-children: runs the program in a fresh interpreter (this process becomes it:
+    same pid, stdin, stdout, signals and exit status) that starts its capture at start-up,
+    as every Python process it starts will (fasttrace/_children.py)."""
+    from fasttrace import _children
+
+    if sys.flags.no_site or sys.flags.isolated or sys.flags.ignore_environment:
+        print("fasttrace: error: --follow-children starts each process's capture from "
+              "PYTHONPATH and the site module: run python without -S, -I or -E",
+              file=sys.stderr)
+        return 2
+    if not sys.executable:
+        print("fasttrace: error: --follow-children: this Python does not know its "
+              "executable (sys.executable is empty)", file=sys.stderr)
+        return 2
+    name = _program_name(kind, what)
+    directory = os.path.abspath(opts.output or f"fasttrace-{name}-{os.getpid()}")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        print(f"fasttrace: error: cannot make the directory {directory!r} for the traces: "
+              f"{e.strerror}", file=sys.stderr)
+        return 2
+    if not os.access(directory, os.W_OK | os.X_OK):
+        print(f"fasttrace: error: cannot write traces into {directory!r}: permission denied",
+              file=sys.stderr)
+        return 2
+    plan = _children.Plan(directory, name, os.getpid(), rate=opts.rate, clock=opts.clock,
+                          c_calls=opts.c_calls, buffer_size=opts.buffer_size,
+                          duration=opts.duration)
+    try:  # the checks start() makes of its arguments, before this process is replaced
+        Recorder(plan.path(os.getpid()), c_calls=plan.c_calls, buffer_size=plan.buffer_size,
+                 rate=plan.rate, clock=plan.clock, duration=plan.duration)
+    except (ValueError, TypeError) as e:
+        print(f"fasttrace: error: {e}", file=sys.stderr)
+        return 2
+    target = {"script": [what], "module": ["-m", what], "code": ["-c", what]}[kind]
+    argv = [sys.executable, *_interpreter_flags(), *target, *prog_args]
+    _children.finish()  # this process may be a followed child itself: its file is done
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+    try:
+        os.execve(sys.executable, argv, plan.environ(os.environ))
+    except OSError as e:
+        print(f"fasttrace: error: cannot run {sys.executable!r}: {e.strerror}", file=sys.stderr)
+    return 2
+
+
+def _interpreter_flags() -> List[str]:
+    """This interpreter's options (-X, -W, -O, ...), for the one that replaces it, as
+    multiprocessing passes them on to its children."""
+    import subprocess
+
+    flags = getattr(subprocess, "_args_from_interpreter_flags", None)
+    return list(flags()) if flags is not None else []
 
 
 # The session this command started; the program may stop it (and start its own).
@@ -358,6 +465,12 @@ def _finish(code: int) -> int:
             print("fasttrace: flight recorder stopped; no dump was asked for (send SIGUSR2 "
                   "to the process to write its last seconds)", file=sys.stderr)
         return code
+    print(summary_line(session, s, note), file=sys.stderr)
+    return code
+
+
+def summary_line(session: Recorder, s: "fasttrace.Summary", note: str = "") -> str:
+    """What `fasttrace run` says on stderr when the trace is done: what went where."""
     if session.expired:
         note += f"tracing stopped after --duration {session.duration:g} s; "
     dropped = f", {s.dropped:,} dropped" if s.dropped else ""
@@ -372,9 +485,8 @@ def _finish(code: int) -> int:
         look = f"'{stem}.*{suffix}'"
     else:
         look = session.path
-    print(f"fasttrace: {note}wrote {what} to {where} ({_size_text(s.bytes)}{dropped}); "
-          f"look at it with: fasttrace report {look}", file=sys.stderr)
-    return code
+    return (f"fasttrace: {note}wrote {what} to {where} ({_size_text(s.bytes)}{dropped}); "
+            f"look at it with: fasttrace report {look}")
 
 
 def _rate_text(s: "fasttrace.SamplingStats") -> str:
