@@ -19,8 +19,6 @@ Results: bench/out/http-*.json and .md.
 """
 
 import argparse
-import json
-import os
 import re
 import shutil
 import signal

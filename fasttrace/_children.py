@@ -234,6 +234,13 @@ def bootstrap() -> None:
 def _start(plan: Plan, *, skip_caller_stack: bool, stop_codes: Any) -> bool:
     global _plan, _session
     _plan = plan
+    if plan.extra.get("capture", True) is False:
+        # `fasttrace run --http ADDR --follow-children`: every process serves the endpoints
+        # and records only when asked
+        _session = None
+        _install_hooks()
+        _after_start(plan)
+        return True
     # Sampling: nor are the ways a capture ends (samples taken while they stop it).
     stop_codes = (*stop_codes, finish.__code__, _recorder._stop_at_exit.__code__)
     try:
@@ -251,13 +258,28 @@ def _start(plan: Plan, *, skip_caller_stack: bool, stop_codes: Any) -> bool:
         return False
     _session = recorder
     _install_hooks()
+    _after_start(plan)
+    return True
+
+
+def _after_start(plan: Plan) -> None:
+    if plan.extra.get("http") is not None:
+        try:
+            from fasttrace.http import _registry
+
+            server = _registry.start_for_plan(plan.extra["http"], plan.extra.get("registry"),
+                                              child=os.getpid() != plan.root)
+            if os.getpid() == plan.root:
+                _say(f"serving {server.url} (process {os.getpid()}; each Python child process "
+                     "it starts serves on the next free port, listed there)")
+        except (OSError, ValueError) as e:
+            _say(f"error: process {os.getpid()} cannot serve the endpoints: {e}")
     for callback in list(after_start):
         try:
             callback(plan)
         except Exception as e:
             _say(f"error in process {os.getpid()}: {callback!r} failed: "
                  f"{type(e).__name__}: {e}")
-    return True
 
 
 def _say(text: str, prefix: str = "fasttrace: ") -> None:
@@ -288,6 +310,9 @@ def _install_hooks() -> None:
 
 def _after_fork_in_child() -> None:
     parent = _session
+    if _plan is not None and _plan.extra.get("capture", True) is False:
+        _start(_plan, skip_caller_stack=False, stop_codes=())  # the endpoints only
+        return
     if parent is None or _plan is None or parent.summary is not None:
         return  # the parent's capture did not start, or had stopped: so does the child's
     # The frames open at fork() are the child's too: they open its trace (as for start()).

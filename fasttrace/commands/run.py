@@ -9,6 +9,7 @@
     fasttrace run --duration 30s app.py                    (stop tracing after 30 s)
     fasttrace run --follow-children [-o DIR] app.py        (a file per Python process)
     fasttrace run [options] command [args...]   (a Python script on PATH: gunicorn, ...)
+    fasttrace run --http 127.0.0.1:6060 [--flight 30s] app.py  (traces on demand, over HTTP)
 
 --flight keeps the last seconds in memory and writes them to a timestamped file in
 --flight-dir when the process gets SIGUSR2, or when an uncaught exception ends it.
@@ -18,6 +19,12 @@ under every start method, subprocess running Python, their children): each proce
 DIR/<name>.<pid>.ftrace (DIR: -o, by default fasttrace-<name>-<pid>).  The program then runs
 in a fresh interpreter, as under plain python, that starts its capture at start-up like every
 other process of the run (see fasttrace/_children.py).
+
+--http ADDR serves fasttrace's endpoints (fasttrace.http) inside the program: traces and
+profiles on demand, so nothing is recorded until asked, unless --flight also runs a flight
+recorder, which then answers them.  The token, if any, comes from $FASTTRACE_HTTP_TOKEN.  With
+--follow-children every Python child process serves them too, on the next free port, and the
+first process's index page lists them all.
 
 The program sees what it would see under plain `python`: its sys.argv, sys.path[0], a
 `__main__` module with the attributes python gives it (see _program.py), stdin, stdout and
@@ -49,11 +56,12 @@ if TYPE_CHECKING:
 USAGE = ("fasttrace run [-o OUT] [--no-c-calls] [--buffer-size BYTES] [--rate HZ] "
          "[--clock wall|cpu] [--duration TIME] [--max-bytes BYTES] [--max-seconds TIME] "
          "[--keep N] [--flight TIME [--flight-dir DIR] [--flight-bytes BYTES]] "
-         "[--follow-children] (script.py | -m module | -c code | command) [args ...]")
+         "[--follow-children] [--http ADDR] (script.py | -m module | -c code | command) "
+         "[args ...]")
 # Our options that take a value: the program's own arguments start after these.
 VALUE_OPTIONS = {"-o", "--output", "--buffer-size", "--rate", "--clock", "--duration",
                  "--max-bytes", "--max-seconds", "--keep", "--flight", "--flight-dir",
-                 "--flight-bytes"}
+                 "--flight-bytes", "--http"}
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -97,6 +105,10 @@ def _options_parser() -> argparse.ArgumentParser:
                    help="also trace the program's Python child processes (fork, "
                         "multiprocessing, subprocess running Python, ...): one file per "
                         "process, OUT/<program>.<pid>.ftrace")
+    p.add_argument("--http", metavar="ADDR",
+                   help="serve fasttrace's endpoints (/debug/fasttrace/) on HOST:PORT in the "
+                        "program: traces and profiles on demand; nothing is recorded until "
+                        "asked, unless --flight runs too")
     return p
 
 
@@ -195,6 +207,21 @@ def main_argv(argv: List[str]) -> int:
         return 2 if kind == "script" else 1
     if opts.clock is not None and opts.rate is None:
         parser.error("--clock needs --rate (it applies to sampling mode)")
+    if opts.http is not None:
+        from fasttrace.http._registry import parse_address
+
+        try:
+            parse_address(opts.http)
+        except ValueError as e:
+            parser.error(f"--http: {e}")
+        if opts.output or opts.max_bytes or opts.max_seconds or opts.keep or opts.duration \
+                or (opts.rate is not None and opts.flight is None):
+            parser.error("--http records on demand, not the whole run: it does not go with -o, "
+                         "--rate (but with --flight), --duration, --max-bytes, --max-seconds or "
+                         "--keep; add --flight TIME to keep the last seconds as well")
+        if opts.follow_children and opts.flight is not None:
+            parser.error("--http --follow-children serves every process on demand: it does not "
+                         "go with --flight")
     if opts.follow_children:
         if opts.flight is not None or opts.max_bytes or opts.max_seconds or opts.keep:
             parser.error("--follow-children writes one file per process: it does not go "
@@ -273,6 +300,15 @@ def _follow(kind: str, what: str, prog_args: List[str], opts: argparse.Namespace
               "executable (sys.executable is empty)", file=sys.stderr)
         return 2
     name = _program_name(kind, what)
+    extra: "dict[str, Any]" = {}
+    if opts.http is not None:
+        # Endpoints in every process, no capture until asked: the plan's directory is the
+        # registry where each process writes where it serves (nothing else goes there).
+        import tempfile
+
+        registry = tempfile.mkdtemp(prefix=f"fasttrace-http-{os.getpid()}-")
+        extra = {"http": opts.http, "registry": registry, "capture": False}
+        opts.output = registry
     directory = os.path.abspath(opts.output or f"fasttrace-{name}-{os.getpid()}")
     try:
         os.makedirs(directory, exist_ok=True)
@@ -286,7 +322,7 @@ def _follow(kind: str, what: str, prog_args: List[str], opts: argparse.Namespace
         return 2
     plan = _children.Plan(directory, name, os.getpid(), rate=opts.rate, clock=opts.clock,
                           c_calls=opts.c_calls, buffer_size=opts.buffer_size,
-                          duration=opts.duration)
+                          duration=opts.duration, extra=extra)
     try:  # the checks start() makes of its arguments, before this process is replaced
         Recorder(plan.path(os.getpid()), c_calls=plan.c_calls, buffer_size=plan.buffer_size,
                  rate=plan.rate, clock=plan.clock, duration=plan.duration)
@@ -363,11 +399,20 @@ def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
         _print_program_traceback(e)
         return 1
     previous_term = signal.signal(signal.SIGTERM, _on_sigterm)  # before the trace: not in it
+    if opts is not None and opts.http is not None:
+        try:
+            _serve(opts.http)
+        except (OSError, ValueError) as e:
+            signal.signal(signal.SIGTERM, previous_term)
+            print(f"fasttrace: error: --http {opts.http}: {e}", file=sys.stderr)
+            return 2
     try:
         # The runner's own frames (this function and its callers) stay out of the trace: the
         # program's first frame is a root, as under plain python.  Sampling: the sampler cuts
         # every stack at this function's frame, which runs the program's code itself.
-        _cli_session = _make_recorder(out, c_calls, buffer_size, rate, clock, opts).start()
+        # (--http alone records nothing: the endpoints start captures on demand.)
+        if opts is None or opts.http is None or opts.flight is not None:
+            _cli_session = _make_recorder(out, c_calls, buffer_size, rate, clock, opts).start()
     except (fasttrace.TracingError, ValueError, TypeError) as e:
         signal.signal(signal.SIGTERM, previous_term)
         print(f"fasttrace: error: {e}", file=sys.stderr)
@@ -404,6 +449,18 @@ def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     return code
+
+
+def _serve(address: str) -> None:
+    """--http: the endpoints, in threads of their own (left out of every trace)."""
+    from fasttrace._capture import HIDDEN_CODES
+    from fasttrace.http import _registry
+
+    # Samples taken on demand start at the program's first frame, as `fasttrace run --rate`'s
+    # do: the sampler cuts this runner's frames (trace mode shows them open, at the root).
+    HIDDEN_CODES.append(_run.__code__)
+    server = _registry.start_for_plan(address)
+    print(f"fasttrace: serving {server.url} (process {os.getpid()})", file=sys.stderr)
 
 
 def _exit_code(e: SystemExit) -> int:

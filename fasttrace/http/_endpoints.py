@@ -288,6 +288,16 @@ _serving: "Optional[Job]" = None
 _serving_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    # The request a parent's thread was serving is not the child's.
+    global _serving, _serving_lock
+    _serving = None
+    _serving_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _flight_recorder() -> Any:
     """The running flight recorder of this process, or None."""
     flight = sys.modules.get("fasttrace._flight")

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import _thread
 import ipaddress
+import os
 import socket
 import sys
 import threading
 import warnings
+import weakref
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import urlsplit
 
@@ -48,6 +50,8 @@ class Server:
         self.port: int = self._httpd.server_address[1]
         self.url = f"http://{_hostport(host, self.port)}{_endpoints.PREFIX}/"
         self._closed = False
+        self._pid = os.getpid()
+        _servers.add(self)
         _thread.start_new_thread(_serve_forever, (self._httpd,))
 
     def close(self) -> None:
@@ -205,6 +209,26 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the program's stderr is its own
 
+
+_servers: "weakref.WeakSet[Server]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child has none of the servers' threads, but their listening sockets: closed,
+    # or connections to the parent's port would queue in the child, where nobody accepts
+    # them once the parent is gone.  (A child serves on a port of its own: serve() again.)
+    for server in list(_servers):
+        if server._pid == os.getpid():
+            continue  # started in this child by an earlier after-fork handler (--http)
+        _servers.discard(server)
+        server._closed = True
+        try:
+            server._httpd.socket.close()
+        except OSError:
+            pass
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # Samplers leave out the server's threads (fasttrace/_capture.py).
 HIDDEN_CODES.extend([_serve_forever.__code__, _handle.__code__])

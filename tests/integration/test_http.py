@@ -381,3 +381,25 @@ def test_a_big_trace_is_streamed_not_held(service):
     assert len(body) > 8 << 20, "the workload should make a trace of several MB"
     assert grew < len(body) / 2, (grew, len(body))
     print(f"trace {len(body) >> 20} MiB, peak RSS grew {grew >> 20} MiB")
+
+
+def test_a_forked_child_lets_go_of_the_parents_port(tmp_path):
+    # The child must not keep the parent's listening socket (connections would queue in it
+    # once the parent is gone), and can serve on a port of its own.
+    program = tmp_path / "forks.py"
+    program.write_text(
+        "import os, sys, urllib.request, fasttrace.http\n"
+        "srv = fasttrace.http.serve(port=0)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    ok = srv._httpd.socket.fileno() == -1\n"
+        "    mine = fasttrace.http.serve(port=0)\n"
+        "    body = urllib.request.urlopen(mine.url + '?format=json').read()\n"
+        "    os._exit(0 if ok and str(os.getpid()).encode() in body else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "body = urllib.request.urlopen(srv.url + '?format=json').read()\n"
+        "sys.exit(os.waitstatus_to_exitcode(status) or (0 if str(os.getpid()).encode() in body "
+        "else 4))\n")
+    r = subprocess.run([sys.executable, str(program)], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, (r.returncode, r.stderr)
