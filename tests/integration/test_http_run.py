@@ -125,7 +125,9 @@ def test_http_alone_records_on_demand_only(tmp_path):
 
 
 def test_http_with_flight_answers_from_the_recorder(tmp_path):
-    run = Run(tmp_path, "--http", "127.0.0.1:0", "--flight", "5s", "prog.py", "4")
+    # A short window (small dumps) and a program that outlives the requests: a response still
+    # streaming when the program exits is cut, as a Go server's would be (slow under ASan).
+    run = Run(tmp_path, "--http", "127.0.0.1:0", "--flight", "1s", "prog.py", "10")
     base = run.url()
     deadline = time.monotonic() + 30
     while json.loads(get(base + "?format=json")[1])["recording"] is None:
