@@ -111,8 +111,8 @@ def test_http_alone_records_on_demand_only(tmp_path):
     (tmp_path / "s.ftrace").write_bytes(body)
     trace = fasttrace.load(tmp_path / "s.ftrace")
     # The runner's frames are cut, as with --rate: every stack is the program's alone.  (Not
-    # "starts at <module>": on 3.9 many walks of this recursive program end early, without
-    # being flagged torn, under `fasttrace run --rate` as well; noted for the sampler.)
+    # "starts at <module>": on 3.9, in some runs, many walks of this recursive program end
+    # early without being flagged torn, with start(rate=) too; noted for the sampler.)
     samples = [s for s in trace.samples() if s.stack]
     assert samples
     others = {f.filename for s in samples for f in s.stack if not f.filename.endswith("prog.py")}
