@@ -147,7 +147,7 @@ def test_http_with_flight_answers_from_the_recorder(tmp_path):
 @pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
 def test_every_child_serves_and_the_first_lists_them(tmp_path, method):
     port = free_port()
-    run = Run(tmp_path, "--http", f"127.0.0.1:{port}", "--follow-children", "prog.py", "6",
+    run = Run(tmp_path, "--http", f"127.0.0.1:{port}", "--follow-children", "prog.py", "10",
               method)
     base = run.url()
     assert base == f"http://127.0.0.1:{port}/debug/fasttrace/"
@@ -163,17 +163,26 @@ def test_every_child_serves_and_the_first_lists_them(tmp_path, method):
     for c in children:
         assert c["url"].startswith("http://127.0.0.1:")
         assert int(c["url"].split(":")[2].split("/")[0]) > port
-    # a worker's own endpoints: a trace of its work
+    # a worker's own endpoints: a trace of its work.  Children register as they start (the
+    # forkserver and the resource tracker may come before the workers): ask each new one.
     found = False
-    for c in children:
-        code, body = get(c["url"] + "trace?seconds=0.5&rate=200")
-        assert code == 200, body
-        path = tmp_path / f"child-{c['pid']}.ftrace"
-        path.write_bytes(body)
-        trace = fasttrace.load(path)
-        assert trace.header["pid"] == c["pid"]
-        found |= "child_work" in {f.name for s in trace.samples() for f in s.stack}
-    assert found, "no child's trace shows the pool's work"
+    asked: set = set()
+    deadline = time.monotonic() + 30
+    while not found:
+        assert time.monotonic() < deadline, ("no child's trace shows the pool's work", asked)
+        children = json.loads(get(base + "?format=json")[1])["children"]
+        for c in children:
+            if c["pid"] in asked:
+                continue
+            asked.add(c["pid"])
+            code, body = get(c["url"] + "trace?seconds=0.5&rate=200")
+            assert code == 200, body
+            path = tmp_path / f"child-{c['pid']}.ftrace"
+            path.write_bytes(body)
+            trace = fasttrace.load(path)
+            assert trace.header["pid"] == c["pid"]
+            found |= "child_work" in {f.name for s in trace.samples() for f in s.stack}
+        time.sleep(0.1)
     out = run.wait()
     assert run.proc.returncode == 0, run.stderr()
     assert "[" in out  # the pool answered
