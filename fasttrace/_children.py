@@ -241,8 +241,10 @@ def _start(plan: Plan, *, skip_caller_stack: bool, stop_codes: Any) -> bool:
         _install_hooks()
         _after_start(plan)
         return True
-    # Sampling: nor are the ways a capture ends (samples taken while they stop it).
-    stop_codes = (*stop_codes, finish.__code__, _recorder._stop_at_exit.__code__)
+    # Sampling: nor are the ways a capture ends (samples taken while they stop it, or while
+    # the SIGTERM handler and the os._exit wrapper run around that).
+    stop_codes = (*stop_codes, finish.__code__, _recorder._stop_at_exit.__code__,
+                  _on_sigterm.__code__, _exit.__code__, _die_by_sigterm.__code__)
     try:
         recorder = FollowRecorder(plan, skip_caller_stack=skip_caller_stack,
                                   stop_codes=stop_codes)
