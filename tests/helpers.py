@@ -293,3 +293,15 @@ def serve_gunicorn(argv, cwd, env, per_worker=4, workers=2, timeout=60):
             proc.wait()
             pytest.fail(f"gunicorn did not stop on SIGTERM: {log.read_text()}")
     return proc.pid, log.read_text(), dict(served)
+
+
+def http_get(url, timeout=60):
+    """(status, body) of GET url; an HTTP error status is returned, not raised."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()

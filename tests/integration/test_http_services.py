@@ -15,11 +15,10 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import fasttrace
+from helpers import http_get as get
 
 SERVICES = Path(__file__).resolve().parent.parent / "services"
 GO = shutil.which("go")
@@ -46,14 +45,6 @@ def free_ports(n: int) -> int:
                 c.close()
         return base
     raise AssertionError("no run of free ports")
-
-
-def get(url: str, timeout: float = 60):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 def wait_up(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
