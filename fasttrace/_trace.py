@@ -219,6 +219,15 @@ class Trace:
                                    self._start_tick, self._ns_per_tick, self._end_tick, thread,
                                    gaps)
 
+    def fold_source(self) -> "Tuple[List[Any], List[bool], bytearray, int, float, int]":
+        """What _core.fold_events() takes to fold this trace as events() decodes it: (files,
+        breaks, fid kinds, start_tick, ns_per_tick, end_tick)."""
+        if len(self._files) == 1:
+            start, npt, end = self._files[0].timeline()
+            return self._files, [False], self._fid_kinds, start, npt, end
+        return (self._files, self._breaks, self._fid_kinds, self._start_tick, self._ns_per_tick,
+                self._end_tick)
+
     def close(self) -> None:
         for f in self._files:
             f.close()

@@ -857,6 +857,10 @@ cdef class TraceFile:
         """hook_lost with ticks instead of ts: (thread id, tick, what)."""
         return list(self._hook_lost)
 
+    def timeline(self):
+        """(start_tick, ns_per_tick, end_tick): what turns the file's ticks into Event.ts."""
+        return self._h.start_tick, self._ns_per_tick, self._end_tick
+
     def events(self, thread=None, bint gaps=False):
         """Events chunk by chunk: in order within each thread; threads interleave by chunk.
         With gaps=True, a gap (kind "gap") is yielded where events were dropped."""
@@ -1236,3 +1240,4 @@ cdef class _SampleIter:
             out.weight_ns = us * 1000 if us <= 18446744073709551u else 18446744073709551615u
             return out
         raise StopIteration
+include "_fold.pxi"

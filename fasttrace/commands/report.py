@@ -17,8 +17,8 @@ import os
 import sys
 
 import fasttrace
-from fasttrace._analysis import (FunctionStats, ThreadStats, function_stats, merged,
-                                 merged_processes, sample_stats)
+from fasttrace._calltree import (FunctionStats, ThreadStats, merged, merged_processes,
+                                 thread_stats)
 from fasttrace._processes import ProcessSet
 from fasttrace.commands import (add_trace_argument, duration_text, error, load_any_or_say_why,
                                 process_kinds, trace_text, where)
@@ -71,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
     # Everything is read before anything is printed: damage found while reading gives one
     # error line, not half a report.
     try:
-        threads = (sample_stats if sampled else function_stats)(trace, tid, progress)
+        threads = thread_stats(trace, tid, progress)
         sampling = trace.sampling  # without a clean stop: counted from the samples
     finally:
         if progress is not None:
@@ -261,7 +261,7 @@ def _main_processes(processes: ProcessSet, args: argparse.Namespace) -> int:
         for i, p in enumerate(processes):
             if i not in chosen:
                 continue
-            threads = (sample_stats if sampled else function_stats)(p.trace, chosen[i], progress)
+            threads = thread_stats(p.trace, chosen[i], progress)
             read.append((p, threads, merged(threads), p.trace.sampling))
             done[0] += p.trace.stats.events
     finally:

@@ -1,8 +1,7 @@
-"""Self time and call counts per distinct stack of each thread, in one streaming pass.
-
-Shared by the collapsed and pprof exporters (and the output/progress helpers by speedscope).
-Memory grows with the distinct stacks, functions and threads and with the stack depth, never
-with the number of events.
+"""What the exporters share: the call tree of a trace (aggregate(): fasttrace._calltree, one
+native pass, for the collapsed and pprof exporters), outputs, progress, frame names and the
+parts of a multi-process trace.  The tree's memory grows with the distinct stacks, functions
+and threads, never with the number of events.
 
 A multi-process trace (fasttrace.ProcessSet) is exported process by process (parts()): each
 process's trace goes through the same fold as a single trace, and the exporter puts the
@@ -20,6 +19,8 @@ import contextlib
 import io
 import os
 from itertools import chain, islice
+
+from fasttrace._calltree import CallTree
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
@@ -168,101 +169,23 @@ def batches(events: Iterator[Event], progress: Progress) -> Iterator[Iterator[Ev
         progress.add(BATCH)
 
 
-class Stacks:
-    """A trie of the stacks seen.  Node 0.. are stacks; each thread's nodes are one contiguous
-    range that starts with its root (the empty stack, fid 0)."""
+def aggregate(trace: Trace, progress: Optional[ProgressCallback] = None) -> CallTree:
+    """The trace's call tree (fasttrace._calltree): one native pass."""
+    total = int(trace.stats.events)
 
-    def __init__(self, trace: Trace) -> None:
-        self.width = max((f.id for f in trace.functions), default=0) + 1
-        self.parent: List[int] = []
-        self.fid: List[int] = []
-        self.self_ns: List[int] = []  # time with this stack open; a root's: nothing open
-        self.calls: List[int] = []  # calls that opened this stack (synthetic ones excluded)
-        self.threads: List[Tuple[int, int, int]] = []  # (thread id, root node, end node)
-        self.span: Dict[int, Tuple[int, int]] = {}  # thread id -> first and last event ts
-        self.gaps = 0
-        self.dropped = 0
-        self.gap_ns = 0
+    def folded(n: int) -> None:
+        if progress is not None:
+            progress(min(n, total), total)
 
-    def stack(self, node: int) -> List[int]:
-        """Function ids of `node`'s stack, leaf first."""
-        parent, fid = self.parent, self.fid
-        out = []
-        while fid[node]:
-            out.append(fid[node])
-            node = parent[node]
-        return out
-
-    def nodes(self) -> Iterator[Tuple[int, int]]:
-        """(thread id, node) for every non-root node, threads in id order."""
-        for tid, root, end in self.threads:
-            for node in range(root + 1, end):
-                yield tid, node
-
-    def add_thread(self, tid: int, events: Iterator[Event], progress: Progress) -> None:
-        progress.start_thread(tid)
-        first_event = next(events, None)
-        if first_event is None:
-            return
-        parent, fids, self_ns, calls = self.parent, self.fid, self.self_ns, self.calls
-        width = self.width
-        root = top = len(parent)
-        parent.append(-1)
-        fids.append(0)
-        self_ns.append(0)
-        calls.append(0)
-        trie: Dict[int, int] = {}  # top * width + fid -> node: no tuple per event
-        stack = [root]
-        first = last = first_event.ts
-        gaps = dropped = gap_ns = 0
-        for batch in batches(chain((first_event,), events), progress):
-            for e in batch:
-                ts = e.ts
-                self_ns[top] += ts - last
-                last = ts
-                k = e.kind
-                if k == "return" or k == "c_return":
-                    if top != root:  # else an orphan return: nothing is open
-                        stack.pop()
-                        top = stack[-1]
-                elif k == "gap":
-                    gaps += 1
-                    dropped += e.dropped
-                    gap_ns += ts - e.start_ts
-                else:
-                    fid = e.function.id
-                    key = top * width + fid
-                    node = trie.get(key)
-                    if node is None:
-                        node = trie[key] = len(parent)
-                        parent.append(top)
-                        fids.append(fid)
-                        self_ns.append(0)
-                        calls.append(0)
-                    if not e.synthetic:
-                        calls[node] += 1
-                    stack.append(node)
-                    top = node
-        self.threads.append((tid, root, len(parent)))
-        self.span[tid] = (first, last)
-        self.gaps += gaps
-        self.dropped += dropped
-        self.gap_ns += gap_ns
+    tree = CallTree.build(trace, progress=folded if progress is not None else None)
+    if progress is not None:
+        progress(total, total)
+    return tree
 
 
-def aggregate(trace: Trace, progress: Optional[ProgressCallback] = None) -> Stacks:
-    """One pass over the trace, thread by thread."""
-    stacks = Stacks(trace)
-    p = Progress(progress, trace)
-    for t in sorted(trace.threads, key=lambda t: t.id):
-        stacks.add_thread(t.id, trace.events(thread=t.id, gaps=True), p)
-    p.finish()
-    return stacks
-
-
-def summary(stacks: Stacks, **extra: Any) -> Dict[str, Any]:
+def summary(stacks: CallTree, **extra: Any) -> Dict[str, Any]:
     """The dict the collapsed and pprof writers return."""
-    roots = {root for _, root, _ in stacks.threads}
+    roots = {t.root for t in stacks.threads}
     return {
         **extra,
         "threads": len(stacks.threads),

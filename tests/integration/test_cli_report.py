@@ -10,7 +10,7 @@ import pytest
 from helpers import fasttrace_cli, trace_with_drops
 
 import fasttrace
-from fasttrace._analysis import function_stats
+from fasttrace._calltree import thread_stats as function_stats
 
 
 def slow():
