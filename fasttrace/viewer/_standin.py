@@ -281,7 +281,8 @@ class IndexProcess:
 
         def flush() -> None:
             if pending is not None:
-                emit(pending[0], pending[1], max(range(3), key=lambda i: pending[2][i]))
+                ns = pending[2]
+                emit(pending[0], pending[1], max(range(3), key=lambda i: ns[i]))
 
         for s, e, st in self._states.get(tid, ()):
             if e < t0 or s > t1:
