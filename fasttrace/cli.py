@@ -15,7 +15,7 @@ import sys
 
 import fasttrace
 from fasttrace.commands import (convert, dump, error, info, os_error_text, report, run,
-                                trace_text)
+                                trace_text, view)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ COMMANDS = {
     "convert": convert,
     "info": info,
     "dump": dump,
+    "view": view,
 }
 
 # Exit status after a closed output pipe: what a shell shows for a command killed by SIGPIPE.

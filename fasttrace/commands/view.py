@@ -1,0 +1,113 @@
+"""`fasttrace view TRACE`: a web viewer of a trace, served on loopback (or `--html OUT.html`:
+one self-contained file to share).  The page and its server are in fasttrace/viewer/."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import webbrowser
+
+from fasttrace.commands import add_trace_argument, error, load_any_or_say_why
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "M": 10**6, "MB": 10**6, "G": 10**9,
+          "GB": 10**9, "KIB": 1024, "MIB": 1 << 20, "GIB": 1 << 30}
+
+
+def size(text: str) -> int:
+    """`30MB`, `500K`, `2GiB`, `1000000` -> bytes."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", text)
+    if m is None or m.group(2).upper() not in _UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 30MB, 500K)")
+    n = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    if n < 100_000:
+        raise argparse.ArgumentTypeError(f"{text!r}: the budget must be at least 100KB")
+    return n
+
+
+def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = sub.add_parser("view", help="look at a trace in a web browser (timeline, profiles)")
+    add_trace_argument(p)
+    p.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; anything else lets other "
+                        "machines read the trace)")
+    p.add_argument("--no-browser", action="store_true", help="print the URL, open no browser")
+    p.add_argument("--html", metavar="OUT.html",
+                   help="write one self-contained HTML file (no server, no network) and exit")
+    p.add_argument("--budget", type=size, default=None, metavar="SIZE",
+                   help="--html: how big the embedded timeline may be (default 30MB); a "
+                        "bigger trace is embedded at a coarser resolution")
+
+
+def main(args: argparse.Namespace) -> int:
+    from fasttrace._processes import ProcessSet
+    from fasttrace.viewer._api import Api
+    from fasttrace.viewer._source import Index
+
+    if args.budget is not None and args.html is None:
+        return error("--budget is for --html")
+    trace = load_any_or_say_why(args.trace)
+    if trace is None:
+        return 1
+    problems = list(trace.problems) if isinstance(trace, ProcessSet) else []
+    progress = _progress(trace) if sys.stderr.isatty() else None
+    try:
+        index = Index(trace, progress)
+    finally:
+        if progress is not None:
+            print(file=sys.stderr)
+    api = Api(index, trace, problems)
+    if args.html is not None:
+        from fasttrace.viewer._html import DEFAULT_BUDGET, export
+
+        text = export(api, args.budget or DEFAULT_BUDGET)
+        try:
+            with open(args.html, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            return error(f"{args.html}: {e.strerror or e}")
+        print(f"fasttrace: wrote {args.html} ({len(text.encode()) / 1e6:.1f} MB)",
+              file=sys.stderr)
+        return 0
+    return _serve(api, args)
+
+
+def _serve(api: "Any", args: argparse.Namespace) -> int:
+    from fasttrace.viewer._server import make_server, url_of
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"fasttrace: warning: listening on {args.host}: anyone who can reach this port "
+              "can read the trace", file=sys.stderr)
+    try:
+        server = make_server(api, args.host, args.port)
+    except OSError as e:
+        return error(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
+    url = url_of(server)
+    print(f"fasttrace: serving the viewer on {url} (Ctrl-C stops it)", flush=True)
+    if not args.no_browser:
+        try:
+            webbrowser.open(url)
+        except Exception:  # no browser here: the URL is printed
+            pass
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _progress(trace: "Any") -> "Callable[[int], None]":
+    total = max(int(trace.stats.events), 1)
+
+    def show(n: int) -> None:
+        print(f"\rfasttrace: indexing {n:,} of ~{total:,} events ({min(100, 100 * n // total)}%)",
+              end="", file=sys.stderr, flush=True)
+
+    return show
