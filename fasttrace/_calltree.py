@@ -235,8 +235,18 @@ class CallTree:
             todo.extend(children.get(node, ()))
         return out
 
-    def function_stats(self, t: ThreadTree) -> "Dict[int, FunctionStats]":
-        """Function id -> its self and total time and calls in thread t."""
+    def function_stats(self, tid: "Optional[int]" = None) -> "Dict[int, FunctionStats]":
+        """Function id -> its self and total time and calls in thread tid (None: summed over
+        the threads)."""
+        if tid is not None:
+            return self._functions(self.thread(tid))
+        out: Dict[int, FunctionStats] = {}
+        for t in self.threads:
+            for fid, fs in self._functions(t).items():
+                out.setdefault(fid, FunctionStats(fid)).add(fs)
+        return out
+
+    def _functions(self, t: ThreadTree) -> "Dict[int, FunctionStats]":
         out: Dict[int, FunctionStats] = {}
         fid, self_ns, calls = self.fid, self.self_ns, self.calls
         for node in range(t.root + 1, t.end):
@@ -271,7 +281,7 @@ class CallTree:
         w0, w1 = self.window if self.window is not None else (None, None)
         for t in self.threads:
             s = out[t.tid] = ThreadStats(t.tid)
-            s.functions = self.function_stats(t)
+            s.functions = self._functions(t)
             s.first_ts, s.last_ts = t.first_ns, t.last_ns
             s.dropped = t.dropped
             nodes = range(t.root, t.end)

@@ -37,7 +37,7 @@ RUNNING, GIL, IN_CALL = 0, 1, 2
 class IndexProcess:
     """One process of an Index: its trace, tree and threads, and range queries."""
 
-    def __init__(self, trace: "Trace", pid: int, name: str, command: str, offset_ns: int,
+    def __init__(self, trace: "Trace", pid: int, name: str, command: "List[str]", offset_ns: int,
                  progress: "Optional[Callable[[int], None]]" = None) -> None:
         self.trace = trace
         self.pid = pid
@@ -107,8 +107,8 @@ class Index:
                 progress(done[0] + n)
 
         for p in source if isinstance(source, ProcessSet) else [Process(source)]:
-            self.processes.append(IndexProcess(p.trace, p.pid, p.label, " ".join(p.argv),
-                                               p.start_ns, counted))
+            self.processes.append(IndexProcess(p.trace, p.pid, p.label, p.argv, p.start_ns,
+                                               counted))
             done[0] += int(p.trace.stats.events)
         self.mode = self.processes[0].mode if self.processes else "trace"
 

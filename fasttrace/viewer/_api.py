@@ -16,6 +16,7 @@ import sys
 from array import array
 
 from fasttrace.commands import c_module, where
+from fasttrace.export import _samples
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ class Api:
                 "offset_ns": p.offset_ns, "end_ns": p.end_ns, "mode": p.mode,
                 "truncated": bool(t.stats.truncated), "damage": t.damage,
                 "dropped": t.stats.dropped, "problems": list(t.series_problems),
-                "clock": (t._sampling_info or {}).get("clock") if p.mode == "sample" else None,
+                "clock": _samples.clock(t) if p.mode == "sample" else None,
                 "threads": [{"tid": th.tid, "name": th.name, "first_ns": th.first_ns,
                              "last_ns": th.last_ns, "max_depth": th.max_depth,
                              "gaps": [list(g) for g in th.gaps]} for th in p.threads],

@@ -37,6 +37,14 @@ def busy():
         t.join()
 
 
+def busy_and_spinning():
+    """busy(), then 50 ms of pure Python: a sampler must see the thread running."""
+    busy()
+    end = time.perf_counter() + 0.05
+    while time.perf_counter() < end:
+        sum(range(100))
+
+
 def key(stats, nonzero=False):
     out = {}
     for tid, t in stats.items():
@@ -63,7 +71,7 @@ def traces(tmp_path_factory):
     out = {
         "threads": traced(d / "threads.ftrace", busy),
         "no-c-calls": traced(d / "noc.ftrace", busy, c_calls=False),
-        "sampled": traced(d / "sampled.ftrace", busy, rate=2000),
+        "sampled": traced(d / "sampled.ftrace", busy_and_spinning, rate=2000),
         "two-threads": traced(d / "two.ftrace", two_threads),
     }
     out["drops"] = trace_with_drops(d, outer)[0]
