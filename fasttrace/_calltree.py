@@ -88,10 +88,10 @@ def canonical_ids(trace: "Trace") -> "Dict[int, int]":
 
 
 def fold(trace: "Trace", window: "Window" = None, slices: bool = False,
-         progress: "Optional[Callable[[int], None]]" = None) -> "_core.Fold":
+         progress: "Optional[Callable[[int], None]]" = None, budget: int = 0) -> "_core.Fold":
     """The native fold of a trace (events, or samples when sampled); window (t0, t1): only
     time in it counts; slices: also the timeline slices (trace mode; see _timeline for
-    samples)."""
+    samples), keeping at most `budget` bytes of their pyramid in memory (0: all)."""
     w0, w1 = window if window is not None else (None, None)
     if trace.mode == "sample":
         canonical = canonical_ids(trace)
@@ -104,7 +104,8 @@ def fold(trace: "Trace", window: "Window" = None, slices: bool = False,
         return _core.fold_samples(files, flat.tobytes(), offsets.tobytes(), start, npt, w0, w1,
                                   progress)
     files, breaks, kinds, start, npt, end = trace.fold_source()
-    return _core.fold_events(files, breaks, kinds, start, npt, end, slices, w0, w1, progress)
+    return _core.fold_events(files, breaks, kinds, start, npt, end, slices, w0, w1, progress,
+                             budget)
 
 
 def _q(data: "bytes | bytearray") -> "array[int]":

@@ -33,12 +33,18 @@ States = namedtuple("States", ["start", "end", "state"])
 
 RUNNING, GIL, IN_CALL = 0, 1, 2
 
+#: Bytes of timeline pyramid an index keeps in memory per process, at most: beyond it the
+#: finest levels go, and queries at those resolutions decode their range from the file again
+#: (src/ft_fold.c).  A trace of 10 million events keeps every slice (about 130 MB).
+DEFAULT_BUDGET = 256 << 20
+
 
 class IndexProcess:
     """One process of an Index: its trace, tree and threads, and range queries."""
 
     def __init__(self, trace: "Trace", pid: int, name: str, command: "List[str]", offset_ns: int,
-                 progress: "Optional[Callable[[int], None]]" = None) -> None:
+                 progress: "Optional[Callable[[int], None]]" = None,
+                 budget: int = DEFAULT_BUDGET) -> None:
         self.trace = trace
         self.pid = pid
         self.name = name
@@ -51,16 +57,13 @@ class IndexProcess:
             _feed_samples(trace, self._fold)
             self._fold.finish()
         else:
-            self._fold = fold(trace, slices=True, progress=progress)
+            self._fold = fold(trace, slices=True, progress=progress, budget=budget)
         self.tree = CallTree(trace, self._fold)
         names = {t.id: t.name for t in trace.threads}
         self._roots = {t.tid: t.root for t in self.tree.threads}
         self.threads: List[IndexThread] = []
         for t in self.tree.threads:
-            gaps: List[Tuple[int, int, int]] = []
-            if self.mode == "trace":
-                start, end, dropped, _ = self._fold.query(t.tid, t.first_ns, t.last_ns, 0, True)
-                gaps = list(zip(_q(start), _q(end), _q(dropped)))
+            gaps: List[Tuple[int, int, int]] = self._fold.gaps(t.tid)
             self.threads.append(IndexThread(t.tid, names.get(t.tid, f"thread-{t.tid}"),
                                             t.first_ns, t.last_ns, t.max_depth, t.slices, gaps))
 
@@ -95,7 +98,8 @@ class Index:
     """A trace (one file or series) or a multi-process trace, indexed for the viewer."""
 
     def __init__(self, source: "Union[Trace, ProcessSet]",
-                 progress: "Optional[Callable[[int], None]]" = None) -> None:
+                 progress: "Optional[Callable[[int], None]]" = None,
+                 budget: int = DEFAULT_BUDGET) -> None:
         from fasttrace._processes import Process, ProcessSet
 
         self.source = source
@@ -108,7 +112,7 @@ class Index:
 
         for p in source if isinstance(source, ProcessSet) else [Process(source)]:
             self.processes.append(IndexProcess(p.trace, p.pid, p.label, p.argv, p.start_ns,
-                                               counted))
+                                               counted, budget))
             done[0] += int(p.trace.stats.events)
         self.mode = self.processes[0].mode if self.processes else "trace"
 

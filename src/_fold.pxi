@@ -5,6 +5,8 @@
 from ft_fold cimport *
 from libc.stdint cimport INT64_MIN, INT64_MAX
 
+import array
+
 
 cdef bytes _int64s(const int64_t* p, size_t n):
     """n int64s as bytes (array('q').frombytes takes them)."""
@@ -22,6 +24,12 @@ cdef class Fold:
     # sample's thread id is not bounded by any definition: damage must not size an array).
     cdef dict _slot
     cdef list _tids
+    # Trace mode with slices: what a query finer than the kept pyramid decodes again.
+    cdef list _files          # the TraceFiles
+    cdef bytearray _fid_kind
+    cdef dict _chunks         # thread id -> [(file index, offset, size, base_tick, boundary)]
+    cdef dict _chunk_ns       # thread id -> array('q') of the chunks' base times (ns)
+    cdef dict _end_bnd        # thread id -> the boundary after its last chunk
 
     def __dealloc__(self):
         if self.live:
@@ -84,9 +92,16 @@ cdef class Fold:
         cdef size_t i
         v.v = NULL
         v.n = v.cap = 0
-        if ft_fold_query(th, t0, t1, res if res > 0 else 0, states, &v) < 0:
+        cdef int rc = ft_fold_query(&self.f, th, t0, t1, res if res > 0 else 0, states, &v)
+        if rc < 0:
             ft_slice_vec_free(&v)
             raise MemoryError()
+        if rc == 1:
+            try:
+                self._replay(tid, th, t0, t1, res if res > 0 else 0, &v)
+            except BaseException:
+                ft_slice_vec_free(&v)
+                raise
         start = bytearray(v.n * 8)
         end = bytearray(v.n * 8)
         node = bytearray(v.n * 8)
@@ -102,6 +117,81 @@ cdef class Fold:
             c_[i] = v.v[i].count
         ft_slice_vec_free(&v)
         return start, end, node, count
+
+    cdef _replay(self, tid, ft_fold_thread* th, int64_t t0, int64_t t1, int64_t res,
+                 ft_slice_vec* out):
+        """Decodes thread tid's chunks over [t0, t1] again, from the boundary before t0, into
+        slices merged at res: the part of the pyramid the budget did not keep."""
+        import bisect
+        cdef list chunks = self._chunks.get(tid) or []
+        cdef ft_replay r
+        cdef ft_thread_decoder d
+        cdef ft_event_buf buf
+        cdef ft_rfile rf
+        cdef ft_read_error err
+        cdef ft_functions_view fv
+        cdef const uint8_t[::1] kinds = self._fid_kind
+        cdef const uint8_t* payload
+        cdef TraceFile f
+        cdef size_t i, j, b, end_b
+        cdef long seg = -1
+        if not chunks:
+            return
+        i = max(bisect.bisect_right(self._chunk_ns[tid], t0) - 1, 0)
+        fv.fid_kind = &kinds[0]
+        fv.n_fids = <uint32_t>len(self._fid_kind)
+        buf.ev = NULL
+        buf.n = buf.cap = 0
+        if ft_replay_begin(&r, th, <size_t>chunks[i][4], &d, t0, t1, res) < 0:
+            ft_replay_free(&r)
+            ft_thread_decoder_free(&d)
+            raise MemoryError()
+        try:
+            j = i
+            while j < len(chunks) and (j == i or self._chunk_ns[tid][j] <= t1):
+                file_index, off, size, base_tick, b = chunks[j]
+                if file_index != seg:
+                    if seg >= 0:
+                        ft_rfile_free(&rf)
+                    f = <TraceFile>self._files[file_index]
+                    ft_rfile_init(&rf, f._fd, f._size)
+                    seg = file_index
+                ft_replay_enter(th, b, &d)
+                payload = f._reread(&rf, off, <uint32_t>size, FT_CHUNK_EVENTS, tid, base_tick)
+                buf.n = 0
+                if ft_decode_events(&d, &fv, payload, size, off + FT_CHUNK_HEADER_SIZE,
+                                    base_tick, f._h.version, &buf, &err) < 0:
+                    from fasttrace._errors import FormatError
+                    raise FormatError(f.path, err.offset, err.reason.decode("utf-8", "replace"))
+                if ft_replay_events(&r, &self.f, th, buf.ev, buf.n) < 0:
+                    raise MemoryError()
+                j += 1
+            end_b = <size_t>(chunks[j][4] if j < len(chunks) else self._end_bnd[tid])
+            if ft_replay_end(&r, th, end_b, out) < 0:
+                raise MemoryError()
+        finally:
+            if seg >= 0:
+                ft_rfile_free(&rf)
+            ft_replay_free(&r)
+            ft_thread_decoder_free(&d)
+            ft_event_buf_free(&buf)
+
+    def gaps(self, tid):
+        """Thread tid's gaps: [(start_ns, end_ns, events dropped)]."""
+        cdef ft_fold_thread* th = self._th(tid)
+        cdef size_t i
+        return [(th.gap_list.v[i].start, th.gap_list.v[i].end, th.gap_list.v[i].node)
+                for i in range(th.gap_list.n)]
+
+    @property
+    def kept_bytes(self):
+        """Bytes of pyramid kept in memory."""
+        return self.f.kept
+
+    @property
+    def finest_level(self):
+        """The finest level kept (0: every slice): finer queries decode again."""
+        return self.f.finest
 
     # ---- feeding slices from outside (the timeline of a sampled trace) ----
 
@@ -130,11 +220,11 @@ cdef class Fold:
 
 
 cdef Fold _new_fold(size_t n_threads, bint slices, bint sampled, uint64_t start_tick,
-                    double ns_per_tick, w0, w1):
+                    double ns_per_tick, w0, w1, size_t budget=0):
     cdef Fold out = Fold.__new__(Fold)
     if ft_fold_init(&out.f, n_threads, slices, sampled, start_tick, ns_per_tick,
                     INT64_MIN if w0 is None else <int64_t>w0,
-                    INT64_MAX if w1 is None else <int64_t>w1) < 0:
+                    INT64_MAX if w1 is None else <int64_t>w1, budget) < 0:
         raise MemoryError()
     out.live = True
     return out
@@ -142,9 +232,10 @@ cdef Fold _new_fold(size_t n_threads, bint slices, bint sampled, uint64_t start_
 
 def fold_events(list files, list breaks, bytearray fid_kind, uint64_t start_tick,
                 double ns_per_tick, uint64_t end_tick, bint slices=False, w0=None, w1=None,
-                progress=None):
+                progress=None, size_t budget=0):
     """Folds the events of TraceFiles (one, or a series: breaks[i] says a discontinuity comes
     before files[i]) as events() decodes them; w0/w1: only time in [w0, w1] ns counts.
+    slices: also the timeline pyramid, at most `budget` bytes of it (0: all).
     progress(events folded) is called after each chunk."""
     cdef TraceFile f
     cdef uint32_t max_thread = 0
@@ -167,7 +258,14 @@ def fold_events(list files, list breaks, bytearray fid_kind, uint64_t start_tick
         if f._max_thread > max_thread:
             max_thread = f._max_thread
     cdef Fold out = _new_fold(<size_t>max_thread + 1, slices, False, start_tick, ns_per_tick,
-                              w0, w1)
+                              w0, w1, budget)
+    cdef int64_t bnd
+    cdef dict chunk_list = {}
+    if slices:
+        out._files = files
+        out._fid_kind = fid_kind
+        out._chunks = chunk_list
+        out._end_bnd = {}
     n_decs = <size_t>max_thread + 1
     decs = <ft_thread_decoder*>calloc(n_decs, sizeof(ft_thread_decoder))
     if decs == NULL:
@@ -193,6 +291,11 @@ def fold_events(list files, list breaks, bytearray fid_kind, uint64_t start_tick
                         continue
                     past[tid] = 1
                 payload = f._reread(&rf, off, <uint32_t>size, FT_CHUNK_EVENTS, tid, base_tick)
+                if slices:  # where a query can start decoding again
+                    bnd = ft_fold_boundary(&out.f, tid, &decs[tid])
+                    if bnd < 0:
+                        raise MemoryError()
+                    chunk_list.setdefault(tid, []).append((seg, off, size, base_tick, bnd))
                 buf.n = 0
                 if ft_decode_events(&decs[tid], &fv, payload, size, off + FT_CHUNK_HEADER_SIZE,
                                     base_tick, f._h.version, &buf, &err) < 0:
@@ -200,14 +303,22 @@ def fold_events(list files, list breaks, bytearray fid_kind, uint64_t start_tick
                     raise FormatError(f.path, err.offset, err.reason.decode("utf-8", "replace"))
                 with nogil:
                     rc = ft_fold_events(&out.f, tid, buf.ev, buf.n)
+                    if slices:
+                        ft_fold_enforce_budget(&out.f)
                 if rc < 0:
                     raise MemoryError()
                 if progress is not None:
                     progress(out.f.events)
             ft_rfile_free(&rf)
             rf_open = False
-        # Frames still open when the trace ended close at its end, as events() closes them.
+        # Frames still open when the trace ended close at its end, as events() closes them;
+        # a last boundary before that tells a query reaching the end when they close.
         for k in range(1, n_decs):
+            if slices and k in chunk_list:
+                bnd = ft_fold_boundary(&out.f, <uint32_t>k, &decs[k])
+                if bnd < 0:
+                    raise MemoryError()
+                out._end_bnd[k] = bnd
             close_tick = max(end_tick, decs[k].last_tick)
             buf.n = 0
             if ft_close_open(&decs[k], &fv, close_tick, &buf) < 0:
@@ -216,6 +327,9 @@ def fold_events(list files, list breaks, bytearray fid_kind, uint64_t start_tick
                 raise MemoryError()
         if slices:
             out.finish()
+            out._chunk_ns = {tid: array.array("q", [_tick_ns(c[3], start_tick, ns_per_tick)
+                                                    for c in cl])
+                             for tid, cl in chunk_list.items()}
         if progress is not None:
             progress(out.f.events)
     finally:
@@ -249,7 +363,8 @@ def fold_samples(list files, bytes flat, bytes offsets, uint64_t start_tick, dou
     for f in files:
         if f._fd < 0:
             raise ValueError(f"{f.path}: the trace is closed")
-    cdef Fold out = _new_fold(1, False, True, start_tick, ns_per_tick, w0, w1)
+    # slices: a sampled timeline is fed afterwards (fasttrace/_timeline.py), all of it kept
+    cdef Fold out = _new_fold(1, True, True, start_tick, ns_per_tick, w0, w1)
     cdef dict slot = {}
     out._slot = slot
     out._tids = []

@@ -7,8 +7,8 @@
 #define EMPTY_KEY UINT64_MAX
 #define FIRST_WIDTH 1000 /* ns: level 1 merges runs of sub-microsecond calls */
 #define WIDTH_STEP 4     /* each level's width is this many times the one below */
-#define MAX_LEVELS 24    /* 1 us * 4^23: about 2 years */
 #define MAX_THREAD_ID (1u << 20)
+#define NO_NODE UINT32_MAX
 
 int64_t
 ft_fold_level_width(size_t k)
@@ -181,9 +181,27 @@ thread_of(ft_fold* f, uint32_t tid)
     return th;
 }
 
+/* Child lookup that never creates (replays run beside other queries, read-only). */
+static int64_t
+find_child(const ft_fold_thread* th, uint32_t parent, uint64_t fid)
+{
+    if (th->hcap == 0) {
+        return -1;
+    }
+    uint64_t key = (uint64_t)parent << 32 | (fid & 0xFFFFFFFFu);
+    size_t j = hash_key(key) & (th->hcap - 1);
+    while (th->hkeys[j] != EMPTY_KEY) {
+        if (th->hkeys[j] == key) {
+            return th->hvals[j];
+        }
+        j = (j + 1) & (th->hcap - 1);
+    }
+    return -1;
+}
+
 int
 ft_fold_init(ft_fold* f, size_t n_threads, int slices, int sampled, uint64_t start_tick,
-             double ns_per_tick, int64_t w0, int64_t w1)
+             double ns_per_tick, int64_t w0, int64_t w1, size_t budget)
 {
     memset(f, 0, sizeof *f);
     f->threads = calloc(n_threads ? n_threads : 1, sizeof *f->threads);
@@ -197,21 +215,22 @@ ft_fold_init(ft_fold* f, size_t n_threads, int slices, int sampled, uint64_t sta
     f->ns_per_tick = ns_per_tick;
     f->w0 = w0;
     f->w1 = w1;
+    f->budget = budget;
     return 0;
 }
 
 static void
-free_levels(ft_fold_thread* th)
+free_level(ft_level* l, size_t n_depths)
 {
-    for (size_t k = 0; k < th->n_levels; k++) {
-        for (size_t d = 0; d < th->n_depths; d++) {
-            ft_slice_vec_free(&th->levels[k][d]);
+    if (l->lanes != NULL) {
+        for (size_t d = 0; d < n_depths; d++) {
+            ft_slice_vec_free(&l->lanes[d]);
         }
-        free(th->levels[k]);
     }
-    free(th->levels);
-    th->levels = NULL;
-    th->n_levels = th->n_depths = 0;
+    free(l->lanes);
+    free(l->merges);
+    l->lanes = NULL;
+    l->merges = NULL;
 }
 
 void
@@ -231,77 +250,205 @@ ft_fold_free(ft_fold* f)
         free(th->hvals);
         free(th->open);
         free(th->open_ts);
+        free(th->open_bnd);
         free(th->leaf);
-        free_levels(th);
+        ft_slice_vec_free(&th->gap_list);
+        for (size_t k = 0; k < FT_FOLD_LEVELS; k++) {
+            free_level(&th->levels[k], th->n_depths);
+        }
+        free(th->bnd);
+        free(th->b_node);
+        free(th->b_start);
+        free(th->b_end);
+        free(th->b_fid);
     }
     free(f->threads);
     memset(f, 0, sizeof *f);
 }
 
-/* ---- slices ---- */
+/* ---- the pyramid, built as slices close ---- */
 
-/* The raw lane at depth `d` (0: states), allocating depths as they are reached. */
-static ft_slice_vec*
-raw_lane(ft_fold_thread* th, size_t d)
+/* Makes room for depth d in every level (lanes and merges start zeroed). */
+static int
+reach_depth(ft_fold_thread* th, size_t d)
 {
-    if (th->n_levels == 0) {
-        th->levels = calloc(1, sizeof *th->levels);
-        if (th->levels == NULL) {
-            return NULL;
-        }
-        th->n_levels = 1;
+    if (d < th->n_depths) {
+        return 0;
     }
-    if (d >= th->n_depths) {
-        size_t n = th->n_depths ? th->n_depths : 8;
-        while (n <= d) {
-            n *= 2;
-        }
-        ft_slice_vec* q = realloc(th->levels[0], n * sizeof *q);
-        if (q == NULL) {
-            return NULL;
-        }
-        memset(q + th->n_depths, 0, (n - th->n_depths) * sizeof *q);
-        th->levels[0] = q;
-        th->n_depths = n;
+    size_t n = th->n_depths ? th->n_depths : 8;
+    while (n <= d) {
+        n *= 2;
     }
-    return &th->levels[0][d];
+    for (size_t k = 0; k < FT_FOLD_LEVELS; k++) {
+        ft_level* l = &th->levels[k];
+        ft_slice_vec* lanes = realloc(l->lanes, n * sizeof *lanes);
+        if (lanes == NULL) {
+            return -1;
+        }
+        memset(lanes + th->n_depths, 0, (n - th->n_depths) * sizeof *lanes);
+        l->lanes = lanes;
+        ft_merge* merges = realloc(l->merges, n * sizeof *merges);
+        if (merges == NULL) {
+            return -1;
+        }
+        memset(merges + th->n_depths, 0, (n - th->n_depths) * sizeof *merges);
+        l->merges = merges;
+    }
+    th->n_depths = n;
+    return 0;
 }
+
+static int feed(ft_fold* f, ft_fold_thread* th, size_t k, size_t d, const ft_slice* s);
+
+/* Entry s of level k at depth d: kept if the level is, and fed to the level above. */
+static int
+put(ft_fold* f, ft_fold_thread* th, size_t k, size_t d, const ft_slice* s)
+{
+    if (k >= f->finest) {
+        ft_slice_vec* lane = &th->levels[k].lanes[d];
+        size_t cap = lane->cap;
+        if (vec_push(lane, s->start, s->end, s->node, s->count) < 0) {
+            return -1;
+        }
+        f->kept += (lane->cap - cap) * sizeof(ft_slice);
+    }
+    return k + 1 < FT_FOLD_LEVELS ? feed(f, th, k + 1, d, s) : 0;
+}
+
+/* One merge step at `width`: s is kept apart if that wide, else joins the run when close
+ * enough to it; a finished run or s goes out through emit. */
+typedef int (*emit_fn)(void* ctx, size_t d, const ft_slice* s);
+
+static int
+merge_step(ft_merge* m, int64_t width, size_t d, const ft_slice* s, emit_fn emit, void* ctx)
+{
+    int64_t dur = s->end - s->start;
+    if (dur >= width) { /* wide enough to draw on its own */
+        if (m->have) {
+            m->have = 0;
+            if (emit(ctx, d, &m->run) < 0) {
+                return -1;
+            }
+        }
+        return emit(ctx, d, s);
+    }
+    if (m->have && s->start - m->run.end < width) {
+        m->run.end = s->end;
+        uint64_t count = (uint64_t)m->run.count + s->count;
+        m->run.count = count > UINT32_MAX ? UINT32_MAX : (uint32_t)count;
+        if (dur > m->longest) {
+            m->longest = dur;
+            m->run.node = s->node;
+        }
+        return 0;
+    }
+    if (m->have) {
+        m->have = 0;
+        if (emit(ctx, d, &m->run) < 0) {
+            return -1;
+        }
+    }
+    m->run = *s;
+    m->longest = dur;
+    m->have = 1;
+    return 0;
+}
+
+typedef struct {
+    ft_fold* f;
+    ft_fold_thread* th;
+    size_t k;
+} put_ctx;
+
+static int
+put_emit(void* ctx, size_t d, const ft_slice* s)
+{
+    put_ctx* c = ctx;
+    return put(c->f, c->th, c->k, d, s);
+}
+
+static int
+feed(ft_fold* f, ft_fold_thread* th, size_t k, size_t d, const ft_slice* s)
+{
+    put_ctx c = {f, th, k};
+    return merge_step(&th->levels[k].merges[d], ft_fold_level_width(k), d, s, put_emit, &c);
+}
+
+/* A closed slice (or a state run) at depth d enters the pyramid at level 0. */
+static int
+add_slice(ft_fold* f, ft_fold_thread* th, size_t d, int64_t start, int64_t end, uint32_t node)
+{
+    if (reach_depth(th, d) < 0) {
+        return -1;
+    }
+    ft_slice s = {start, end, node, 1};
+    if (d > 0) {
+        th->n_slices++;
+    }
+    return put(f, th, 0, d, &s);
+}
+
+void
+ft_fold_enforce_budget(ft_fold* f)
+{
+    while (f->budget && f->kept > f->budget && f->finest + 1 < FT_FOLD_LEVELS) {
+        for (size_t t = 0; t < f->n_threads; t++) {
+            ft_fold_thread* th = &f->threads[t];
+            ft_level* l = &th->levels[f->finest];
+            for (size_t d = 0; d < th->n_depths; d++) {
+                f->kept -= l->lanes[d].cap * sizeof(ft_slice);
+                ft_slice_vec_free(&l->lanes[d]);
+            }
+        }
+        f->finest++;
+    }
+}
+
+/* ---- the open stack ---- */
 
 static int
 open_push(ft_fold_thread* th, uint32_t node, int64_t ts)
 {
     if (th->top == th->open_cap) {
-        size_t cap = th->open_cap;
-        if (grow((void**)&th->open, &cap, th->top + 1, sizeof *th->open) < 0) {
+        size_t cap = th->open_cap ? th->open_cap * 2 : 32;
+        uint32_t* o = realloc(th->open, cap * sizeof *o);
+        if (o == NULL) {
             return -1;
         }
-        cap = th->open_cap;
-        if (grow((void**)&th->open_ts, &cap, th->top + 1, sizeof *th->open_ts) < 0) {
+        th->open = o;
+        int64_t* t = realloc(th->open_ts, cap * sizeof *t);
+        if (t == NULL) {
             return -1;
         }
+        th->open_ts = t;
+        size_t* b = realloc(th->open_bnd, cap * sizeof *b);
+        if (b == NULL) {
+            return -1;
+        }
+        th->open_bnd = b;
         th->open_cap = cap;
     }
     th->open[th->top] = node;
     th->open_ts[th->top] = ts;
+    th->open_bnd[th->top] = th->n_bnd; /* the first boundary it will span */
     th->top++;
     return 0;
 }
 
-/* Closes the innermost open frame at ts; its slice goes to its depth's raw lane. */
+/* Closes the innermost open frame at ts: its slice enters the pyramid, and the boundaries
+ * it spans learn its end. */
 static int
-open_pop(ft_fold_thread* th, int slices, int64_t ts)
+open_pop(ft_fold* f, ft_fold_thread* th, int64_t ts)
 {
-    th->top--;
-    if (!slices) {
+    size_t i = --th->top;
+    for (size_t b = th->open_bnd[i]; b < th->n_bnd; b++) {
+        th->b_end[th->bnd[b].at + i] = ts;
+    }
+    if (!f->slices) {
         return 0;
     }
-    uint32_t node = th->open[th->top];
-    ft_slice_vec* lane = raw_lane(th, (size_t)th->depth[node]);
-    if (lane == NULL || vec_push(lane, th->open_ts[th->top], ts, node, 1) < 0) {
-        return -1;
-    }
-    th->n_slices++;
-    return 0;
+    uint32_t node = th->open[i];
+    return add_slice(f, th, (size_t)th->depth[node], th->open_ts[i], ts, node);
 }
 
 int
@@ -321,18 +468,60 @@ ft_fold_slice_close(ft_fold* f, uint32_t tid, int64_t ts)
     if (th == NULL) {
         return -1;
     }
-    return th->top ? open_pop(th, 1, ts) : 0;
+    return th->top ? open_pop(f, th, ts) : 0;
 }
 
 int
 ft_fold_add_state(ft_fold* f, uint32_t tid, int64_t start, int64_t end, int state)
 {
     ft_fold_thread* th = thread_of(f, tid);
-    ft_slice_vec* lane = th == NULL ? NULL : raw_lane(th, 0);
-    if (lane == NULL) {
+    if (th == NULL) {
         return -1;
     }
-    return vec_push(lane, start, end, (uint32_t)state, 1);
+    return add_slice(f, th, 0, start, end, (uint32_t)state);
+}
+
+/* ---- chunk boundaries ---- */
+
+int64_t
+ft_fold_boundary(ft_fold* f, uint32_t tid, const ft_thread_decoder* d)
+{
+    ft_fold_thread* th = thread_of(f, tid);
+    if (th == NULL ||
+        (th->n_bnd == th->bnd_cap &&
+         grow((void**)&th->bnd, &th->bnd_cap, th->n_bnd + 1, sizeof *th->bnd) < 0)) {
+        return -1;
+    }
+    size_t need = th->b_n + th->top;
+    if (need > th->b_cap) {
+        size_t cap = th->b_cap, cap2 = th->b_cap, cap3 = th->b_cap;
+        if (grow((void**)&th->b_node, &cap, need, sizeof *th->b_node) < 0 ||
+            grow((void**)&th->b_start, &cap2, need, sizeof *th->b_start) < 0 ||
+            grow((void**)&th->b_end, &cap3, need, sizeof *th->b_end) < 0) {
+            return -1;
+        }
+        th->b_cap = cap;
+    }
+    if (grow((void**)&th->b_fid, &th->bf_cap, th->bf_n + d->depth + 1, sizeof *th->b_fid) < 0) {
+        return -1;
+    }
+    ft_boundary* b = &th->bnd[th->n_bnd];
+    b->at = th->b_n;
+    b->top = (uint32_t)th->top;
+    b->d_depth = d->depth;
+    b->d_last_tick = d->last_tick;
+    b->d_unmatched = d->unmatched;
+    b->d_started = d->started;
+    b->d_broken = d->broken;
+    for (size_t i = 0; i < th->top; i++) {
+        th->b_node[th->b_n + i] = th->open[i];
+        th->b_start[th->b_n + i] = th->open_ts[i];
+        th->b_end[th->b_n + i] = th->last_ns; /* until it closes: the fold's last word */
+    }
+    th->b_n += th->top;
+    memcpy(th->b_fid + th->bf_n, d->stack, d->depth * sizeof *th->b_fid);
+    th->bf_n += d->depth;
+    return (int64_t)th->n_bnd++;
 }
 
 /* ---- folding ---- */
@@ -366,10 +555,10 @@ ft_fold_events(ft_fold* f, uint32_t tid, const ft_event* ev, size_t n)
         return -1;
     }
     int whole = f->w0 == INT64_MIN && f->w1 == INT64_MAX;
-    int slices = f->slices;
     int64_t last = th->last_ns;
     uint32_t top = th->top ? th->open[th->top - 1] : 0;
-    for (size_t i = 0; i < n; i++) {
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
         const ft_event* e = &ev[i];
         int64_t ts = tick_ns(f, e->tick);
         if (!th->seen) {
@@ -383,8 +572,8 @@ ft_fold_events(ft_fold* f, uint32_t tid, const ft_event* ev, size_t n)
         case FT_EV_C_CALL: {
             int64_t node = child(th, f->sampled, top, e->fid);
             if (node < 0 || open_push(th, (uint32_t)node, ts) < 0) {
-                th->last_ns = last;
-                return -1;
+                rc = -1;
+                break;
             }
             if (!e->synthetic && (whole || (ts >= f->w0 && ts <= f->w1))) {
                 th->calls[node]++;
@@ -395,10 +584,7 @@ ft_fold_events(ft_fold* f, uint32_t tid, const ft_event* ev, size_t n)
         case FT_EV_RETURN:
         case FT_EV_C_RETURN:
             if (th->top) { /* else an orphan return: nothing is open */
-                if (open_pop(th, slices, ts) < 0) {
-                    th->last_ns = last;
-                    return -1;
-                }
+                rc = open_pop(f, th, ts);
                 top = th->top ? th->open[th->top - 1] : 0;
             }
             break;
@@ -411,14 +597,9 @@ ft_fold_events(ft_fold* f, uint32_t tid, const ft_event* ev, size_t n)
                 th->dropped += e->aux;
             }
             th->gap_ns += lost;
-            /* the timeline marks it: trace mode has no states, so gaps use that lane */
-            if (slices) {
-                ft_slice_vec* lane = raw_lane(th, 0);
+            if (f->slices) {
                 uint64_t dropped = e->aux > UINT32_MAX ? UINT32_MAX : e->aux;
-                if (lane == NULL || vec_push(lane, start, ts, (uint32_t)dropped, 1) < 0) {
-                    th->last_ns = last;
-                    return -1;
-                }
+                rc = vec_push(&th->gap_list, start, ts, (uint32_t)dropped, 1);
             }
             break;
         }
@@ -428,7 +609,7 @@ ft_fold_events(ft_fold* f, uint32_t tid, const ft_event* ev, size_t n)
     }
     th->last_ns = last;
     f->events += n;
-    return 0;
+    return rc;
 }
 
 int64_t
@@ -484,106 +665,51 @@ ft_fold_sample(ft_fold* f, uint32_t tid, int64_t ts, uint64_t stack, const int64
     return 0;
 }
 
-/* ---- the level-of-detail pyramid ---- */
-
-static int
-merge_level(const ft_slice_vec* in, ft_slice_vec* out, int64_t width)
-{
-    int have = 0;
-    ft_slice run = {0, 0, 0, 0};
-    int64_t longest = 0;
-    for (size_t i = 0; i < in->n; i++) {
-        const ft_slice* s = &in->v[i];
-        int64_t dur = s->end - s->start;
-        if (dur >= width) { /* wide enough to draw on its own */
-            if ((have && vec_push(out, run.start, run.end, run.node, run.count) < 0) ||
-                vec_push(out, s->start, s->end, s->node, s->count) < 0) {
-                return -1;
-            }
-            have = 0;
-            continue;
-        }
-        if (have && s->start - run.end < width) {
-            run.end = s->end;
-            uint64_t count = (uint64_t)run.count + s->count;
-            run.count = count > UINT32_MAX ? UINT32_MAX : (uint32_t)count;
-            if (dur > longest) {
-                longest = dur;
-                run.node = s->node;
-            }
-            continue;
-        }
-        if (have && vec_push(out, run.start, run.end, run.node, run.count) < 0) {
-            return -1;
-        }
-        run = *s;
-        longest = dur;
-        have = 1;
-    }
-    if (have && vec_push(out, run.start, run.end, run.node, run.count) < 0) {
-        return -1;
-    }
-    return 0;
-}
-
 /* A lane keeps what it holds, not the doubling slack. */
 static void
-shrink(ft_slice_vec* v)
+shrink(ft_fold* f, ft_slice_vec* v)
 {
-    if (v->n && v->n < v->cap) {
-        ft_slice* q = realloc(v->v, v->n * sizeof *q);
-        if (q != NULL) {
+    if (v->n < v->cap) {
+        ft_slice* q = v->n ? realloc(v->v, v->n * sizeof *q) : NULL;
+        if (q != NULL || v->n == 0) {
+            f->kept -= (v->cap - v->n) * sizeof *q;
+            if (v->n == 0) {
+                free(v->v);
+            }
             v->v = q;
             v->cap = v->n;
         }
     }
 }
 
-static int
-build_pyramid(ft_fold_thread* th)
-{
-    if (th->n_levels == 0) {
-        return 0;
-    }
-    int64_t span = th->last_ns - th->first_ns;
-    size_t want = 1;
-    while (want < MAX_LEVELS && ft_fold_level_width(want) / WIDTH_STEP <= span) {
-        want++;
-    }
-    ft_slice_vec** levels = realloc(th->levels, want * sizeof *levels);
-    if (levels == NULL) {
-        return -1;
-    }
-    th->levels = levels;
-    for (size_t k = 0; k < want; k++) {
-        if (k > 0) {
-            levels[k] = calloc(th->n_depths, sizeof **levels);
-            if (levels[k] == NULL) {
-                return -1;
-            }
-            th->n_levels = k + 1;
-        }
-        for (size_t d = 0; d < th->n_depths; d++) {
-            if (k > 0 &&
-                merge_level(&levels[k - 1][d], &levels[k][d], ft_fold_level_width(k)) < 0) {
-                return -1;
-            }
-            shrink(&levels[k][d]);
-        }
-    }
-    return 0;
-}
-
 int
 ft_fold_finish(ft_fold* f)
 {
     for (size_t t = 0; t < f->n_threads; t++) {
-        if (build_pyramid(&f->threads[t]) < 0) {
-            return -1;
+        ft_fold_thread* th = &f->threads[t];
+        /* runs still open go up, level by level: a flush feeds the level above, flushed next */
+        for (size_t k = 1; k < FT_FOLD_LEVELS; k++) {
+            for (size_t d = 0; d < th->n_depths; d++) {
+                ft_merge* m = &th->levels[k].merges[d];
+                if (m->have) {
+                    m->have = 0;
+                    if (put(f, th, k, d, &m->run) < 0) {
+                        return -1;
+                    }
+                }
+            }
+        }
+        for (size_t k = 0; k < FT_FOLD_LEVELS; k++) {
+            for (size_t d = 0; d < th->n_depths; d++) {
+                shrink(f, &th->levels[k].lanes[d]);
+            }
         }
     }
+    ft_fold_enforce_budget(f);
     return 0;
 }
+
+/* ---- queries ---- */
 
 /* First entry of a lane whose end is at or after t (ends grow with starts: a lane's entries
  * do not overlap). */
@@ -603,20 +729,23 @@ first_ending_after(const ft_slice_vec* lane, int64_t t)
 }
 
 int
-ft_fold_query(const ft_fold_thread* th, int64_t t0, int64_t t1, int64_t res, int states,
-              ft_slice_vec* out)
+ft_fold_query(const ft_fold* f, const ft_fold_thread* th, int64_t t0, int64_t t1, int64_t res,
+              int states, ft_slice_vec* out)
 {
-    if (th->n_levels == 0) {
-        return 0;
-    }
     size_t k = 0;
-    while (k + 1 < th->n_levels && ft_fold_level_width(k + 1) <= res) {
+    while (k + 1 < FT_FOLD_LEVELS && ft_fold_level_width(k + 1) <= res) {
         k++;
+    }
+    if (k < f->finest) {
+        if (!states && !f->sampled) {
+            return 1; /* decode again */
+        }
+        k = f->finest;
     }
     size_t d0 = states ? 0 : 1;
     size_t d1 = states ? 1 : th->n_depths;
     for (size_t d = d0; d < d1 && d < th->n_depths; d++) {
-        const ft_slice_vec* lane = &th->levels[k][d];
+        const ft_slice_vec* lane = &th->levels[k].lanes[d];
         for (size_t i = first_ending_after(lane, t0); i < lane->n && lane->v[i].start <= t1;
              i++) {
             const ft_slice* s = &lane->v[i];
@@ -626,4 +755,189 @@ ft_fold_query(const ft_fold_thread* th, int64_t t0, int64_t t1, int64_t res, int
         }
     }
     return 0;
+}
+
+/* ---- replays ---- */
+
+static int
+replay_push(ft_replay* r, uint32_t node, int64_t ts)
+{
+    if (r->top == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 32;
+        uint32_t* n = realloc(r->node, cap * sizeof *n);
+        if (n == NULL) {
+            return -1;
+        }
+        r->node = n;
+        int64_t* s = realloc(r->start, cap * sizeof *s);
+        if (s == NULL) {
+            return -1;
+        }
+        r->start = s;
+        r->cap = cap;
+    }
+    r->node[r->top] = node;
+    r->start[r->top] = ts;
+    r->top++;
+    return 0;
+}
+
+static int
+replay_emit(void* ctx, size_t d, const ft_slice* s)
+{
+    ft_replay* r = ctx;
+    return vec_push(&r->lanes[d], s->start, s->end, s->node, s->count);
+}
+
+/* A slice the replay closed: kept if it overlaps the range, merged at the resolution. */
+static int
+replay_slice(ft_replay* r, const ft_fold_thread* th, uint32_t node, int64_t start, int64_t end)
+{
+    if (node == NO_NODE || end < r->t0 || start > r->t1) {
+        return 0;
+    }
+    size_t d = (size_t)th->depth[node];
+    if (d >= r->n_depths) {
+        size_t n = r->n_depths ? r->n_depths : 8;
+        while (n <= d) {
+            n *= 2;
+        }
+        ft_slice_vec* lanes = realloc(r->lanes, n * sizeof *lanes);
+        if (lanes == NULL) {
+            return -1;
+        }
+        memset(lanes + r->n_depths, 0, (n - r->n_depths) * sizeof *lanes);
+        r->lanes = lanes;
+        ft_merge* merges = realloc(r->merges, n * sizeof *merges);
+        if (merges == NULL) {
+            return -1;
+        }
+        memset(merges + r->n_depths, 0, (n - r->n_depths) * sizeof *merges);
+        r->merges = merges;
+        r->n_depths = n;
+    }
+    ft_slice s = {start, end, node, 1};
+    return merge_step(&r->merges[d], r->res, d, &s, replay_emit, r);
+}
+
+int
+ft_replay_begin(ft_replay* r, const ft_fold_thread* th, size_t b, ft_thread_decoder* d,
+                int64_t t0, int64_t t1, int64_t res)
+{
+    memset(r, 0, sizeof *r);
+    r->t0 = t0;
+    r->t1 = t1;
+    r->res = res;
+    const ft_boundary* bd = &th->bnd[b];
+    for (size_t i = 0; i < bd->top; i++) {
+        if (replay_push(r, th->b_node[bd->at + i], th->b_start[bd->at + i]) < 0) {
+            return -1;
+        }
+    }
+    /* the reader's state there: its stack's function ids follow the boundaries before */
+    size_t fids_at = 0;
+    for (size_t i = 0; i < b; i++) {
+        fids_at += th->bnd[i].d_depth;
+    }
+    memset(d, 0, sizeof *d);
+    if (bd->d_depth) {
+        d->stack = malloc(bd->d_depth * sizeof *d->stack);
+        if (d->stack == NULL) {
+            return -1;
+        }
+        memcpy(d->stack, th->b_fid + fids_at, bd->d_depth * sizeof *d->stack);
+    }
+    d->depth = d->cap = bd->d_depth;
+    d->last_tick = bd->d_last_tick;
+    d->unmatched = bd->d_unmatched;
+    d->started = bd->d_started;
+    d->broken = bd->d_broken;
+    return 0;
+}
+
+void
+ft_replay_enter(const ft_fold_thread* th, size_t b, ft_thread_decoder* d)
+{
+    if (b < th->n_bnd && th->bnd[b].d_broken && !d->broken) {
+        ft_thread_decoder_break(d);
+    }
+}
+
+int
+ft_replay_events(ft_replay* r, const ft_fold* f, const ft_fold_thread* th, const ft_event* ev,
+                 size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const ft_event* e = &ev[i];
+        int64_t ts = tick_ns(f, e->tick);
+        r->last = ts;
+        switch (e->kind) {
+        case FT_EV_CALL:
+        case FT_EV_C_CALL: {
+            uint32_t top = r->top ? r->node[r->top - 1] : 0;
+            int64_t node = top == NO_NODE ? -1 : find_child(th, top, e->fid);
+            if (replay_push(r, node < 0 ? NO_NODE : (uint32_t)node, ts) < 0) {
+                return -1;
+            }
+            break;
+        }
+        case FT_EV_RETURN:
+        case FT_EV_C_RETURN:
+            if (r->top) {
+                r->top--;
+                if (replay_slice(r, th, r->node[r->top], r->start[r->top], ts) < 0) {
+                    return -1;
+                }
+            }
+            break;
+        default:
+            break;
+        }
+    }
+    return 0;
+}
+
+int
+ft_replay_end(ft_replay* r, const ft_fold_thread* th, size_t b, ft_slice_vec* out)
+{
+    const ft_boundary* bd = b < th->n_bnd ? &th->bnd[b] : NULL;
+    while (r->top) {
+        size_t i = --r->top;
+        /* still open at boundary b: it ends where the fold saw it end */
+        int64_t end = bd != NULL && i < bd->top && th->b_node[bd->at + i] == r->node[i]
+                          ? th->b_end[bd->at + i]
+                          : r->last;
+        if (replay_slice(r, th, r->node[i], r->start[i], end) < 0) {
+            return -1;
+        }
+    }
+    for (size_t d = 0; d < r->n_depths; d++) {
+        if (r->merges[d].have) {
+            r->merges[d].have = 0;
+            if (replay_emit(r, d, &r->merges[d].run) < 0) {
+                return -1;
+            }
+        }
+        ft_slice_vec* lane = &r->lanes[d];
+        for (size_t i = 0; i < lane->n; i++) {
+            if (vec_push(out, lane->v[i].start, lane->v[i].end, lane->v[i].node,
+                         lane->v[i].count) < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+void
+ft_replay_free(ft_replay* r)
+{
+    for (size_t d = 0; d < r->n_depths; d++) {
+        ft_slice_vec_free(&r->lanes[d]);
+    }
+    free(r->lanes);
+    free(r->merges);
+    free(r->node);
+    free(r->start);
+    memset(r, 0, sizeof *r);
 }

@@ -16,7 +16,7 @@ from helpers import load_cut, trace_with_drops, traced
 
 import fasttrace
 from fasttrace._calltree import CallTree, thread_stats
-from fasttrace._timeline import Index
+from fasttrace._timeline import DEFAULT_BUDGET, Index
 
 
 def busy():
@@ -139,11 +139,17 @@ def calls_of(trace, tid):
     return sorted(out)
 
 
-@pytest.mark.parametrize("name", ["threads", "drops", "series"])
-def test_raw_slices_are_the_calls(traces, name):
+# budget 1: the index keeps (next to) no pyramid, so every query decodes its range again
+BUDGETS = [pytest.param(DEFAULT_BUDGET, id="kept"), pytest.param(1, id="decoded-again")]
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+@pytest.mark.parametrize("name", ["threads", "drops", "series", "no-c-calls"])
+def test_raw_slices_are_the_calls(traces, name, budget):
     trace = traces[name]
-    index = Index(trace)
+    index = Index(trace, budget=budget)
     (p,) = index.processes
+    assert (p._fold.finest_level > 0) == (budget == 1)
     tree = p.tree
     for t in p.threads:
         s = p.slices(t.tid, t.first_ns, t.last_ns, 0)
@@ -161,10 +167,11 @@ def test_gaps_are_in_the_index(traces):
     assert all(start <= end for start, end, _ in gaps)
 
 
+@pytest.mark.parametrize("budget", BUDGETS)
 @pytest.mark.parametrize("res", [1_000, 10_000, 250_000, 5_000_000])
-def test_the_pyramid_covers_every_call_with_few_entries(traces, res):
+def test_the_pyramid_covers_every_call_with_few_entries(traces, res, budget):
     trace = traces["threads"]
-    (p,) = Index(trace).processes
+    (p,) = Index(trace, budget=budget).processes
     tree = p.tree
     for t in p.threads:
         raw = p.slices(t.tid, t.first_ns, t.last_ns, 0)
@@ -216,3 +223,22 @@ def test_unknown_threads_are_key_errors(traces):
         p.slices(999, 0, 10, 1)
     with pytest.raises(KeyError):
         p.states(999, 0, 10, 1)
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+@pytest.mark.parametrize("name", ["threads", "drops", "series"])
+def test_a_range_in_the_middle_has_its_calls_exactly(traces, name, budget):
+    """A query from the middle of a thread (decoding again starts at a chunk boundary, with
+    the frames open there) gives exactly the calls that overlap it, with their full extent."""
+    trace = traces[name]
+    (p,) = Index(trace, budget=budget).processes
+    tree = p.tree
+    rng = random.Random(name)
+    for t in p.threads:
+        calls = calls_of(trace, t.tid)
+        for _ in range(3):
+            t0, t1 = sorted(rng.randint(t.first_ns, t.last_ns) for _ in range(2))
+            s = p.slices(t.tid, t0, t1, 0)
+            got = sorted(zip(s.start, s.end, (tree.depth[n] for n in s.node),
+                             (tree.fid[n] for n in s.node)))
+            assert got == [c for c in calls if c[0] <= t1 and c[1] >= t0]
