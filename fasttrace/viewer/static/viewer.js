@@ -23,6 +23,7 @@ async function main() {
     if (p.truncated) notes.push(`${who}truncated: ${p.damage || "the file ends early"}; what is intact is shown`);
     if (p.dropped) notes.push(`${who}${p.dropped} events dropped (the red marks on the timeline)`);
     for (const s of p.problems) notes.push(who + s);
+    if (!p.threads.length) notes.push(`${who}nothing was recorded: the trace holds no ${p.mode === "sample" ? "samples" : "events"}`);
   }
   if (source.exported) {
     const e = source.exported, res = Object.values(e.finest);
