@@ -142,7 +142,8 @@ cdef class Fold:
         fv.n_fids = <uint32_t>len(self._fid_kind)
         buf.ev = NULL
         buf.n = buf.cap = 0
-        if ft_replay_begin(&r, th, <size_t>chunks[i][4], &d, t0, t1, res) < 0:
+        if ft_replay_begin(&r, th, <size_t>chunks[i][4], &d, t0, t1,
+                           ft_fold_level_for(res)) < 0:
             ft_replay_free(&r)
             ft_thread_decoder_free(&d)
             raise MemoryError()

@@ -728,14 +728,21 @@ first_ending_after(const ft_slice_vec* lane, int64_t t)
     return lo;
 }
 
-int
-ft_fold_query(const ft_fold* f, const ft_fold_thread* th, int64_t t0, int64_t t1, int64_t res,
-              int states, ft_slice_vec* out)
+size_t
+ft_fold_level_for(int64_t res)
 {
     size_t k = 0;
     while (k + 1 < FT_FOLD_LEVELS && ft_fold_level_width(k + 1) <= res) {
         k++;
     }
+    return k;
+}
+
+int
+ft_fold_query(const ft_fold* f, const ft_fold_thread* th, int64_t t0, int64_t t1, int64_t res,
+              int states, ft_slice_vec* out)
+{
+    size_t k = ft_fold_level_for(res);
     if (k < f->finest) {
         if (!states && !f->sampled) {
             return 1; /* decode again */
@@ -782,14 +789,58 @@ replay_push(ft_replay* r, uint32_t node, int64_t ts)
     return 0;
 }
 
+/* Room for depth d in the replay's lanes and in each of its levels' merges. */
 static int
-replay_emit(void* ctx, size_t d, const ft_slice* s)
+replay_depth(ft_replay* r, size_t d)
 {
-    ft_replay* r = ctx;
-    return vec_push(&r->lanes[d], s->start, s->end, s->node, s->count);
+    if (d < r->n_depths) {
+        return 0;
+    }
+    size_t n = r->n_depths ? r->n_depths : 8;
+    while (n <= d) {
+        n *= 2;
+    }
+    ft_slice_vec* lanes = realloc(r->lanes, n * sizeof *lanes);
+    if (lanes == NULL) {
+        return -1;
+    }
+    memset(lanes + r->n_depths, 0, (n - r->n_depths) * sizeof *lanes);
+    r->lanes = lanes;
+    ft_merge* merges = realloc(r->merges, n * (r->level + 1) * sizeof *merges);
+    if (merges == NULL) {
+        return -1;
+    }
+    /* merges[j * n + d]: level j's run at depth d; move the old rows to their new stride */
+    for (size_t j = r->level + 1; j-- > 0;) {
+        memmove(merges + j * n, merges + j * r->n_depths, r->n_depths * sizeof *merges);
+        memset(merges + j * n + r->n_depths, 0, (n - r->n_depths) * sizeof *merges);
+    }
+    r->merges = merges;
+    r->n_depths = n;
+    return 0;
 }
 
-/* A slice the replay closed: kept if it overlaps the range, merged at the resolution. */
+typedef struct {
+    ft_replay* r;
+    size_t j;
+} replay_ctx;
+
+/* Level j's entry: kept at the query's level, else merged into level j + 1 -- the same
+ * cascade the fold builds its pyramid with, so that the answer is what a kept level holds. */
+static int
+replay_put(void* ctx, size_t d, const ft_slice* s)
+{
+    replay_ctx* c = ctx;
+    ft_replay* r = c->r;
+    if (c->j == r->level) {
+        return vec_push(&r->lanes[d], s->start, s->end, s->node, s->count);
+    }
+    replay_ctx up = {r, c->j + 1};
+    return merge_step(&r->merges[up.j * r->n_depths + d], ft_fold_level_width(up.j), d, s,
+                      replay_put, &up);
+}
+
+/* A slice the replay closed: kept if it overlaps the range. */
 static int
 replay_slice(ft_replay* r, const ft_fold_thread* th, uint32_t node, int64_t start, int64_t end)
 {
@@ -797,37 +848,22 @@ replay_slice(ft_replay* r, const ft_fold_thread* th, uint32_t node, int64_t star
         return 0;
     }
     size_t d = (size_t)th->depth[node];
-    if (d >= r->n_depths) {
-        size_t n = r->n_depths ? r->n_depths : 8;
-        while (n <= d) {
-            n *= 2;
-        }
-        ft_slice_vec* lanes = realloc(r->lanes, n * sizeof *lanes);
-        if (lanes == NULL) {
-            return -1;
-        }
-        memset(lanes + r->n_depths, 0, (n - r->n_depths) * sizeof *lanes);
-        r->lanes = lanes;
-        ft_merge* merges = realloc(r->merges, n * sizeof *merges);
-        if (merges == NULL) {
-            return -1;
-        }
-        memset(merges + r->n_depths, 0, (n - r->n_depths) * sizeof *merges);
-        r->merges = merges;
-        r->n_depths = n;
+    if (replay_depth(r, d) < 0) {
+        return -1;
     }
     ft_slice s = {start, end, node, 1};
-    return merge_step(&r->merges[d], r->res, d, &s, replay_emit, r);
+    replay_ctx c = {r, 0};
+    return replay_put(&c, d, &s);
 }
 
 int
 ft_replay_begin(ft_replay* r, const ft_fold_thread* th, size_t b, ft_thread_decoder* d,
-                int64_t t0, int64_t t1, int64_t res)
+                int64_t t0, int64_t t1, size_t level)
 {
     memset(r, 0, sizeof *r);
     r->t0 = t0;
     r->t1 = t1;
-    r->res = res;
+    r->level = level < FT_FOLD_LEVELS ? level : FT_FOLD_LEVELS - 1;
     const ft_boundary* bd = &th->bnd[b];
     for (size_t i = 0; i < bd->top; i++) {
         if (replay_push(r, th->b_node[bd->at + i], th->b_start[bd->at + i]) < 0) {
@@ -911,13 +947,20 @@ ft_replay_end(ft_replay* r, const ft_fold_thread* th, size_t b, ft_slice_vec* ou
             return -1;
         }
     }
-    for (size_t d = 0; d < r->n_depths; d++) {
-        if (r->merges[d].have) {
-            r->merges[d].have = 0;
-            if (replay_emit(r, d, &r->merges[d].run) < 0) {
-                return -1;
+    /* runs still open go up level by level, as ft_fold_finish does */
+    for (size_t j = 1; j <= r->level; j++) {
+        for (size_t d = 0; d < r->n_depths; d++) {
+            ft_merge* m = &r->merges[j * r->n_depths + d];
+            if (m->have) {
+                m->have = 0;
+                replay_ctx c = {r, j};
+                if (replay_put(&c, d, &m->run) < 0) {
+                    return -1;
+                }
             }
         }
+    }
+    for (size_t d = 0; d < r->n_depths; d++) {
         ft_slice_vec* lane = &r->lanes[d];
         for (size_t i = 0; i < lane->n; i++) {
             if (vec_push(out, lane->v[i].start, lane->v[i].end, lane->v[i].node,

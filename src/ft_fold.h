@@ -162,16 +162,21 @@ typedef struct {
     uint32_t* node;
     int64_t* start;
     size_t top, cap;
-    ft_slice_vec* lanes; /* per depth, merged at res */
-    ft_merge* merges;
+    ft_slice_vec* lanes; /* per depth: the entries of `level` */
+    ft_merge* merges;    /* [j * n_depths + d]: level j's run at depth d, j = 1..level */
     size_t n_depths;
-    int64_t t0, t1, res, last;
+    size_t level;
+    int64_t t0, t1, last;
 } ft_replay;
 
-/* Starts a replay of thread th from boundary b: `d` (zeroed) becomes the reader's state
- * there.  Returns 0, or -1 (ENOMEM). */
+/* The level a query at res ns per pixel reads: the coarsest whose width is at most res. */
+size_t ft_fold_level_for(int64_t res);
+
+/* Starts a replay of thread th from boundary b, giving the entries of `level` (merged as the
+ * pyramid merges them) over [t0, t1]: `d` (zeroed) becomes the reader's state there.
+ * Returns 0, or -1 (ENOMEM). */
 int ft_replay_begin(ft_replay* r, const ft_fold_thread* th, size_t b, ft_thread_decoder* d,
-                    int64_t t0, int64_t t1, int64_t res);
+                    int64_t t0, int64_t t1, size_t level);
 /* Before decoding boundary b's chunk with `d`: a discontinuity the fold met there breaks `d`
  * too. */
 void ft_replay_enter(const ft_fold_thread* th, size_t b, ft_thread_decoder* d);

@@ -159,3 +159,14 @@ def where(f: "Any") -> str:
     if not f.filename:
         return ""
     return f"{os.path.basename(f.filename)}:{f.lineno}"
+
+
+def any_size(text: str) -> int:
+    """A size in bytes, or with K, M or G (KiB, MiB, GiB); its bounds are checked where it is
+    used."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 100M, 512K)") from None

@@ -46,7 +46,7 @@ import fasttrace
 from fasttrace import _core, _recorder
 from fasttrace._recorder import (DEFAULT_BUFFER_SIZE, MIN_BUFFER_SIZE, Recorder, format_size,
                                  max_buffer_size)
-from fasttrace.commands import duration_text
+from fasttrace.commands import any_size, duration_text
 from fasttrace.commands._program import NoProgram, prepare
 
 TYPE_CHECKING = False
@@ -89,7 +89,7 @@ def _options_parser() -> argparse.ArgumentParser:
                         "(only time on CPU)")
     p.add_argument("--duration", type=_seconds, metavar="TIME",
                    help="stop tracing after TIME (30, 30s, 500ms, 2m), the program going on")
-    p.add_argument("--max-bytes", type=_any_size, metavar="BYTES",
+    p.add_argument("--max-bytes", type=any_size, metavar="BYTES",
                    help="rotate: start a new file OUT-stem.NNNN.ftrace at this size (100M)")
     p.add_argument("--max-seconds", type=_seconds, metavar="TIME",
                    help="rotate: start a new file after this long")
@@ -99,7 +99,7 @@ def _options_parser() -> argparse.ArgumentParser:
                         "exception writes it to a file in --flight-dir")
     p.add_argument("--flight-dir", default=".", metavar="DIR",
                    help="where flight-recorder dumps go (default: the current directory)")
-    p.add_argument("--flight-bytes", type=_any_size, metavar="BYTES",
+    p.add_argument("--flight-bytes", type=any_size, metavar="BYTES",
                    help="flight recorder: memory for the window (default 64M)")
     p.add_argument("--follow-children", action="store_true",
                    help="also trace the program's Python child processes (fork, "
@@ -128,16 +128,6 @@ def _seconds(text: str) -> float:
     if not 0 < v < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive time, got {text!r}")
     return v
-
-
-def _any_size(text: str) -> int:
-    """A size in bytes, or with K, M or G; its bounds are checked where it is used."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    try:
-        return int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
-    except (ValueError, OverflowError):
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 100M, 512K)") from None
 
 
 def _size(text: str) -> int:

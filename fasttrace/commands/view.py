@@ -4,28 +4,26 @@ one self-contained file to share).  The page and its server are in fasttrace/vie
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import webbrowser
 
-from fasttrace.commands import add_trace_argument, error, load_any_or_say_why
+from fasttrace.commands import add_trace_argument, any_size, error, load_any_or_say_why
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
 
-_UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1000, "M": 10**6, "MB": 10**6, "G": 10**9,
-          "GB": 10**9, "KIB": 1024, "MIB": 1 << 20, "GIB": 1 << 30}
-
-
-def size(text: str) -> int:
-    """`30MB`, `500K`, `2GiB`, `1000000` -> bytes."""
-    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", text)
-    if m is None or m.group(2).upper() not in _UNITS:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 30MB, 500K)")
-    n = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+def _html_budget(text: str) -> int:
+    n = any_size(text)
     if n < 100_000:
         raise argparse.ArgumentTypeError(f"{text!r}: the budget must be at least 100KB")
+    return n
+
+
+def _memory(text: str) -> int:
+    n = any_size(text)
+    if n < 1 << 20:
+        raise argparse.ArgumentTypeError(f"{text!r}: the index needs at least 1M")
     return n
 
 
@@ -39,15 +37,18 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("--no-browser", action="store_true", help="print the URL, open no browser")
     p.add_argument("--html", metavar="OUT.html",
                    help="write one self-contained HTML file (no server, no network) and exit")
-    p.add_argument("--budget", type=size, default=None, metavar="SIZE",
-                   help="--html: how big the embedded timeline may be (default 30MB); a "
+    p.add_argument("--budget", type=_html_budget, default=None, metavar="SIZE",
+                   help="--html: how big the embedded timeline may be (default 30M); a "
                         "bigger trace is embedded at a coarser resolution")
+    p.add_argument("--memory", type=_memory, default=None, metavar="SIZE",
+                   help="timeline index kept in memory per process (default 256M); zooming "
+                        "finer than what fits decodes that part of the trace again")
 
 
 def main(args: argparse.Namespace) -> int:
     from fasttrace._processes import ProcessSet
     from fasttrace.viewer._api import Api
-    from fasttrace.viewer._source import Index
+    from fasttrace.viewer._source import DEFAULT_BUDGET, Index
 
     if args.budget is not None and args.html is None:
         return error("--budget is for --html")
@@ -57,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
     problems = list(trace.problems) if isinstance(trace, ProcessSet) else []
     progress = _progress(trace) if sys.stderr.isatty() else None
     try:
-        index = Index(trace, progress)
+        index = Index(trace, progress, args.memory or DEFAULT_BUDGET)
     finally:
         if progress is not None:
             print(file=sys.stderr)

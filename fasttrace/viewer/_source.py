@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from fasttrace._calltree import CallTree
-from fasttrace._timeline import Index
+from fasttrace._timeline import DEFAULT_BUDGET, Index
 
-__all__ = ["CallTree", "Index"]
+__all__ = ["CallTree", "DEFAULT_BUDGET", "Index"]

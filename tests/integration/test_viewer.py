@@ -116,7 +116,7 @@ def test_html_export_respects_the_budget(traced, tmp_path):
     assert r.returncode == 0, r.stderr
     data = json.loads(re.search(r'id="ft-data">(.*?)</script>', out.read_text(), re.S)
                       .group(1).replace("<\\/", "</"))
-    assert data["export"]["budget"] == 100_000
+    assert data["export"]["budget"] == 100 * 1024  # K: KiB, as every size option
     slices = sum(len(level["data"]) for lane in data["lanes"].values()
                  for level in lane["levels"][:1])
     assert slices <= 100_000
@@ -130,3 +130,71 @@ def test_bad_arguments(traced, tmp_path):
     r = subprocess.run([sys.executable, "-m", "fasttrace", "view", str(trace), "--budget", "1MB"],
                        capture_output=True, text=True, cwd=d, timeout=60)
     assert r.returncode == 1 and "--budget is for --html" in r.stderr
+
+
+def slices_of(url, p, tid, t0, t1, res):
+    """(start, end, fid, depth, count) of a slices answer, sorted."""
+    status, body = http_get(url + f"api/slices?p={p}&tid={tid}&t0={t0}&t1={t1}&res={res}")
+    assert status == 200, body
+    n, _ = struct.unpack_from("<II", body)
+    start = struct.unpack_from(f"<{n}d", body, 8)
+    end = struct.unpack_from(f"<{n}d", body, 8 + 8 * n)
+    ints = [struct.unpack_from(f"<{n}i", body, 8 + 16 * n + 4 * n * k) for k in range(4)]
+    return sorted(zip(start, end, ints[1], ints[2], ints[3]))
+
+
+def test_a_small_memory_budget_decodes_again_and_answers_the_same(traced, server):
+    """--memory 1M keeps only coarse levels of a bigger pyramid: finer answers are decoded
+    from the file again, and must be the same slices the full index gives."""
+    d, trace = traced
+    big = d / "big.ftrace"
+    r = subprocess.run([sys.executable, "-m", "fasttrace", "run", "-o", str(big), "-c",
+                        "def f(i): return i\n"
+                        "def g(n): return [f(i) for i in range(n)]\n"
+                        "for _ in range(40): g(10000)\n"], capture_output=True, text=True,
+                       cwd=d, timeout=120)
+    assert r.returncode == 0, r.stderr
+    small = ViewServer(d, big, "--memory", "1M")
+    full = ViewServer(d, big)
+    try:
+        meta = json.loads(http_get(full.url + "api/meta")[1])
+        p = meta["processes"][0]
+        t = p["threads"][0]
+        span = t["last_ns"] - t["first_ns"]
+        for t0, t1, res in [(t["first_ns"], t["last_ns"], 1),
+                            (t["first_ns"] + span // 2, t["first_ns"] + span // 2 + 200_000, 1),
+                            (t["first_ns"] + span // 3, t["first_ns"] + span // 3 + 2_000_000,
+                             250)]:
+            got = slices_of(small.url, 0, t["tid"], t0, t1, res)
+            assert got and got == slices_of(full.url, 0, t["tid"], t0, t1, res)
+    finally:
+        small.stop()
+        full.stop()
+
+
+def test_a_multi_process_directory_has_a_lane_group_per_process(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "fasttrace", "run", "--follow-children", "-o",
+                        str(tmp_path / "procs"), "-c",
+                        "import os, time\n"
+                        "def child_work(): time.sleep(0.02)\n"
+                        "pid = os.fork()\n"
+                        "if pid == 0:\n"
+                        "    child_work(); os._exit(0)\n"
+                        "os.waitpid(pid, 0)\n"], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    s = ViewServer(tmp_path, tmp_path / "procs")
+    try:
+        meta = json.loads(http_get(s.url + "api/meta")[1])
+        assert len(meta["processes"]) == 2
+        pids = {p["pid"] for p in meta["processes"]}
+        assert len(pids) == 2
+        names = set()
+        for i, p in enumerate(meta["processes"]):
+            assert p["offset_ns"] >= 0 and p["threads"]
+            t = p["threads"][0]
+            got = slices_of(s.url, i, t["tid"], 0, p["end_ns"], 1)
+            names |= {p["functions"][str(fid)][0] for _, _, fid, _, _ in got}
+        assert "child_work" in names
+    finally:
+        s.stop()

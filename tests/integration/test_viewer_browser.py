@@ -22,10 +22,20 @@ sync_api = pytest.importorskip("playwright.sync_api") if not os.environ.get(
 @pytest.fixture(scope="module")
 def browser():
     assert CHROMIUM, "FASTTRACE_REQUIRE_BROWSER is set but chromium is not on PATH"
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
+    # Under scripts/sanitize.sh libasan is preloaded for fasttrace's native code; Playwright's
+    # driver and the browser are not ours and must start without it.
+    preload = os.environ.pop("LD_PRELOAD", None)
+    try:
+        with sync_api.sync_playwright() as pw:
+            b = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"],
+                                   env=dict(os.environ))
+            if preload is not None:
+                os.environ["LD_PRELOAD"] = preload  # the servers the tests start get it
+            yield b
+            b.close()
+    finally:
+        if preload is not None:
+            os.environ["LD_PRELOAD"] = preload
 
 
 @pytest.fixture(scope="module", params=["trace", "sample"])
