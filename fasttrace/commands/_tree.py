@@ -37,6 +37,17 @@ def palette(color: bool) -> "Dict[str, str]":
 # ---- the tree ---------------------------------------------------------------------------------
 
 
+def counts(tree: "CallTree", t: "ThreadTree") -> "array[int]":
+    """Node -> its calls: traced, the calls of its stack; sampled, the samples under it."""
+    if not tree.sampled:
+        return tree.calls
+    out = array("q", tree.calls)
+    parent = tree.parent
+    for node in range(t.end - 1, t.root, -1):  # a child's index is above its parent's
+        out[parent[node]] += out[node]
+    return out
+
+
 class Shape:
     """One thread's nodes as a tree to walk: children lists, inclusive time and counts."""
 
@@ -47,15 +58,7 @@ class Shape:
         self.children: Dict[int, List[int]] = {}
         for node in range(t.root + 1, t.end):
             self.children.setdefault(tree.parent[node], []).append(node)
-        # sampled: a node's samples are those under it; traced: the calls of its stack
-        self.count = self._inclusive_counts() if tree.sampled else tree.calls
-
-    def _inclusive_counts(self) -> "array[int]":
-        out = array("q", self.tree.calls)
-        parent = self.tree.parent
-        for node in range(self.t.end - 1, self.t.root, -1):  # a child's index > its parent's
-            out[parent[node]] += out[node]
-        return out
+        self.count = counts(tree, t)
 
     def split(self, node: int, floor: int, depth_left: "Optional[int]"
               ) -> "Tuple[List[int], int, int]":
@@ -202,23 +205,27 @@ def _on_path(tree: "CallTree", node: int, fid: int) -> bool:
     return False
 
 
-def edges(tree: "CallTree", threads: "Iterable[ThreadTree]", fid: int) -> Edges:
-    out = Edges()
+def edges(tree: "CallTree", threads: "Iterable[ThreadTree]", wanted: "Iterable[int]"
+          ) -> "Dict[int, Edges]":
+    """The Edges of each function in `wanted`, in one pass over the nodes (a glob can match
+    hundreds of functions in a tree of a million nodes)."""
+    out = {fid: Edges() for fid in wanted}
     total = tree.inclusive()
     parent, depth, fids, self_ns = tree.parent, tree.depth, tree.fid, tree.self_ns
     for t in threads:
-        count = Shape(tree, t).count
+        count = counts(tree, t)
         for node in range(t.root + 1, t.end):
-            p = parent[node]
-            if fids[node] == fid:  # an edge caller -> fid
+            p, fid = parent[node], fids[node]
+            e = out.get(fid)
+            if e is not None:  # an edge caller -> fid
                 outer = not _on_path(tree, p, fid)
-                acc = out.callers.setdefault(fids[p] if depth[p] else TOP, [0, 0])
+                acc = e.callers.setdefault(fids[p] if depth[p] else TOP, [0, 0])
                 acc[0] += total[node] if outer else 0
                 acc[1] += _calls(tree, count, node, outer)
-            if depth[p] and fids[p] == fid:  # an edge fid -> callee
-                g = fids[node]
-                outer = not _on_path(tree, p, g)
-                acc = out.callees.setdefault(g, [0, 0, 0])
+            e = out.get(fids[p]) if depth[p] else None
+            if e is not None:  # an edge fids[p] -> fid
+                outer = not _on_path(tree, p, fid)
+                acc = e.callees.setdefault(fid, [0, 0, 0])
                 acc[0] += total[node] if outer else 0
                 acc[1] += self_ns[node]
                 acc[2] += _calls(tree, count, node, outer)
@@ -233,9 +240,8 @@ def _calls(tree: "CallTree", count: "array[int]", node: int, outer: bool) -> int
     return tree.calls[node]
 
 
-def callers_json(tree: "CallTree", threads: "List[ThreadTree]", fid: int, self_ns: int,
-                 total_ns: int, calls: int) -> "Dict[str, Any]":
-    e = edges(tree, threads, fid)
+def callers_json(tree: "CallTree", e: Edges, fid: int, self_ns: int, total_ns: int,
+                 calls: int) -> "Dict[str, Any]":
     return {**_function_json(tree, fid), "self_ns": self_ns, "total_ns": total_ns,
             "calls": calls,
             "callers": [{**_function_json(tree, g), "total_ns": v[0], "calls": v[1]}
@@ -346,11 +352,13 @@ def print_views(units: "List[Unit]", args: "Any", color: bool) -> None:
 def _callers(units: "List[Unit]", args: "Any") -> "Iterable[Tuple[Unit, Dict[str, Any]]]":
     for u in units:
         threads = u.threads()
-        for fid in match_functions(u.tree, args.callers):
+        matched = match_functions(u.tree, args.callers)
+        found = edges(u.tree, threads, matched)
+        for fid in matched:
             self_ns = total_ns = calls = 0
             for t in threads:
                 fs = u.stats[t.tid].functions.get(fid)
                 if fs is not None:
                     self_ns, total_ns, calls = (self_ns + fs.self_ns, total_ns + fs.total_ns,
                                                 calls + fs.calls)
-            yield u, callers_json(u.tree, threads, fid, self_ns, total_ns, calls)
+            yield u, callers_json(u.tree, found[fid], fid, self_ns, total_ns, calls)

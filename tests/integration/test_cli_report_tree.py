@@ -255,6 +255,14 @@ def test_running_only_leaves_idle_samples_out(sampled):
     assert r.returncode == 0 and "--running-only: the samples of threads not holding" in r.stdout
 
 
+def test_callers_of_a_sampled_trace_count_samples(sampled):
+    for extra in ((), ("--running-only",)):
+        (spin,) = report_json(sampled, "--callers", "spin", *extra)["callers"]
+        assert spin["calls"] > 100  # samples, about 300 at 1000 Hz
+        assert [(c["function"], c["calls"], c["total_ns"]) for c in spin["callers"]] == [
+            ("main", spin["calls"], spin["total_ns"])]
+
+
 def test_running_only_on_a_traced_trace_is_an_error(traced):
     r = report(traced, "--running-only")
     assert r.returncode == 1 and r.stdout == ""
