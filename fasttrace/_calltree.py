@@ -88,11 +88,15 @@ def canonical_ids(trace: "Trace") -> "Dict[int, int]":
 
 
 def fold(trace: "Trace", window: "Window" = None, slices: bool = False,
-         progress: "Optional[Callable[[int], None]]" = None, budget: int = 0) -> "_core.Fold":
+         progress: "Optional[Callable[[int], None]]" = None, budget: int = 0,
+         running_only: bool = False) -> "_core.Fold":
     """The native fold of a trace (events, or samples when sampled); window (t0, t1): only
     time in it counts; slices: also the timeline slices (trace mode; see _timeline for
-    samples), keeping at most `budget` bytes of their pyramid in memory (0: all)."""
+    samples), keeping at most `budget` bytes of their pyramid in memory (0: all);
+    running_only (sampled only): leave out the samples of threads not holding the GIL."""
     w0, w1 = window if window is not None else (None, None)
+    if running_only and trace.mode != "sample":
+        raise ValueError("running_only needs a sampled trace: a traced one has no states")
     if trace.mode == "sample":
         canonical = canonical_ids(trace)
         flat = array("q")
@@ -102,7 +106,7 @@ def fold(trace: "Trace", window: "Window" = None, slices: bool = False,
             offsets.append(len(flat))
         files, _, _, start, npt, _ = trace.fold_source()
         return _core.fold_samples(files, flat.tobytes(), offsets.tobytes(), start, npt, w0, w1,
-                                  progress)
+                                  progress, running_only)
     files, breaks, kinds, start, npt, end = trace.fold_source()
     return _core.fold_events(files, breaks, kinds, start, npt, end, slices, w0, w1, progress,
                              budget)
@@ -150,8 +154,10 @@ class CallTree:
 
     @classmethod
     def build(cls, trace: "Trace", window: "Window" = None,
-              progress: "Optional[Callable[[int], None]]" = None) -> "CallTree":
-        return cls(trace, fold(trace, window, False, progress), window)
+              progress: "Optional[Callable[[int], None]]" = None,
+              running_only: bool = False) -> "CallTree":
+        return cls(trace, fold(trace, window, False, progress, running_only=running_only),
+                   window)
 
     # ---- the exporters' view (what export/_stacks.Stacks was) ----------------------------
 
@@ -301,9 +307,11 @@ class CallTree:
 
 
 def thread_stats(trace: "Trace", thread: "Optional[int]" = None,
-                 progress: "Optional[Callable[[int], None]]" = None) -> "Dict[int, ThreadStats]":
-    """Per-thread function stats of a trace (trace or sampling mode); thread: only that one."""
-    stats = CallTree.build(trace, progress=progress).thread_stats()
+                 progress: "Optional[Callable[[int], None]]" = None,
+                 running_only: bool = False) -> "Dict[int, ThreadStats]":
+    """Per-thread function stats of a trace (trace or sampling mode); thread: only that one;
+    running_only: see fold()."""
+    stats = CallTree.build(trace, progress=progress, running_only=running_only).thread_stats()
     if thread is not None:
         return {tid: s for tid, s in stats.items() if tid == thread}
     return stats

@@ -344,10 +344,13 @@ def fold_events(list files, list breaks, bytearray fid_kind, uint64_t start_tick
 
 
 def fold_samples(list files, bytes flat, bytes offsets, uint64_t start_tick, double ns_per_tick,
-                 w0=None, w1=None, progress=None):
+                 w0=None, w1=None, progress=None, bint running_only=False):
     """Folds the samples of TraceFiles (one, or a series) into per-thread trees.  Stack id i
     is flat[offsets[i]:offsets[i + 1]] (int64 function ids, root first, already canonical).
-    w0/w1: only samples whose ts is in [w0, w1] count.  progress(samples) after each chunk."""
+    w0/w1: only samples whose ts is in [w0, w1] count.  progress(samples) after each chunk.
+    running_only: idle samples (the thread did not hold the GIL) are left out as if never
+    taken: no node, time or sample count, and a thread never seen running has no tree; they
+    are still counted in `events` (samples read), so that progress keeps pace."""
     cdef TraceFile f
     cdef ft_rfile rf
     cdef bint rf_open = False
@@ -394,6 +397,9 @@ def fold_samples(list files, bytes flat, bytes offsets, uint64_t start_tick, dou
                     w = <int64_t>(us * 1000) if us <= 9223372036854775u else INT64_MAX
                     state = 0
                     if s.state & FT_SAMPLE_IDLE:
+                        if running_only:
+                            out.f.events += 1
+                            continue
                         state = 2 if s.state & FT_SAMPLE_IN_CALL else 1
                     i = slot.get(s.thread, -1)
                     if i < 0:

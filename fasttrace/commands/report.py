@@ -15,13 +15,14 @@ import fnmatch
 import json
 import os
 import sys
+import time
 
 import fasttrace
-from fasttrace._calltree import (FunctionStats, ThreadStats, merged, merged_processes,
-                                 thread_stats)
+from fasttrace._calltree import CallTree, FunctionStats, ThreadStats, merged, merged_processes
 from fasttrace._processes import ProcessSet
 from fasttrace.commands import (add_trace_argument, duration_text, error, load_any_or_say_why,
                                 process_kinds, trace_text, where)
+from fasttrace.commands._tree import Unit, print_views, unmatched, views_json
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -47,8 +48,19 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("--thread", metavar="ID|NAME", help="only this thread (id or name)")
     p.add_argument("--filter", metavar="PATTERN", action="append", default=[],
                    help="only functions whose file, module or qualname matches this glob "
-                        "(repeatable)")
+                        "(repeatable; the tables only, not --tree or --callers)")
     p.add_argument("--per-thread", action="store_true", help="one table per thread as well")
+    p.add_argument("--tree", action="store_true",
+                   help="a call tree per thread (total and self time) instead of the tables")
+    p.add_argument("--min-percent", type=float, default=1.0, metavar="P",
+                   help="--tree: hide stacks under P%% of the thread's time (default 1)")
+    p.add_argument("--depth", type=int, metavar="N", help="--tree: at most N frames deep")
+    p.add_argument("--callers", metavar="FUNC",
+                   help="the callers and callees of FUNC (a qualname, a glob of qualnames, or "
+                        "FILE:LINE) instead of the tables")
+    p.add_argument("--running-only", action="store_true",
+                   help="sampled traces: leave out the samples of threads not holding the GIL "
+                        "(sleeping, blocked, waiting), as py-spy does by default")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
 
@@ -66,34 +78,57 @@ def main(args: argparse.Namespace) -> int:
               f"threads: {names}",
               file=sys.stderr)
         return 1
-    progress = _progress(trace) if sys.stderr.isatty() else None
+    if args.running_only and trace.mode != "sample":
+        return error(_NOT_SAMPLED.format(trace_text(args.trace)))
+    progress = Progress(trace) if sys.stderr.isatty() else None
     sampled = trace.mode == "sample"
     # Everything is read before anything is printed: damage found while reading gives one
     # error line, not half a report.
     try:
-        threads = thread_stats(trace, tid, progress)
+        tree = CallTree.build(trace, progress=progress, running_only=args.running_only)
+        threads = {t: s for t, s in tree.thread_stats().items() if tid in (None, t)}
         sampling = trace.sampling  # without a clean stop: counted from the samples
     finally:
         if progress is not None:
-            print(file=sys.stderr)
+            progress.end()
+    units = [Unit(tree, threads)]
+    why = unmatched(units, args.callers) if args.callers is not None else None
+    if why is not None:
+        return error(why)
     tables = [("all threads", merged(threads))]
     thread_names = {t.id: t.name for t in trace.threads}
     if args.per_thread or tid is not None:
         tables = ([] if tid is not None else tables) + [
             (f"thread {t.tid} {thread_names.get(t.tid, '?')}", t) for t in threads.values()]
+    views = args.tree or args.callers is not None
     if args.json:
-        json.dump(_as_json(trace, sampling, tables, args), sys.stdout, indent=1)
+        out = _as_json(trace, sampling, tables, args)
+        if views:  # the views replace the tables
+            del out["tables"]
+            out.update(views_json(units, args))
+        json.dump(out, sys.stdout, indent=1)
         print()
         return 0
-    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty()
-                                       and not os.environ.get("NO_COLOR"))
+    color = _color(args)
     _print_notes(trace)
     if sampled:
         _print_sampling(trace, sampling, threads, args, color)
+    if views:
+        print_views(units, args, color)
+        return 0
     cpu = sampling is not None and sampling.clock == "cpu"
     for title, stats in tables:
         _print_table(trace.mode, trace.function, title, stats, args, color, cpu)
     return 0
+
+
+_NOT_SAMPLED = ("--running-only needs a sampled trace (fasttrace run --rate HZ): {} was traced, "
+                "and a traced thread has no running or waiting state")
+
+
+def _color(args: argparse.Namespace) -> bool:
+    return args.color == "always" or (args.color == "auto" and sys.stdout.isatty()
+                                      and not os.environ.get("NO_COLOR"))
 
 
 def _print_sampling(trace: "fasttrace.Trace", s: "Optional[SamplingStats]",
@@ -136,6 +171,8 @@ def _print_sampling(trace: "fasttrace.Trace", s: "Optional[SamplingStats]",
     if len(shown) < len(rows):
         print(f"  ... and {len(rows) - len(shown):,} more threads (--limit 0 lists them all)")
     print(f"  {_STATES_CPU if cpu else _STATES_WALL}")
+    if args.running_only:  # which makes the table above all running: say why
+        print("  --running-only: the samples of threads not holding the GIL are left out")
     print()
 
 
@@ -154,18 +191,32 @@ def _thread_id(trace: "fasttrace.Trace", which: Optional[str]) -> Optional[int]:
     return None
 
 
-def _progress(trace: "Union[fasttrace.Trace, ProcessSet]", done: "Optional[List[int]]" = None
-              ) -> Callable[[int], None]:
-    """Shows the events read; done (a multi-process trace): [the events of the processes
-    read before], which the caller moves on."""
-    total = max(trace.stats.events, 1)
+class Progress:
+    """The events read, on stderr (a terminal): the fold calls it after each chunk, thousands
+    of times a second, so the line is redrawn at most 10 times a second; done (a multi-process
+    trace): [the events of the processes read before], which the caller moves on."""
 
-    def show(n: int) -> None:
-        n += done[0] if done else 0
-        print(f"\rfasttrace: reading {n:,} of ~{total:,} events ({100 * n / total:.0f}%)",
-              end="", file=sys.stderr, flush=True)
+    def __init__(self, trace: "Union[fasttrace.Trace, ProcessSet]",
+                 done: "Optional[List[int]]" = None) -> None:
+        self.total = max(trace.stats.events, 1)
+        self.done = done
+        self.next = 0.0
+        self.shown = False
 
-    return show
+    def __call__(self, n: int) -> None:
+        now = time.monotonic()
+        if now < self.next:
+            return
+        self.next = now + 0.1
+        n += self.done[0] if self.done else 0
+        print(f"\rfasttrace: reading {n:,} of ~{self.total:,} events "
+              f"({100 * n / self.total:.0f}%)", end="", file=sys.stderr, flush=True)
+        self.shown = True
+
+    def end(self) -> None:
+        """Clears the line, so that what comes next starts on a clean one."""
+        if self.shown:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
 
 
 def _rows(function: "Callable[[int], Any]", stats: ThreadStats, args: argparse.Namespace
@@ -252,21 +303,29 @@ def _main_processes(processes: ProcessSet, args: argparse.Namespace) -> int:
                            for t in p.trace.threads)
         return error(f"no thread {args.thread!r} in {processes.path}; threads (PID:ID): "
                      f"{listed}")
+    if args.running_only and processes.mode != "sample":
+        return error(_NOT_SAMPLED.format(processes.path))
     done = [0]
-    progress = _progress(processes, done) if sys.stderr.isatty() else None
+    progress = Progress(processes, done) if sys.stderr.isatty() else None
     sampled = processes.mode == "sample"
     # Everything is read before anything is printed (see main())
     read: List[Tuple[Process, Dict[int, ThreadStats], ThreadStats, Any]] = []
+    units: List[Unit] = []
     try:
         for i, p in enumerate(processes):
             if i not in chosen:
                 continue
-            threads = thread_stats(p.trace, chosen[i], progress)
+            tree = CallTree.build(p.trace, progress=progress, running_only=args.running_only)
+            threads = {t: s for t, s in tree.thread_stats().items() if chosen[i] in (None, t)}
             read.append((p, threads, merged(threads), p.trace.sampling))
+            units.append(Unit(tree, threads, f"process {p.pid} {p.label}, ", p.pid))
             done[0] += p.trace.stats.events
     finally:
         if progress is not None:
-            print(file=sys.stderr)
+            progress.end()
+    why = unmatched(units, args.callers) if args.callers is not None else None
+    if why is not None:
+        return error(f"{processes.path}: {why}")
     total, functions, by_process = merged_processes([(p.trace, m) for p, _, m, _ in read])
     pids = {i: p.pid for i, (p, _, _, _) in enumerate(read)}
     # (title, process, thread id, stats, function id -> function, function id -> processes)
@@ -281,12 +340,16 @@ def _main_processes(processes: ProcessSet, args: argparse.Namespace) -> int:
             names = {t.id: t.name for t in p.trace.threads}
             tables += [(f"process {p.pid} {p.label}, thread {t.tid} {names.get(t.tid, '?')}",
                         p, t.tid, t, p.trace.function, None) for t in threads.values()]
+    views = args.tree or args.callers is not None
     if args.json:
-        json.dump(_processes_json(processes, read, tables, pids, args), sys.stdout, indent=1)
+        out = _processes_json(processes, read, tables, pids, args)
+        if views:  # the views replace the tables
+            del out["tables"]
+            out.update(views_json(units, args))
+        json.dump(out, sys.stdout, indent=1)
         print()
         return 0
-    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty()
-                                       and not os.environ.get("NO_COLOR"))
+    color = _color(args)
     bold, reset = ("\033[1m", "\033[0m") if color else ("", "")
     for p, _, _, _ in read:
         _print_notes(p.trace, f"process {p.pid} ({p.label}): ")
@@ -307,6 +370,9 @@ def _main_processes(processes: ProcessSet, args: argparse.Namespace) -> int:
             _print_sampling(p.trace, sampling, threads, args, color,
                             f"process {p.pid} {p.label}:")
             cpu = cpu or (sampling is not None and sampling.clock == "cpu")
+    if views:
+        print_views(units, args, color)
+        return 0
     for title, _, _, stats, function, procs in tables:
         _print_table(mode, function, title, stats, args, color, cpu, procs)
     return 0
