@@ -124,6 +124,7 @@ class CallTree:
 
     def __init__(self, trace: "Trace", folded: "_core.Fold", window: "Window" = None) -> None:
         self.trace = trace
+        self._fold = folded
         self.sampled = trace.mode == "sample"
         self.window = window
         self.parent: array[int] = array("q")
@@ -217,31 +218,6 @@ class CallTree:
             self._inclusive = out
         return self._inclusive
 
-    def _outermost(self, t: ThreadTree) -> "List[int]":
-        """The nodes of thread t with no ancestor of the same function (depth-first, with a
-        count of each function on the path)."""
-        children: Dict[int, List[int]] = {}
-        parent, fid = self.parent, self.fid
-        for node in range(t.root + 1, t.end):
-            children.setdefault(parent[node], []).append(node)
-        out = []
-        on_path: Dict[int, int] = {}
-        todo: List[int] = list(children.get(t.root, ()))  # ~node: leaving node
-        while todo:
-            node = todo.pop()
-            if node < 0:
-                f = fid[~node]
-                on_path[f] -= 1
-                continue
-            f = fid[node]
-            n = on_path.get(f, 0)
-            if not n:
-                out.append(node)
-            on_path[f] = n + 1
-            todo.append(~node)
-            todo.extend(children.get(node, ()))
-        return out
-
     def function_stats(self, tid: "Optional[int]" = None) -> "Dict[int, FunctionStats]":
         """Function id -> its self and total time and calls in thread tid (None: summed over
         the threads)."""
@@ -254,32 +230,11 @@ class CallTree:
         return out
 
     def _functions(self, t: ThreadTree) -> "Dict[int, FunctionStats]":
+        """Thread t's functions, summed natively over its nodes (ft_fold_functions)."""
         out: Dict[int, FunctionStats] = {}
-        fid, self_ns, calls = self.fid, self.self_ns, self.calls
-        for node in range(t.root + 1, t.end):
-            f = fid[node]
-            fs = out.get(f)
-            if fs is None:
-                fs = out[f] = FunctionStats(f)
-            fs.self_ns += self_ns[node]
-            if not self.sampled:
-                fs.calls += calls[node]
-        inclusive = self.inclusive()
-        counts = self._inclusive_calls() if self.sampled else None
-        for node in self._outermost(t):
-            fs = out[fid[node]]
-            fs.total_ns += inclusive[node]
-            if counts is not None:
-                fs.calls += counts[node]
-        return out
-
-    def _inclusive_calls(self) -> "array[int]":
-        out = array("q", self.calls)
-        parent = self.parent
-        for node in range(len(out) - 1, -1, -1):
-            p = parent[node]
-            if p >= 0:
-                out[p] += out[node]
+        for fid, calls, self_ns, total_ns in self._fold.functions(t.tid):
+            fs = out[fid] = FunctionStats(fid)
+            fs.calls, fs.self_ns, fs.total_ns = calls, self_ns, total_ns
         return out
 
     def thread_stats(self) -> "Dict[int, ThreadStats]":

@@ -177,6 +177,26 @@ cdef class Fold:
             ft_thread_decoder_free(&d)
             ft_event_buf_free(&buf)
 
+    def functions(self, tid):
+        """Thread tid's functions: [(fid, calls, self_ns, total_ns)] (see ft_fold_functions),
+        in function id order."""
+        cdef ft_fold_thread* th = self._th(tid)
+        cdef size_t n = 1, i
+        for i in range(th.n):
+            if th.fid[i] >= 0 and <size_t>th.fid[i] >= n:
+                n = <size_t>th.fid[i] + 1
+        calls = array.array("q", bytes(8 * n))
+        self_ns = array.array("q", bytes(8 * n))
+        total_ns = array.array("q", bytes(8 * n))
+        seen = bytearray(n)
+        cdef int64_t[::1] c_ = calls
+        cdef int64_t[::1] s_ = self_ns
+        cdef int64_t[::1] t_ = total_ns
+        cdef uint8_t[::1] seen_ = seen
+        if ft_fold_functions(&self.f, th, &c_[0], &s_[0], &t_[0], &seen_[0], n) < 0:
+            raise MemoryError()
+        return [(i, c_[i], s_[i], t_[i]) for i in range(n) if seen_[i]]
+
     def gaps(self, tid):
         """Thread tid's gaps: [(start_ns, end_ns, events dropped)]."""
         cdef ft_fold_thread* th = self._th(tid)

@@ -665,6 +665,55 @@ ft_fold_sample(ft_fold* f, uint32_t tid, int64_t ts, uint64_t stack, const int64
     return 0;
 }
 
+/* ---- per-function totals ---- */
+
+int
+ft_fold_functions(const ft_fold* f, const ft_fold_thread* th, int64_t* calls, int64_t* self_ns,
+                  int64_t* total_ns, uint8_t* seen, size_t n_fids)
+{
+    size_t n = th->n;
+    int64_t* incl = malloc((n ? n : 1) * sizeof *incl);
+    int64_t* incl_calls = malloc((n ? n : 1) * sizeof *incl_calls);
+    if (incl == NULL || incl_calls == NULL) {
+        free(incl);
+        free(incl_calls);
+        return -1;
+    }
+    /* a child's index is above its parent's: one backward pass sums the subtrees */
+    memcpy(incl, th->self_ns, n * sizeof *incl);
+    memcpy(incl_calls, th->calls, n * sizeof *incl_calls);
+    for (size_t i = n; i-- > 1;) {
+        int64_t p = th->parent[i];
+        incl[p] += incl[i];
+        incl_calls[p] += incl_calls[i];
+    }
+    for (size_t i = 1; i < n; i++) {
+        int64_t fid = th->fid[i];
+        if (fid < 0 || (size_t)fid >= n_fids) {
+            continue;
+        }
+        seen[fid] = 1;
+        self_ns[fid] += th->self_ns[i];
+        if (!f->sampled) {
+            calls[fid] += th->calls[i];
+        }
+        /* outermost: no ancestor runs the same function (recursion is counted once) */
+        int64_t p = th->parent[i];
+        while (p > 0 && th->fid[p] != fid) {
+            p = th->parent[p];
+        }
+        if (p <= 0) {
+            total_ns[fid] += incl[i];
+            if (f->sampled) {
+                calls[fid] += incl_calls[i]; /* samples with it on the stack, once each */
+            }
+        }
+    }
+    free(incl);
+    free(incl_calls);
+    return 0;
+}
+
 /* A lane keeps what it holds, not the doubling slack. */
 static void
 shrink(ft_fold* f, ft_slice_vec* v)

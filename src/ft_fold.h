@@ -147,6 +147,13 @@ int ft_fold_slice_open(ft_fold* f, uint32_t tid, uint32_t node, int64_t ts);
 int ft_fold_slice_close(ft_fold* f, uint32_t tid, int64_t ts);
 int ft_fold_add_state(ft_fold* f, uint32_t tid, int64_t start, int64_t end, int state);
 
+/* Per-function totals of thread th, added into arrays indexed by function id (n_fids of
+ * them): calls (sampled: samples with the function on the stack), self time, total time
+ * (its outermost frames' inclusive time); seen[fid] = 1 for every function with a node.
+ * Returns 0, or -1 (ENOMEM). */
+int ft_fold_functions(const ft_fold* f, const ft_fold_thread* th, int64_t* calls,
+                      int64_t* self_ns, int64_t* total_ns, uint8_t* seen, size_t n_fids);
+
 /* After the last event: flushes the pyramid's runs.  Returns 0, or -1 (ENOMEM). */
 int ft_fold_finish(ft_fold* f);
 

@@ -1,5 +1,5 @@
 # Declarations of ft_fold.h for the Cython boundary (no logic here).
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 from ft_reader cimport ft_event, ft_thread_decoder
 
@@ -57,6 +57,8 @@ cdef extern from "ft_fold.h" nogil:
     int ft_fold_slice_close(ft_fold* f, uint32_t tid, int64_t ts)
     int ft_fold_add_state(ft_fold* f, uint32_t tid, int64_t start, int64_t end, int state)
     int ft_fold_finish(ft_fold* f)
+    int ft_fold_functions(const ft_fold* f, const ft_fold_thread* th, int64_t* calls,
+                          int64_t* self_ns, int64_t* total_ns, uint8_t* seen, size_t n_fids)
     int ft_fold_query(const ft_fold* f, const ft_fold_thread* th, int64_t t0, int64_t t1,
                       int64_t res, int states, ft_slice_vec* out)
     size_t ft_fold_level_for(int64_t res)
