@@ -42,6 +42,30 @@ grow(void** p, size_t* cap, size_t need, size_t size)
     return 0;
 }
 
+/* Depths are allocated in powers of two: the count that holds depth d. */
+static size_t
+depths_for(size_t have, size_t d)
+{
+    size_t n = have ? have : 8;
+    while (n <= d) {
+        n *= 2;
+    }
+    return n;
+}
+
+/* *p (n_old items of `size`) reallocated to n items, the new ones zeroed. */
+static int
+grow_zeroed(void** p, size_t n_old, size_t n, size_t size)
+{
+    char* q = realloc(*p, n * size);
+    if (q == NULL) {
+        return -1;
+    }
+    memset(q + n_old * size, 0, (n - n_old) * size);
+    *p = q;
+    return 0;
+}
+
 static int
 vec_push(ft_slice_vec* v, int64_t start, int64_t end, uint32_t node, uint32_t count)
 {
@@ -135,6 +159,19 @@ new_node(ft_fold_thread* th, int sampled, int64_t parent, int64_t fid, int64_t d
     return 0;
 }
 
+/* The slot of (parent, fid) in the thread's table: where it is, or the empty slot where it
+ * would go (the table is never full: it is kept at most half full). */
+static size_t
+probe(const ft_fold_thread* th, uint32_t parent, uint64_t fid)
+{
+    uint64_t key = (uint64_t)parent << 32 | (fid & 0xFFFFFFFFu);
+    size_t j = hash_key(key) & (th->hcap - 1);
+    while (th->hkeys[j] != EMPTY_KEY && th->hkeys[j] != key) {
+        j = (j + 1) & (th->hcap - 1);
+    }
+    return j;
+}
+
 /* The child of `parent` for `fid`, made if missing: one hash probe per call. */
 static int64_t
 child(ft_fold_thread* th, int sampled, uint32_t parent, uint64_t fid)
@@ -142,19 +179,15 @@ child(ft_fold_thread* th, int sampled, uint32_t parent, uint64_t fid)
     if ((th->n + 1) * 2 > th->hcap && rehash(th, th->hcap ? th->hcap * 2 : 256) < 0) {
         return -1;
     }
-    uint64_t key = (uint64_t)parent << 32 | (fid & 0xFFFFFFFFu);
-    size_t j = hash_key(key) & (th->hcap - 1);
-    while (th->hkeys[j] != EMPTY_KEY) {
-        if (th->hkeys[j] == key) {
-            return th->hvals[j];
-        }
-        j = (j + 1) & (th->hcap - 1);
+    size_t j = probe(th, parent, fid);
+    if (th->hkeys[j] != EMPTY_KEY) {
+        return th->hvals[j];
     }
     if (th->n >= UINT32_MAX ||
         new_node(th, sampled, parent, (int64_t)fid, th->depth[parent] + 1) < 0) {
         return -1;
     }
-    th->hkeys[j] = key;
+    th->hkeys[j] = (uint64_t)parent << 32 | (fid & 0xFFFFFFFFu);
     th->hvals[j] = (uint32_t)(th->n - 1);
     return (int64_t)(th->n - 1);
 }
@@ -188,15 +221,8 @@ find_child(const ft_fold_thread* th, uint32_t parent, uint64_t fid)
     if (th->hcap == 0) {
         return -1;
     }
-    uint64_t key = (uint64_t)parent << 32 | (fid & 0xFFFFFFFFu);
-    size_t j = hash_key(key) & (th->hcap - 1);
-    while (th->hkeys[j] != EMPTY_KEY) {
-        if (th->hkeys[j] == key) {
-            return th->hvals[j];
-        }
-        j = (j + 1) & (th->hcap - 1);
-    }
-    return -1;
+    size_t j = probe(th, parent, fid);
+    return th->hkeys[j] == EMPTY_KEY ? -1 : (int64_t)th->hvals[j];
 }
 
 int
@@ -217,6 +243,44 @@ ft_fold_init(ft_fold* f, size_t n_threads, int slices, int sampled, uint64_t sta
     f->w1 = w1;
     f->budget = budget;
     return 0;
+}
+
+static int
+frames_push(ft_frames* fr, uint32_t node, int64_t ts, size_t bnd)
+{
+    if (fr->top == fr->cap) {
+        size_t cap = fr->cap ? fr->cap * 2 : 32;
+        uint32_t* n = realloc(fr->node, cap * sizeof *n);
+        if (n == NULL) {
+            return -1;
+        }
+        fr->node = n;
+        int64_t* t = realloc(fr->start, cap * sizeof *t);
+        if (t == NULL) {
+            return -1;
+        }
+        fr->start = t;
+        size_t* b = realloc(fr->bnd, cap * sizeof *b);
+        if (b == NULL) {
+            return -1;
+        }
+        fr->bnd = b;
+        fr->cap = cap;
+    }
+    fr->node[fr->top] = node;
+    fr->start[fr->top] = ts;
+    fr->bnd[fr->top] = bnd;
+    fr->top++;
+    return 0;
+}
+
+static void
+frames_free(ft_frames* fr)
+{
+    free(fr->node);
+    free(fr->start);
+    free(fr->bnd);
+    memset(fr, 0, sizeof *fr);
 }
 
 static void
@@ -248,9 +312,7 @@ ft_fold_free(ft_fold* f)
         }
         free(th->hkeys);
         free(th->hvals);
-        free(th->open);
-        free(th->open_ts);
-        free(th->open_bnd);
+        frames_free(&th->open);
         free(th->leaf);
         ft_slice_vec_free(&th->gap_list);
         for (size_t k = 0; k < FT_FOLD_LEVELS; k++) {
@@ -275,24 +337,13 @@ reach_depth(ft_fold_thread* th, size_t d)
     if (d < th->n_depths) {
         return 0;
     }
-    size_t n = th->n_depths ? th->n_depths : 8;
-    while (n <= d) {
-        n *= 2;
-    }
+    size_t n = depths_for(th->n_depths, d);
     for (size_t k = 0; k < FT_FOLD_LEVELS; k++) {
         ft_level* l = &th->levels[k];
-        ft_slice_vec* lanes = realloc(l->lanes, n * sizeof *lanes);
-        if (lanes == NULL) {
+        if (grow_zeroed((void**)&l->lanes, th->n_depths, n, sizeof *l->lanes) < 0 ||
+            grow_zeroed((void**)&l->merges, th->n_depths, n, sizeof *l->merges) < 0) {
             return -1;
         }
-        memset(lanes + th->n_depths, 0, (n - th->n_depths) * sizeof *lanes);
-        l->lanes = lanes;
-        ft_merge* merges = realloc(l->merges, n * sizeof *merges);
-        if (merges == NULL) {
-            return -1;
-        }
-        memset(merges + th->n_depths, 0, (n - th->n_depths) * sizeof *merges);
-        l->merges = merges;
     }
     th->n_depths = n;
     return 0;
@@ -406,33 +457,11 @@ ft_fold_enforce_budget(ft_fold* f)
 
 /* ---- the open stack ---- */
 
+/* A frame opens on the fold's thread; the first boundary it will span is the next one. */
 static int
 open_push(ft_fold_thread* th, uint32_t node, int64_t ts)
 {
-    if (th->top == th->open_cap) {
-        size_t cap = th->open_cap ? th->open_cap * 2 : 32;
-        uint32_t* o = realloc(th->open, cap * sizeof *o);
-        if (o == NULL) {
-            return -1;
-        }
-        th->open = o;
-        int64_t* t = realloc(th->open_ts, cap * sizeof *t);
-        if (t == NULL) {
-            return -1;
-        }
-        th->open_ts = t;
-        size_t* b = realloc(th->open_bnd, cap * sizeof *b);
-        if (b == NULL) {
-            return -1;
-        }
-        th->open_bnd = b;
-        th->open_cap = cap;
-    }
-    th->open[th->top] = node;
-    th->open_ts[th->top] = ts;
-    th->open_bnd[th->top] = th->n_bnd; /* the first boundary it will span */
-    th->top++;
-    return 0;
+    return frames_push(&th->open, node, ts, th->n_bnd);
 }
 
 /* Closes the innermost open frame at ts: its slice enters the pyramid, and the boundaries
@@ -440,15 +469,15 @@ open_push(ft_fold_thread* th, uint32_t node, int64_t ts)
 static int
 open_pop(ft_fold* f, ft_fold_thread* th, int64_t ts)
 {
-    size_t i = --th->top;
-    for (size_t b = th->open_bnd[i]; b < th->n_bnd; b++) {
+    size_t i = --th->open.top;
+    for (size_t b = th->open.bnd[i]; b < th->n_bnd; b++) {
         th->b_end[th->bnd[b].at + i] = ts;
     }
     if (!f->slices) {
         return 0;
     }
-    uint32_t node = th->open[i];
-    return add_slice(f, th, (size_t)th->depth[node], th->open_ts[i], ts, node);
+    uint32_t node = th->open.node[i];
+    return add_slice(f, th, (size_t)th->depth[node], th->open.start[i], ts, node);
 }
 
 int
@@ -468,7 +497,7 @@ ft_fold_slice_close(ft_fold* f, uint32_t tid, int64_t ts)
     if (th == NULL) {
         return -1;
     }
-    return th->top ? open_pop(f, th, ts) : 0;
+    return th->open.top ? open_pop(f, th, ts) : 0;
 }
 
 int
@@ -492,7 +521,7 @@ ft_fold_boundary(ft_fold* f, uint32_t tid, const ft_thread_decoder* d)
          grow((void**)&th->bnd, &th->bnd_cap, th->n_bnd + 1, sizeof *th->bnd) < 0)) {
         return -1;
     }
-    size_t need = th->b_n + th->top;
+    size_t need = th->b_n + th->open.top;
     if (need > th->b_cap) {
         size_t cap = th->b_cap, cap2 = th->b_cap, cap3 = th->b_cap;
         if (grow((void**)&th->b_node, &cap, need, sizeof *th->b_node) < 0 ||
@@ -507,18 +536,18 @@ ft_fold_boundary(ft_fold* f, uint32_t tid, const ft_thread_decoder* d)
     }
     ft_boundary* b = &th->bnd[th->n_bnd];
     b->at = th->b_n;
-    b->top = (uint32_t)th->top;
+    b->top = (uint32_t)th->open.top;
     b->d_depth = d->depth;
     b->d_last_tick = d->last_tick;
     b->d_unmatched = d->unmatched;
     b->d_started = d->started;
     b->d_broken = d->broken;
-    for (size_t i = 0; i < th->top; i++) {
-        th->b_node[th->b_n + i] = th->open[i];
-        th->b_start[th->b_n + i] = th->open_ts[i];
+    for (size_t i = 0; i < th->open.top; i++) {
+        th->b_node[th->b_n + i] = th->open.node[i];
+        th->b_start[th->b_n + i] = th->open.start[i];
         th->b_end[th->b_n + i] = th->last_ns; /* until it closes: the fold's last word */
     }
-    th->b_n += th->top;
+    th->b_n += th->open.top;
     memcpy(th->b_fid + th->bf_n, d->stack, d->depth * sizeof *th->b_fid);
     th->bf_n += d->depth;
     return (int64_t)th->n_bnd++;
@@ -556,7 +585,7 @@ ft_fold_events(ft_fold* f, uint32_t tid, const ft_event* ev, size_t n)
     }
     int whole = f->w0 == INT64_MIN && f->w1 == INT64_MAX;
     int64_t last = th->last_ns;
-    uint32_t top = th->top ? th->open[th->top - 1] : 0;
+    uint32_t top = th->open.top ? th->open.node[th->open.top - 1] : 0;
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         const ft_event* e = &ev[i];
@@ -583,9 +612,9 @@ ft_fold_events(ft_fold* f, uint32_t tid, const ft_event* ev, size_t n)
         }
         case FT_EV_RETURN:
         case FT_EV_C_RETURN:
-            if (th->top) { /* else an orphan return: nothing is open */
+            if (th->open.top) { /* else an orphan return: nothing is open */
                 rc = open_pop(f, th, ts);
-                top = th->top ? th->open[th->top - 1] : 0;
+                top = th->open.top ? th->open.node[th->open.top - 1] : 0;
             }
             break;
         case FT_EV_GAP: {
@@ -815,29 +844,6 @@ ft_fold_query(const ft_fold* f, const ft_fold_thread* th, int64_t t0, int64_t t1
 
 /* ---- replays ---- */
 
-static int
-replay_push(ft_replay* r, uint32_t node, int64_t ts)
-{
-    if (r->top == r->cap) {
-        size_t cap = r->cap ? r->cap * 2 : 32;
-        uint32_t* n = realloc(r->node, cap * sizeof *n);
-        if (n == NULL) {
-            return -1;
-        }
-        r->node = n;
-        int64_t* s = realloc(r->start, cap * sizeof *s);
-        if (s == NULL) {
-            return -1;
-        }
-        r->start = s;
-        r->cap = cap;
-    }
-    r->node[r->top] = node;
-    r->start[r->top] = ts;
-    r->top++;
-    return 0;
-}
-
 /* Room for depth d in the replay's lanes and in each of its levels' merges. */
 static int
 replay_depth(ft_replay* r, size_t d)
@@ -845,16 +851,10 @@ replay_depth(ft_replay* r, size_t d)
     if (d < r->n_depths) {
         return 0;
     }
-    size_t n = r->n_depths ? r->n_depths : 8;
-    while (n <= d) {
-        n *= 2;
-    }
-    ft_slice_vec* lanes = realloc(r->lanes, n * sizeof *lanes);
-    if (lanes == NULL) {
+    size_t n = depths_for(r->n_depths, d);
+    if (grow_zeroed((void**)&r->lanes, r->n_depths, n, sizeof *r->lanes) < 0) {
         return -1;
     }
-    memset(lanes + r->n_depths, 0, (n - r->n_depths) * sizeof *lanes);
-    r->lanes = lanes;
     ft_merge* merges = realloc(r->merges, n * (r->level + 1) * sizeof *merges);
     if (merges == NULL) {
         return -1;
@@ -915,7 +915,7 @@ ft_replay_begin(ft_replay* r, const ft_fold_thread* th, size_t b, ft_thread_deco
     r->level = level < FT_FOLD_LEVELS ? level : FT_FOLD_LEVELS - 1;
     const ft_boundary* bd = &th->bnd[b];
     for (size_t i = 0; i < bd->top; i++) {
-        if (replay_push(r, th->b_node[bd->at + i], th->b_start[bd->at + i]) < 0) {
+        if (frames_push(&r->open, th->b_node[bd->at + i], th->b_start[bd->at + i], 0) < 0) {
             return -1;
         }
     }
@@ -959,18 +959,18 @@ ft_replay_events(ft_replay* r, const ft_fold* f, const ft_fold_thread* th, const
         switch (e->kind) {
         case FT_EV_CALL:
         case FT_EV_C_CALL: {
-            uint32_t top = r->top ? r->node[r->top - 1] : 0;
+            uint32_t top = r->open.top ? r->open.node[r->open.top - 1] : 0;
             int64_t node = top == NO_NODE ? -1 : find_child(th, top, e->fid);
-            if (replay_push(r, node < 0 ? NO_NODE : (uint32_t)node, ts) < 0) {
+            if (frames_push(&r->open, node < 0 ? NO_NODE : (uint32_t)node, ts, 0) < 0) {
                 return -1;
             }
             break;
         }
         case FT_EV_RETURN:
         case FT_EV_C_RETURN:
-            if (r->top) {
-                r->top--;
-                if (replay_slice(r, th, r->node[r->top], r->start[r->top], ts) < 0) {
+            if (r->open.top) {
+                r->open.top--;
+                if (replay_slice(r, th, r->open.node[r->open.top], r->open.start[r->open.top], ts) < 0) {
                     return -1;
                 }
             }
@@ -986,13 +986,13 @@ int
 ft_replay_end(ft_replay* r, const ft_fold_thread* th, size_t b, ft_slice_vec* out)
 {
     const ft_boundary* bd = b < th->n_bnd ? &th->bnd[b] : NULL;
-    while (r->top) {
-        size_t i = --r->top;
+    while (r->open.top) {
+        size_t i = --r->open.top;
         /* still open at boundary b: it ends where the fold saw it end */
-        int64_t end = bd != NULL && i < bd->top && th->b_node[bd->at + i] == r->node[i]
+        int64_t end = bd != NULL && i < bd->top && th->b_node[bd->at + i] == r->open.node[i]
                           ? th->b_end[bd->at + i]
                           : r->last;
-        if (replay_slice(r, th, r->node[i], r->start[i], end) < 0) {
+        if (replay_slice(r, th, r->open.node[i], r->open.start[i], end) < 0) {
             return -1;
         }
     }
@@ -1029,7 +1029,6 @@ ft_replay_free(ft_replay* r)
     }
     free(r->lanes);
     free(r->merges);
-    free(r->node);
-    free(r->start);
+    frames_free(&r->open);
     memset(r, 0, sizeof *r);
 }

@@ -35,6 +35,15 @@ typedef struct {
 enum { FT_FOLD_STATES = 3 }; /* sampled: running, waiting for the GIL, waiting in a call */
 enum { FT_FOLD_LEVELS = 24 }; /* level k >= 1 merges below 1 us * 4^(k-1); 4^23 us: ~2 years */
 
+/* Frames open on a thread: nodes, start times and (for the fold) the first chunk boundary
+ * each spans. */
+typedef struct {
+    uint32_t* node;
+    int64_t* start;
+    size_t* bnd;
+    size_t top, cap;
+} ft_frames;
+
 /* A run of short entries being merged at one level and depth. */
 typedef struct {
     ft_slice run;
@@ -71,11 +80,7 @@ typedef struct {
     uint64_t* hkeys; /* (parent << 32 | fid) -> node, open addressing; UINT64_MAX = empty */
     uint32_t* hvals;
     size_t hcap;
-    /* the stack open now: nodes, their start times, and the boundaries they span from */
-    uint32_t* open;
-    int64_t* open_ts;
-    size_t* open_bnd;
-    size_t top, open_cap;
+    ft_frames open; /* the stack open now */
     int64_t first_ns, last_ns;
     int seen;
     int64_t gap_ns;
@@ -166,9 +171,7 @@ int ft_fold_query(const ft_fold* f, const ft_fold_thread* th, int64_t t0, int64_
 /* ---- decoding a range again (queries finer than the kept pyramid) ---- */
 
 typedef struct {
-    uint32_t* node;
-    int64_t* start;
-    size_t top, cap;
+    ft_frames open;
     ft_slice_vec* lanes; /* per depth: the entries of `level` */
     ft_merge* merges;    /* [j * n_depths + d]: level j's run at depth d, j = 1..level */
     size_t n_depths;
