@@ -2,6 +2,7 @@
 # and fold_samples() drive the reader chunk by chunk and hand each decoded chunk to the fold;
 # no event becomes a Python object.  fasttrace/_calltree.py is the Python face.
 
+from cpython.exc cimport PyErr_CheckSignals
 from ft_fold cimport *
 from libc.stdint cimport INT64_MIN, INT64_MAX
 
@@ -328,6 +329,7 @@ def fold_events(list files, list breaks, bytearray fid_kind, uint64_t start_tick
                         ft_fold_enforce_budget(&out.f)
                 if rc < 0:
                     raise MemoryError()
+                PyErr_CheckSignals()  # ^C between chunks, not only after the last
                 if progress is not None:
                     progress(out.f.events)
             ft_rfile_free(&rf)
@@ -431,6 +433,7 @@ def fold_samples(list files, bytes flat, bytes offsets, uint64_t start_tick, dou
                                       <size_t>(starts[s.stack + 1] - starts[s.stack]), w,
                                       state) < 0:
                         raise MemoryError()
+                PyErr_CheckSignals()
                 if progress is not None:
                     progress(out.f.events)
             ft_rfile_free(&rf)

@@ -280,9 +280,11 @@ def test_errors_while_reading_are_one_line(files, tmp_path, monkeypatch, raised,
     def fail(*args, **kwargs):
         raise raised
 
-    # the trace loads, then reading its events or samples fails
+    # the trace loads, then reading its events or samples fails (fold_source: where the
+    # native fold that report uses starts reading)
     monkeypatch.setattr(fasttrace.Trace, "events", fail)
     monkeypatch.setattr(fasttrace.Trace, "samples", fail)
+    monkeypatch.setattr(fasttrace.Trace, "fold_source", fail)
     args = ["-f", "chrome", "-o", tmp_path / "x.json"] if command == "convert" else []
     for name in ("traced", "killed"):
         if command == "info" and name == "traced":
@@ -298,6 +300,7 @@ def test_interrupted_read_ends_quietly(files, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(fasttrace.Trace, "events", interrupt)
+    monkeypatch.setattr(fasttrace.Trace, "fold_source", interrupt)
     try:
         r = cli_in_process("report", files["traced"])
     except KeyboardInterrupt:  # not out of this test: it would stop the whole session
