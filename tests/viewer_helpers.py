@@ -92,7 +92,10 @@ class ViewServer:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(30)
-        return self.proc.stderr.read()
+        err = self.proc.stderr.read()
+        self.proc.stdout.close()  # now, not when collected (other tests count descriptors)
+        self.proc.stderr.close()
+        return err
 
 
 def png_pixels(data):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import cProfile
+import gc
 import os
 import sys
 import threading
@@ -192,6 +193,7 @@ def test_restart_many_times_without_leaks(tmp_path):
     for _ in range(50):  # warm up allocator pools and interned tables
         fasttrace.start(path)
         fasttrace.stop()
+    gc.collect()  # earlier tests' garbage must not close its files while this one counts
     before = (fds(), tasks(), rss_kib(), threading.active_count())
     for i in range(1000):
         fasttrace.start(path)
