@@ -73,10 +73,12 @@ class IndexProcess:
             raise KeyError(f"no thread {tid} in process {self.pid}")
         return int(root)
 
-    def slices(self, tid: int, t0: int, t1: int, res_ns: int) -> Slices:
+    def slices(self, tid: int, t0: int, t1: int, res_ns: int, limit: int = 0) -> Slices:
         """Thread tid's slices overlapping [t0, t1] (ns in this process's time), at most a few
-        per res_ns and depth: shorter calls come merged (count > 1)."""
-        start, end, node, count = self._fold.query(tid, t0, t1, res_ns, False, self._root(tid))
+        per res_ns and depth: shorter calls come merged (count > 1).  limit: at most this many
+        (0: any number), else _core.TooManySlices."""
+        start, end, node, count = self._fold.query(tid, t0, t1, res_ns, False, self._root(tid),
+                                                   limit)
         return Slices(_q(start), _q(end), _q(node), _q(count))
 
     def states(self, tid: int, t0: int, t1: int, res_ns: int) -> States:

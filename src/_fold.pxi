@@ -16,6 +16,16 @@ cdef bytes _int64s(const int64_t* p, size_t n):
     return (<const char*>p)[:n * 8]
 
 
+class TooManySlices(ValueError):
+    """A range query would answer with more slices than its limit."""
+
+
+cdef _fold_error(int rc, size_t limit):
+    if rc == FT_FOLD_TOO_MANY:
+        raise TooManySlices(f"more than {limit:,} slices in this range at this resolution")
+    raise MemoryError()
+
+
 cdef class Fold:
     """A folded trace: per-thread call trees and, when asked for, timeline slices with their
     level-of-detail pyramid.  Owns the C memory; thread ids index it."""
@@ -84,22 +94,24 @@ cdef class Fold:
         return out
 
     def query(self, tid, int64_t t0, int64_t t1, int64_t res, bint states=False,
-              int64_t node_base=0):
+              int64_t node_base=0, size_t limit=0):
         """(start, end, node, count) as int64 bytes: the slices of thread tid overlapping
         [t0, t1] at res ns per pixel (states: the states lane instead, node = the state).
-        node_base is added to each node (the thread's first node in a concatenated tree)."""
+        node_base is added to each node (the thread's first node in a concatenated tree).
+        limit: at most this many (0: no limit), else TooManySlices."""
         cdef ft_fold_thread* th = self._th(tid)
         cdef ft_slice_vec v
         cdef size_t i
         v.v = NULL
         v.n = v.cap = 0
-        cdef int rc = ft_fold_query(&self.f, th, t0, t1, res if res > 0 else 0, states, &v)
+        cdef int rc = ft_fold_query(&self.f, th, t0, t1, res if res > 0 else 0, states, limit,
+                                    &v)
         if rc < 0:
             ft_slice_vec_free(&v)
-            raise MemoryError()
+            _fold_error(rc, limit)
         if rc == 1:
             try:
-                self._replay(tid, th, t0, t1, res if res > 0 else 0, &v)
+                self._replay(tid, th, t0, t1, res if res > 0 else 0, limit, &v)
             except BaseException:
                 ft_slice_vec_free(&v)
                 raise
@@ -120,7 +132,7 @@ cdef class Fold:
         return start, end, node, count
 
     cdef _replay(self, tid, ft_fold_thread* th, int64_t t0, int64_t t1, int64_t res,
-                 ft_slice_vec* out):
+                 size_t limit, ft_slice_vec* out):
         """Decodes thread tid's chunks over [t0, t1] again, from the boundary before t0, into
         slices merged at res: the part of the pyramid the budget did not keep."""
         import bisect
@@ -143,8 +155,9 @@ cdef class Fold:
         fv.n_fids = <uint32_t>len(self._fid_kind)
         buf.ev = NULL
         buf.n = buf.cap = 0
+        cdef int rc
         if ft_replay_begin(&r, th, <size_t>chunks[i][4], &d, t0, t1,
-                           ft_fold_level_for(res)) < 0:
+                           ft_fold_level_for(res), limit) < 0:
             ft_replay_free(&r)
             ft_thread_decoder_free(&d)
             raise MemoryError()
@@ -165,12 +178,14 @@ cdef class Fold:
                                     base_tick, f._h.version, &buf, &err) < 0:
                     from fasttrace._errors import FormatError
                     raise FormatError(f.path, err.offset, err.reason.decode("utf-8", "replace"))
-                if ft_replay_events(&r, &self.f, th, buf.ev, buf.n) < 0:
-                    raise MemoryError()
+                rc = ft_replay_events(&r, &self.f, th, buf.ev, buf.n)
+                if rc < 0:
+                    _fold_error(rc, limit)
                 j += 1
             end_b = <size_t>(chunks[j][4] if j < len(chunks) else self._end_bnd[tid])
-            if ft_replay_end(&r, th, end_b, out) < 0:
-                raise MemoryError()
+            rc = ft_replay_end(&r, th, end_b, out)
+            if rc < 0:
+                _fold_error(rc, limit)
         finally:
             if seg >= 0:
                 ft_rfile_free(&rf)

@@ -377,8 +377,9 @@ merge_step(ft_merge* m, int64_t width, size_t d, const ft_slice* s, emit_fn emit
     if (dur >= width) { /* wide enough to draw on its own */
         if (m->have) {
             m->have = 0;
-            if (emit(ctx, d, &m->run) < 0) {
-                return -1;
+            int rc = emit(ctx, d, &m->run);
+            if (rc < 0) {
+                return rc;
             }
         }
         return emit(ctx, d, s);
@@ -395,8 +396,9 @@ merge_step(ft_merge* m, int64_t width, size_t d, const ft_slice* s, emit_fn emit
     }
     if (m->have) {
         m->have = 0;
-        if (emit(ctx, d, &m->run) < 0) {
-            return -1;
+        int rc = emit(ctx, d, &m->run);
+        if (rc < 0) {
+            return rc;
         }
     }
     m->run = *s;
@@ -818,7 +820,7 @@ ft_fold_level_for(int64_t res)
 
 int
 ft_fold_query(const ft_fold* f, const ft_fold_thread* th, int64_t t0, int64_t t1, int64_t res,
-              int states, ft_slice_vec* out)
+              int states, size_t limit, ft_slice_vec* out)
 {
     size_t k = ft_fold_level_for(res);
     if (k < f->finest) {
@@ -834,6 +836,9 @@ ft_fold_query(const ft_fold* f, const ft_fold_thread* th, int64_t t0, int64_t t1
         for (size_t i = first_ending_after(lane, t0); i < lane->n && lane->v[i].start <= t1;
              i++) {
             const ft_slice* s = &lane->v[i];
+            if (limit && out->n >= limit) {
+                return FT_FOLD_TOO_MANY;
+            }
             if (vec_push(out, s->start, s->end, s->node, s->count) < 0) {
                 return -1;
             }
@@ -882,6 +887,10 @@ replay_put(void* ctx, size_t d, const ft_slice* s)
     replay_ctx* c = ctx;
     ft_replay* r = c->r;
     if (c->j == r->level) {
+        if (r->limit && r->kept >= r->limit) {
+            return FT_FOLD_TOO_MANY;
+        }
+        r->kept++;
         return vec_push(&r->lanes[d], s->start, s->end, s->node, s->count);
     }
     replay_ctx up = {r, c->j + 1};
@@ -907,9 +916,10 @@ replay_slice(ft_replay* r, const ft_fold_thread* th, uint32_t node, int64_t star
 
 int
 ft_replay_begin(ft_replay* r, const ft_fold_thread* th, size_t b, ft_thread_decoder* d,
-                int64_t t0, int64_t t1, size_t level)
+                int64_t t0, int64_t t1, size_t level, size_t limit)
 {
     memset(r, 0, sizeof *r);
+    r->limit = limit;
     r->t0 = t0;
     r->t1 = t1;
     r->level = level < FT_FOLD_LEVELS ? level : FT_FOLD_LEVELS - 1;
@@ -970,8 +980,10 @@ ft_replay_events(ft_replay* r, const ft_fold* f, const ft_fold_thread* th, const
         case FT_EV_C_RETURN:
             if (r->open.top) {
                 r->open.top--;
-                if (replay_slice(r, th, r->open.node[r->open.top], r->open.start[r->open.top], ts) < 0) {
-                    return -1;
+                int rc = replay_slice(r, th, r->open.node[r->open.top],
+                                      r->open.start[r->open.top], ts);
+                if (rc < 0) {
+                    return rc;
                 }
             }
             break;
@@ -992,8 +1004,9 @@ ft_replay_end(ft_replay* r, const ft_fold_thread* th, size_t b, ft_slice_vec* ou
         int64_t end = bd != NULL && i < bd->top && th->b_node[bd->at + i] == r->open.node[i]
                           ? th->b_end[bd->at + i]
                           : r->last;
-        if (replay_slice(r, th, r->open.node[i], r->open.start[i], end) < 0) {
-            return -1;
+        int rc = replay_slice(r, th, r->open.node[i], r->open.start[i], end);
+        if (rc < 0) {
+            return rc;
         }
     }
     /* runs still open go up level by level, as ft_fold_finish does */
@@ -1003,8 +1016,9 @@ ft_replay_end(ft_replay* r, const ft_fold_thread* th, size_t b, ft_slice_vec* ou
             if (m->have) {
                 m->have = 0;
                 replay_ctx c = {r, j};
-                if (replay_put(&c, d, &m->run) < 0) {
-                    return -1;
+                int rc = replay_put(&c, d, &m->run);
+                if (rc < 0) {
+                    return rc;
                 }
             }
         }

@@ -34,6 +34,7 @@ typedef struct {
 
 enum { FT_FOLD_STATES = 3 }; /* sampled: running, waiting for the GIL, waiting in a call */
 enum { FT_FOLD_LEVELS = 24 }; /* level k >= 1 merges below 1 us * 4^(k-1); 4^23 us: ~2 years */
+enum { FT_FOLD_TOO_MANY = -2 }; /* a query's answer would exceed its limit */
 
 /* Frames open on a thread: nodes, start times and (for the fold) the first chunk boundary
  * each spans. */
@@ -164,9 +165,10 @@ int ft_fold_finish(ft_fold* f);
 
 /* The entries of `th` that overlap [t0, t1] at resolution `res` ns, appended to `out`:
  * depths >= 1 (slices), or the states lane alone.  Returns 0; 1 if that resolution is finer
- * than the finest level kept (decode again: ft_replay); -1 (ENOMEM). */
+ * than the finest level kept (decode again: ft_replay); -1 (ENOMEM); FT_FOLD_TOO_MANY if
+ * there are more than `limit` of them (0: no limit). */
 int ft_fold_query(const ft_fold* f, const ft_fold_thread* th, int64_t t0, int64_t t1,
-                  int64_t res, int states, ft_slice_vec* out);
+                  int64_t res, int states, size_t limit, ft_slice_vec* out);
 
 /* ---- decoding a range again (queries finer than the kept pyramid) ---- */
 
@@ -176,6 +178,7 @@ typedef struct {
     ft_merge* merges;    /* [j * n_depths + d]: level j's run at depth d, j = 1..level */
     size_t n_depths;
     size_t level;
+    size_t limit, kept; /* entries at most (0: no limit), and so far */
     int64_t t0, t1, last;
 } ft_replay;
 
@@ -186,11 +189,12 @@ size_t ft_fold_level_for(int64_t res);
  * pyramid merges them) over [t0, t1]: `d` (zeroed) becomes the reader's state there.
  * Returns 0, or -1 (ENOMEM). */
 int ft_replay_begin(ft_replay* r, const ft_fold_thread* th, size_t b, ft_thread_decoder* d,
-                    int64_t t0, int64_t t1, size_t level);
+                    int64_t t0, int64_t t1, size_t level, size_t limit);
 /* Before decoding boundary b's chunk with `d`: a discontinuity the fold met there breaks `d`
  * too. */
 void ft_replay_enter(const ft_fold_thread* th, size_t b, ft_thread_decoder* d);
-/* The events of the next chunk, as decoded with `d`. */
+/* The events of the next chunk, as decoded with `d`.  Returns 0, -1 (ENOMEM) or
+ * FT_FOLD_TOO_MANY (over the limit; so can ft_replay_end). */
 int ft_replay_events(ft_replay* r, const ft_fold* f, const ft_fold_thread* th,
                      const ft_event* ev, size_t n);
 /* Ends the replay at boundary b (the next chunk's, or the thread's last): frames still open

@@ -59,11 +59,13 @@ cdef extern from "ft_fold.h" nogil:
     int ft_fold_finish(ft_fold* f)
     int ft_fold_functions(const ft_fold* f, const ft_fold_thread* th, int64_t* calls,
                           int64_t* self_ns, int64_t* total_ns, uint8_t* seen, size_t n_fids)
+    enum:
+        FT_FOLD_TOO_MANY
     int ft_fold_query(const ft_fold* f, const ft_fold_thread* th, int64_t t0, int64_t t1,
-                      int64_t res, int states, ft_slice_vec* out)
+                      int64_t res, int states, size_t limit, ft_slice_vec* out)
     size_t ft_fold_level_for(int64_t res)
     int ft_replay_begin(ft_replay* r, const ft_fold_thread* th, size_t b, ft_thread_decoder* d,
-                        int64_t t0, int64_t t1, size_t level)
+                        int64_t t0, int64_t t1, size_t level, size_t limit)
     void ft_replay_enter(const ft_fold_thread* th, size_t b, ft_thread_decoder* d)
     int ft_replay_events(ft_replay* r, const ft_fold* f, const ft_fold_thread* th,
                          const ft_event* ev, size_t n)

@@ -15,6 +15,7 @@ import struct
 import sys
 from array import array
 
+from fasttrace import _core
 from fasttrace.commands import c_module, where
 from fasttrace.export import _samples
 
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 # node[n], fid[n], depth[n], count[n] (int32).  A states answer: (n, 1), start[n], end[n]
 # (float64), state[n] (int32).
 HEADER = struct.Struct("<II")
+#: The most slices one answer holds (64 MB): the page asks for a tile of 512 pixels, a few per
+#: pixel and depth; an answer bigger than this is a request no screen can show.
+MAX_SLICES = 1 << 21
 
 
 class ApiError(Exception):
@@ -130,7 +134,11 @@ class Api:
         p = self.process(q)
         tid = self.thread(p, q)
         t0, t1 = self.range(p, q)
-        return encode_slices(p.slices(tid, t0, t1, _res(q)), p.tree)
+        try:
+            found = p.slices(tid, t0, t1, _res(q), MAX_SLICES)
+        except _core.TooManySlices as e:
+            raise ApiError(400, f"{e}: ask for a coarser res or a shorter range") from None
+        return encode_slices(found, p.tree)
 
     def states(self, q: "Mapping[str, str]") -> bytes:
         p = self.process(q)

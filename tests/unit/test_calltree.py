@@ -242,3 +242,16 @@ def test_a_range_in_the_middle_has_its_calls_exactly(traces, name, budget):
             got = sorted(zip(s.start, s.end, (tree.depth[n] for n in s.node),
                              (tree.fid[n] for n in s.node)))
             assert got == [c for c in calls if c[0] <= t1 and c[1] >= t0]
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_a_query_over_its_limit_says_so(traces, budget):
+    from fasttrace._core import TooManySlices
+
+    (p,) = Index(traces["threads"], budget=budget).processes
+    t = p.threads[0]
+    n = len(p.slices(t.tid, t.first_ns, t.last_ns, 0).start)
+    assert n > 10
+    with pytest.raises(TooManySlices, match="more than 10 slices"):
+        p.slices(t.tid, t.first_ns, t.last_ns, 0, limit=10)
+    assert len(p.slices(t.tid, t.first_ns, t.last_ns, 0, limit=n).start) == n
