@@ -550,7 +550,9 @@ ft_fold_boundary(ft_fold* f, uint32_t tid, const ft_thread_decoder* d)
         th->b_end[th->b_n + i] = th->last_ns; /* until it closes: the fold's last word */
     }
     th->b_n += th->open.top;
-    memcpy(th->b_fid + th->bf_n, d->stack, d->depth * sizeof *th->b_fid);
+    if (d->depth) { /* (an empty stack may have no array at all) */
+        memcpy(th->b_fid + th->bf_n, d->stack, d->depth * sizeof *th->b_fid);
+    }
     th->bf_n += d->depth;
     return (int64_t)th->n_bnd++;
 }
