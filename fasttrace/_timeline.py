@@ -93,7 +93,12 @@ class IndexProcess:
         """The call tree of [t0, t1] only (None: open-ended)."""
         if t0 is None and t1 is None:
             return self.tree
-        return CallTree.build(self.trace, window=(t0, t1))
+        if self.mode == "sample":
+            return CallTree.build(self.trace, window=(t0, t1))
+        # from the chunk boundaries the index noted: the range's chunks only
+        w0 = -(1 << 62) if t0 is None else t0
+        w1 = 1 << 62 if t1 is None else t1
+        return CallTree(self.trace, self._fold.window(w0, w1), (t0, t1))
 
 
 class Index:

@@ -5,6 +5,7 @@
 from cpython.exc cimport PyErr_CheckSignals
 from ft_fold cimport *
 from libc.stdint cimport INT64_MIN, INT64_MAX
+from libc.string cimport memset
 
 import array
 
@@ -41,6 +42,7 @@ cdef class Fold:
     cdef dict _chunks         # thread id -> [(file index, offset, size, base_tick, boundary)]
     cdef dict _chunk_ns       # thread id -> array('q') of the chunks' base times (ns)
     cdef dict _end_bnd        # thread id -> the boundary after its last chunk
+    cdef tuple _ticks         # (start_tick, ns_per_tick, end_tick)
 
     def __dealloc__(self):
         if self.live:
@@ -193,6 +195,84 @@ cdef class Fold:
             ft_thread_decoder_free(&d)
             ft_event_buf_free(&buf)
 
+    def window(self, int64_t t0, int64_t t1):
+        """A Fold (call trees only) of [t0, t1], as fold_events(w0=t0, w1=t1) gives it, from
+        each thread's chunk boundary before t0 to its first chunk after t1: the work is the
+        range's, not the trace's.  Needs a fold made with slices (it has the boundaries)."""
+        import bisect
+        if self._chunks is None:
+            raise ValueError("window(): this fold has no chunk boundaries (slices=False)")
+        cdef uint64_t start_tick = self._ticks[0], end_tick = self._ticks[2]
+        cdef double npt = self._ticks[1]
+        cdef Fold out = _new_fold(self.f.n_threads, False, False, start_tick, npt, t0, t1)
+        cdef ft_thread_decoder d
+        cdef ft_event_buf buf
+        cdef ft_rfile rf
+        cdef ft_read_error err
+        cdef ft_functions_view fv
+        cdef const uint8_t[::1] kinds = self._fid_kind
+        cdef const uint8_t* payload
+        cdef TraceFile f
+        cdef ft_fold_thread* th
+        cdef size_t i, j, n
+        cdef long seg
+        cdef list chunks
+        fv.fid_kind = &kinds[0]
+        fv.n_fids = <uint32_t>len(self._fid_kind)
+        buf.ev = NULL
+        buf.n = buf.cap = 0
+        memset(&d, 0, sizeof(d))
+        try:
+            for tid in sorted(self._chunks):
+                chunks = self._chunks[tid]
+                th = self._th(tid)
+                n = len(chunks)
+                i = max(bisect.bisect_right(self._chunk_ns[tid], t0) - 1, 0)
+                ft_thread_decoder_free(&d)
+                if ft_fold_resume(&out.f, <uint32_t>tid, th, <size_t>chunks[i][4],
+                                  self._chunk_ns[tid][i], &d) < 0:
+                    raise MemoryError()
+                seg = -1
+                j = i
+                while j < n:
+                    file_index, off, size, base_tick, b = chunks[j]
+                    if file_index != seg:
+                        if seg >= 0:
+                            ft_rfile_free(&rf)
+                        f = <TraceFile>self._files[file_index]
+                        ft_rfile_init(&rf, f._fd, f._size)
+                        seg = file_index
+                    ft_replay_enter(th, b, &d)
+                    payload = f._reread(&rf, off, <uint32_t>size, FT_CHUNK_EVENTS, tid,
+                                        base_tick)
+                    buf.n = 0
+                    if ft_decode_events(&d, &fv, payload, size, off + FT_CHUNK_HEADER_SIZE,
+                                        base_tick, f._h.version, &buf, &err) < 0:
+                        from fasttrace._errors import FormatError
+                        raise FormatError(f.path, err.offset,
+                                          err.reason.decode("utf-8", "replace"))
+                    if ft_fold_events(&out.f, <uint32_t>tid, buf.ev, buf.n) < 0:
+                        raise MemoryError()
+                    PyErr_CheckSignals()
+                    if self._chunk_ns[tid][j] > t1:  # its events end the window's time
+                        break
+                    j += 1
+                if seg >= 0:
+                    ft_rfile_free(&rf)
+                    seg = -1
+                if j == n:  # the thread's end: what is open closes where the trace ends
+                    buf.n = 0
+                    if ft_close_open(&d, &fv, max(end_tick, d.last_tick), &buf) < 0 or (
+                            buf.n and ft_fold_events(&out.f, <uint32_t>tid, buf.ev,
+                                                     buf.n) < 0):
+                        raise MemoryError()
+        finally:
+            if seg >= 0:
+                ft_rfile_free(&rf)
+            ft_thread_decoder_free(&d)
+            ft_event_buf_free(&buf)
+        return out
+
     def functions(self, tid):
         """Thread tid's functions: [(fid, calls, self_ns, total_ns)] (see ft_fold_functions),
         in function id order."""
@@ -303,6 +383,7 @@ def fold_events(list files, list breaks, bytearray fid_kind, uint64_t start_tick
         out._fid_kind = fid_kind
         out._chunks = chunk_list
         out._end_bnd = {}
+        out._ticks = (start_tick, ns_per_tick, end_tick)
     n_decs = <size_t>max_thread + 1
     decs = <ft_thread_decoder*>calloc(n_decs, sizeof(ft_thread_decoder))
     if decs == NULL:

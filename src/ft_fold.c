@@ -916,22 +916,12 @@ replay_slice(ft_replay* r, const ft_fold_thread* th, uint32_t node, int64_t star
     return replay_put(&c, d, &s);
 }
 
-int
-ft_replay_begin(ft_replay* r, const ft_fold_thread* th, size_t b, ft_thread_decoder* d,
-                int64_t t0, int64_t t1, size_t level, size_t limit)
+/* `d` (zeroed) becomes the reader's state at boundary b of th. */
+static int
+prime_decoder(const ft_fold_thread* th, size_t b, ft_thread_decoder* d)
 {
-    memset(r, 0, sizeof *r);
-    r->limit = limit;
-    r->t0 = t0;
-    r->t1 = t1;
-    r->level = level < FT_FOLD_LEVELS ? level : FT_FOLD_LEVELS - 1;
     const ft_boundary* bd = &th->bnd[b];
-    for (size_t i = 0; i < bd->top; i++) {
-        if (frames_push(&r->open, th->b_node[bd->at + i], th->b_start[bd->at + i], 0) < 0) {
-            return -1;
-        }
-    }
-    /* the reader's state there: its stack's function ids follow the boundaries before */
+    /* its stack's function ids follow those of the boundaries before */
     size_t fids_at = 0;
     for (size_t i = 0; i < b; i++) {
         fids_at += th->bnd[i].d_depth;
@@ -949,6 +939,53 @@ ft_replay_begin(ft_replay* r, const ft_fold_thread* th, size_t b, ft_thread_deco
     d->unmatched = bd->d_unmatched;
     d->started = bd->d_started;
     d->broken = bd->d_broken;
+    return 0;
+}
+
+int
+ft_replay_begin(ft_replay* r, const ft_fold_thread* th, size_t b, ft_thread_decoder* d,
+                int64_t t0, int64_t t1, size_t level, size_t limit)
+{
+    memset(r, 0, sizeof *r);
+    r->limit = limit;
+    r->t0 = t0;
+    r->t1 = t1;
+    r->level = level < FT_FOLD_LEVELS ? level : FT_FOLD_LEVELS - 1;
+    const ft_boundary* bd = &th->bnd[b];
+    for (size_t i = 0; i < bd->top; i++) {
+        if (frames_push(&r->open, th->b_node[bd->at + i], th->b_start[bd->at + i], 0) < 0) {
+            return -1;
+        }
+    }
+    return prime_decoder(th, b, d);
+}
+
+int
+ft_fold_resume(ft_fold* w, uint32_t tid, const ft_fold_thread* th, size_t b, int64_t at_ns,
+               ft_thread_decoder* d)
+{
+    ft_fold_thread* wt = thread_of(w, tid);
+    if (wt == NULL || prime_decoder(th, b, d) < 0) {
+        return -1;
+    }
+    if (b == 0) { /* the thread's start: nothing was open, nothing seen */
+        return 0;
+    }
+    /* what the whole fold had when it reached this boundary: its first event, the frames
+     * open (as nodes of this fold's own tree) and the time, no later than the chunk's start */
+    wt->seen = 1;
+    wt->first_ns = th->first_ns;
+    wt->last_ns = at_ns;
+    const ft_boundary* bd = &th->bnd[b];
+    uint32_t top = 0;
+    for (size_t i = 0; i < bd->top; i++) {
+        uint32_t node = th->b_node[bd->at + i];
+        int64_t mine = child(wt, w->sampled, top, (uint64_t)th->fid[node]);
+        if (mine < 0 || open_push(wt, (uint32_t)mine, th->b_start[bd->at + i]) < 0) {
+            return -1;
+        }
+        top = (uint32_t)mine;
+    }
     return 0;
 }
 

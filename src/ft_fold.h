@@ -182,6 +182,13 @@ typedef struct {
     int64_t t0, t1, last;
 } ft_replay;
 
+/* Window folds from a boundary: thread tid of fold `w` (a window fold) starts as the fold
+ * `th` came from stood at its boundary b, at_ns the start of b's chunk: the frames open there
+ * and, in `d` (zeroed), the reader's state.  The window fold then needs only the chunks from
+ * b on.  Returns 0, or -1 (ENOMEM). */
+int ft_fold_resume(ft_fold* w, uint32_t tid, const ft_fold_thread* th, size_t b, int64_t at_ns,
+                   ft_thread_decoder* d);
+
 /* The level a query at res ns per pixel reads: the coarsest whose width is at most res. */
 size_t ft_fold_level_for(int64_t res);
 

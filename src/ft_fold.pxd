@@ -64,6 +64,8 @@ cdef extern from "ft_fold.h" nogil:
     int ft_fold_query(const ft_fold* f, const ft_fold_thread* th, int64_t t0, int64_t t1,
                       int64_t res, int states, size_t limit, ft_slice_vec* out)
     size_t ft_fold_level_for(int64_t res)
+    int ft_fold_resume(ft_fold* w, uint32_t tid, const ft_fold_thread* th, size_t b,
+                       int64_t at_ns, ft_thread_decoder* d)
     int ft_replay_begin(ft_replay* r, const ft_fold_thread* th, size_t b, ft_thread_decoder* d,
                         int64_t t0, int64_t t1, size_t level, size_t limit)
     void ft_replay_enter(const ft_fold_thread* th, size_t b, ft_thread_decoder* d)

@@ -255,3 +255,20 @@ def test_a_query_over_its_limit_says_so(traces, budget):
     with pytest.raises(TooManySlices, match="more than 10 slices"):
         p.slices(t.tid, t.first_ns, t.last_ns, 0, limit=10)
     assert len(p.slices(t.tid, t.first_ns, t.last_ns, 0, limit=n).start) == n
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+@pytest.mark.parametrize("name", ["threads", "drops", "series", "no-c-calls"])
+def test_the_index_folds_a_window_from_its_chunk_boundaries(traces, name, budget):
+    """IndexProcess.window() starts each thread at the chunk boundary before the window (the
+    frames open there, the reader's state) instead of at the trace's start: the same answer
+    as a whole fold clipped to the window."""
+    trace = traces[name]
+    (p,) = Index(trace, budget=budget).processes
+    rng = random.Random(name + "w")
+    end = trace.stats.duration_ns
+    windows = [(0, end), (end // 2, end), (0, end // 3)]
+    windows += [tuple(sorted(rng.randrange(0, end) for _ in range(2))) for _ in range(5)]
+    for a, b in windows:
+        got = p.window(a, b).thread_stats()
+        assert key(got, nonzero=True) == key(reference(trace, w0=a, w1=b), nonzero=True), (a, b)
