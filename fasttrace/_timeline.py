@@ -89,16 +89,50 @@ class IndexProcess:
         start, end, state, _ = self._fold.query(tid, t0, t1, res_ns, True)
         return States(_q(start), _q(end), _q(state))
 
-    def window(self, t0: "Optional[int]", t1: "Optional[int]") -> CallTree:
-        """The call tree of [t0, t1] only (None: open-ended)."""
-        if t0 is None and t1 is None:
+    def window(self, t0: "Optional[int]", t1: "Optional[int]",
+               tid: "Optional[int]" = None) -> CallTree:
+        """The call tree of [t0, t1] only (None: open-ended); tid: that thread's alone."""
+        if t0 is None and t1 is None and tid is None:
             return self.tree
         if self.mode == "sample":
-            return CallTree.build(self.trace, window=(t0, t1))
+            tree = CallTree.build(self.trace, window=(t0, t1))
+            if tid is not None:
+                tree.threads = [t for t in tree.threads if t.tid == tid]
+            return tree
         # from the chunk boundaries the index noted: the range's chunks only
         w0 = -(1 << 62) if t0 is None else t0
         w1 = 1 << 62 if t1 is None else t1
-        return CallTree(self.trace, self._fold.window(w0, w1), (t0, t1))
+        return CallTree(self.trace, self._fold.window(w0, w1, tid), (t0, t1))
+
+    def call(self, tid: int, node: int, t0: int, t1: int) -> "Dict[str, object]":
+        """One call, exactly: the call of `node` (a node of this process's tree) on thread tid
+        that runs over [t0, t1] -- its self and total time and its callees (function id,
+        calls, total and self time), from a fold of that range alone."""
+        self._root(tid)
+        if not 0 <= node < len(self.tree.fid):
+            raise KeyError(f"no node {node} in process {self.pid}")
+        path = list(reversed(self.tree.stack(node)))  # function ids, outermost first
+        tree = self.window(t0, t1, tid)
+        out: Dict[str, object] = {"self_ns": 0, "total_ns": 0, "callees": []}
+        for t in tree.threads:
+            if t.tid != tid:
+                continue
+            children: Dict[Tuple[int, int], int] = {}
+            for n in range(t.root + 1, t.end):
+                children[(tree.parent[n], tree.fid[n])] = n
+            at: Optional[int] = t.root
+            for fid in path:
+                at = children.get((at, fid)) if at is not None else None
+            if at is None:
+                break
+            inclusive = tree.inclusive()
+            out["self_ns"] = tree.self_ns[at]
+            out["total_ns"] = inclusive[at]
+            out["callees"] = sorted(
+                ([tree.fid[n], tree.calls[n], inclusive[n], tree.self_ns[n]]
+                 for (parent, _), n in children.items() if parent == at),
+                key=lambda c: -c[2])
+        return out
 
 
 class Index:

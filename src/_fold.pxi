@@ -195,10 +195,11 @@ cdef class Fold:
             ft_thread_decoder_free(&d)
             ft_event_buf_free(&buf)
 
-    def window(self, int64_t t0, int64_t t1):
+    def window(self, int64_t t0, int64_t t1, only=None):
         """A Fold (call trees only) of [t0, t1], as fold_events(w0=t0, w1=t1) gives it, from
         each thread's chunk boundary before t0 to its first chunk after t1: the work is the
-        range's, not the trace's.  Needs a fold made with slices (it has the boundaries)."""
+        range's, not the trace's.  only: that thread alone.  Needs a fold made with slices
+        (it has the boundaries)."""
         import bisect
         if self._chunks is None:
             raise ValueError("window(): this fold has no chunk boundaries (slices=False)")
@@ -224,6 +225,8 @@ cdef class Fold:
         memset(&d, 0, sizeof(d))
         try:
             for tid in sorted(self._chunks):
+                if only is not None and tid != only:
+                    continue
                 chunks = self._chunks[tid]
                 th = self._th(tid)
                 n = len(chunks)

@@ -148,6 +148,16 @@ class Api:
             raise ApiError(404, "states: a trace-mode trace has no sampled states")
         return encode_states(p.states(tid, t0, t1, _res(q)))
 
+    def call(self, q: "Mapping[str, str]") -> "Dict[str, Any]":
+        """One call, exactly (IndexProcess.call): what the page shows for a clicked slice."""
+        p = self.process(q)
+        tid = self.thread(p, q)
+        t0, t1 = self.range(p, q)
+        node = _int(q, "node")
+        if not 0 < node < len(p.tree.fid):
+            raise ApiError(404, f"no node {node} in process {p.pid}")
+        return dict(p.call(tid, node, t0, t1))
+
     def functions(self, q: "Mapping[str, str]") -> "List[Dict[str, Any]]":
         p = self.process(q)
         tid = self.thread(p, q) if q.get("tid", "") != "" else None

@@ -78,7 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, "application/octet-stream", binary[path](q)
         answers: Dict[str, Callable[[Dict[str, str]], Any]] = {
             "/api/meta": lambda q: api.meta(), "/api/functions": api.functions,
-            "/api/tree": api.tree}
+            "/api/tree": api.tree, "/api/call": api.call}
         if path in answers:
             return 200, "application/json", json.dumps(answers[path](q)).encode()
         raise ApiError(404, f"no such page: {path}")

@@ -70,6 +70,9 @@ def test_slices_answer_is_the_binary_layout(server):
     ("api/slices?p=0&tid=1&t1=10&res=1", 400, "missing parameter t0"),
     ("api/states?p=0&tid=1&t0=0&t1=10&res=1", 404, "no sampled states"),
     ("api/tree?p=0&t0=5&t1=1", 400, "before t0"),
+    ("api/call?p=0&tid=1&t0=0&t1=10&node=99999999", 404, "no node 99999999"),
+    ("api/call?p=0&tid=1&t0=0&t1=10&node=0", 404, "no node 0"),
+    ("api/call?p=0&tid=1&t0=0&t1=10", 400, "missing parameter node"),
 ])
 def test_bad_requests_get_a_status_and_a_message(server, path, status, says):
     got, body = http_get(server.url + path)

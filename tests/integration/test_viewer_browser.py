@@ -180,3 +180,39 @@ def test_blocking_profile_names_the_sleeping_function(page):
         assert top["stack"][-2:] == ["napper", "time.sleep"]
     else:
         assert top["stack"][-1] == "napper"
+
+
+CLICK = """async (name) => {
+  const tl = fasttraceViewer.timeline;
+  for (const [lane, items] of tl.hits) {
+    for (const [x0, x1, y, d, i] of items) {
+      if ((lane.proc.functions[d.fid[i]] || [""])[0] === name && d.count[i] === 1) {
+        await tl.click((x0 + x1) / 2, y + 2);
+        return true;
+      }
+    }
+  }
+  return false;
+}"""
+
+
+def test_a_click_lists_the_callees(page):
+    """Clicking work() (trace mode: 300 calls of leaf, then napper) lists its callees; served,
+    the server folds the call's range, so the counts are exact and self time plus the
+    callees' times is the call's total to the ns."""
+    pg, _, _, mode = page
+    if mode != "trace":
+        pytest.skip("a sampled trace has no calls to count")
+    pg.locator("#timeline").focus()
+    assert pg.evaluate(CLICK, "work")
+    pg.wait_for_function("fasttraceViewer.state.selected && fasttraceViewer.state.selected.callees")
+    sel = pg.evaluate("fasttraceViewer.state.selected")
+    assert sel["qualname"] == "work"
+    callees = {c["qualname"]: c for c in sel["callees"]}
+    assert callees["napper"]["calls"] == 1
+    if not pg.url.startswith("file:"):  # served: exact
+        assert callees["leaf"]["calls"] == 300
+        assert not sel["approx"]
+        assert sel["self_ns"] + sum(c["ns"] for c in sel["callees"]) == sel["total_ns"]
+    else:  # the exported page counts what it holds
+        assert 0 < callees["leaf"]["calls"] <= 300

@@ -54,6 +54,10 @@ class ServerSource {
   }
   slices(p, tid, t0, t1, res) { return this.ranged("slices", p, tid, t0, t1, res); }
   states(p, tid, t0, t1, res) { return this.ranged("states", p, tid, t0, t1, res); }
+  // one call exactly: its self and total time and its callees (folded by the server)
+  call(p, tid, node, t0, t1) {
+    return this.json(`api/call?p=${p}&tid=${tid}&node=${node}&t0=${Math.floor(t0)}&t1=${Math.ceil(t1)}`);
+  }
 }
 
 // The embedded data: levels of detail per thread (the finest first); a query picks the finest

@@ -332,7 +332,17 @@ class Timeline {
     const s0 = d.start[i], s1 = d.end[i], depth = d.depth[i];
     const sel = { lane, fid: d.fid[i], depth, start: s0, end: s1, info: this.describe(lane, d, i) };
     this.selected = sel;
-    // its callees: the slices one deeper inside it, at a resolution that resolves most calls
+    const name = (fid) => (lane.proc.functions[fid] || ["?"])[0];
+    if (this.source.call && d.count[i] === 1) {
+      // the server folds the call's range: exact self time and callees
+      const c = await this.source.call(lane.p, lane.t.tid, d.node[i], s0, s1);
+      sel.info = { ...sel.info, self: c.self_ns, approx: false };
+      sel.callees = c.callees.map(([fid, calls, ns, self]) => ({ fid, calls, ns, self, merged: false, qualname: name(fid) }));
+      this.onSelect(sel);
+      return;
+    }
+    // (an exported page, or a merged run) the slices one deeper inside it, at a resolution
+    // that resolves most calls
     const kids = await this.source.slices(lane.p, lane.t.tid, s0, s1, Math.max(1, (s1 - s0) / 4000));
     const by = new Map();
     for (let j = 0; j < kids.n; j++) {
@@ -341,7 +351,7 @@ class Timeline {
       r.calls += kids.count[j]; r.ns += kids.end[j] - kids.start[j]; r.merged = r.merged || kids.count[j] > 1;
       by.set(kids.fid[j], r);
     }
-    sel.callees = [...by.values()].sort((a, b) => b.ns - a.ns).map((r) => ({ ...r, qualname: (lane.proc.functions[r.fid] || ["?"])[0] }));
+    sel.callees = [...by.values()].sort((a, b) => b.ns - a.ns).map((r) => ({ ...r, qualname: name(r.fid) }));
     this.onSelect(sel);
   }
 }

@@ -46,7 +46,8 @@ async function main() {
   // ---- timeline ----
   const tl = new Timeline($("timeline"), source, meta, state, (sel) => {
     const box = $("detail");
-    state.selected = sel && { qualname: sel.info.f[0], start: sel.start, end: sel.end, callees: sel.callees };
+    state.selected = sel && { qualname: sel.info.f[0], start: sel.start, end: sel.end, callees: sel.callees,
+      total_ns: sel.info.dur, self_ns: sel.info.self, approx: sel.info.approx };
     if (!sel) { box.hidden = true; return; }
     box.hidden = false;
     box.innerHTML = `<b>${FT.esc(sel.info.f[0])}</b> ${FT.esc(sel.info.f[1])}<br>total ${FT.dur(sel.info.dur)}, self ${sel.info.approx ? "≈ " : ""}${FT.dur(sel.info.self)}` +
