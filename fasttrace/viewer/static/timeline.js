@@ -281,12 +281,26 @@ class Timeline {
     ctx.fillStyle = "#000"; ctx.fillRect(0, AXIS_H - 1, this.W, 1);
     const raw = nspp * 90, p = 10 ** Math.floor(Math.log10(raw));
     const step = [1, 2, 5, 10].map((m) => m * p).find((s) => s >= raw);
-    const [unit, div] = step >= 1e9 ? ["s", 1e9] : step >= 1e6 ? ["ms", 1e6] : step >= 1e3 ? ["µs", 1e3] : ["ns", 1];
+    const units = (ns) => ns >= 1e9 ? ["s", 1e9] : ns >= 1e6 ? ["ms", 1e6] : ns >= 1e3 ? ["µs", 1e3] : ["ns", 1];
+    const [unit, div] = units(step);
+    // deep in a long trace "437800 µs" says little: the first tick gets the time in its own
+    // unit, to the step's precision ("437.8 ms"), and the others their offset from it
+    let first = null;
     for (let t = Math.ceil(this.t0 / step) * step; t <= this.t1; t += step) {
       const x = this.xOf(t);
       if (x < GUTTER) continue;
       ctx.fillRect(x, AXIS_H - 6, 1, 6);
-      ctx.fillText(`${+(t / div).toFixed(6)} ${unit}`, x + 2, 9);
+      let label = `${+(t / div).toFixed(6)} ${unit}`;
+      if (Math.abs(t) >= 1000 * step) {
+        if (first === null) {
+          first = t;
+          const [u, d] = units(Math.abs(t));
+          label = `${(t / d).toFixed(Math.max(0, Math.ceil(Math.log10(d / step))))} ${u}`;
+        } else {
+          label = `+${+((t - first) / div).toFixed(6)} ${unit}`;
+        }
+      }
+      ctx.fillText(label, x + 2, 9);
     }
     ctx.fillText(`${FT.dur(this.t1 - this.t0)} shown`, 6, 9);
   }
