@@ -20,6 +20,16 @@ def _html_budget(text: str) -> int:
     return n
 
 
+def _port(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {text!r} (0 to 65535; 0: a free one)")
+    return n
+
+
 def _memory(text: str) -> int:
     n = any_size(text)
     if n < 1 << 20:
@@ -30,7 +40,8 @@ def _memory(text: str) -> int:
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("view", help="look at a trace in a web browser (timeline, profiles)")
     add_trace_argument(p)
-    p.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
+    p.add_argument("--port", type=_port, default=0,
+                   help="port to serve on (default: a free one)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; anything else lets other "
                         "machines read the trace)")

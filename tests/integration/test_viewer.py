@@ -133,6 +133,13 @@ def test_bad_arguments(traced, tmp_path):
     r = subprocess.run([sys.executable, "-m", "fasttrace", "view", str(trace), "--budget", "1MB"],
                        capture_output=True, text=True, cwd=d, timeout=60)
     assert r.returncode == 1 and "--budget is for --html" in r.stderr
+    for args, says in [(["--port", "99999"], "not a port: '99999'"),
+                       (["--port", "x"], "not a port: 'x'"),
+                       (["--memory", "10K"], "the index needs at least 1M"),
+                       (["--host", "no.such.host.invalid"], "cannot listen on")]:
+        r = subprocess.run([sys.executable, "-m", "fasttrace", "view", str(trace), "--no-browser",
+                            *args], capture_output=True, text=True, cwd=d, timeout=60)
+        assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def slices_of(url, p, tid, t0, t1, res):
