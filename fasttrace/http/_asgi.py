@@ -146,4 +146,6 @@ def _settle(future: Any, result: Any, error: Optional[BaseException]) -> None:
         future.set_result(result)
 
 
-HIDDEN_CODES.append(_call.__code__)
+# The request's coroutine runs on the loop's thread, which is the program's: a sample taken
+# while it runs (starting a capture, its wait ending) is fasttrace's work and is not kept.
+HIDDEN_CODES.extend([_call.__code__, AsgiApp.__call__.__code__])
