@@ -155,7 +155,7 @@ def where(f: "Any") -> str:
 
 def seconds(text: str) -> float:
     """A positive time: seconds, or a number with ns, us, ms, s, m or h (argparse type)."""
-    v = seconds_or_zero(text)
+    v = _time(text)
     if not v > 0:
         raise argparse.ArgumentTypeError(f"must be a positive time, got {text!r}")
     return v
@@ -163,13 +163,17 @@ def seconds(text: str) -> float:
 
 def seconds_or_zero(text: str) -> float:
     """A time, 0 or more: seconds, or a number with ns, us, ms, s, m or h (argparse type)."""
-    try:
-        v = parse_seconds(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+    v = _time(text)
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
     return v
+
+
+def _time(text: str) -> float:
+    try:
+        return parse_seconds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def any_size(text: str) -> int:
