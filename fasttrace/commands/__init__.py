@@ -155,25 +155,24 @@ def where(f: "Any") -> str:
 
 def seconds(text: str) -> float:
     """A positive time: seconds, or a number with ns, us, ms, s, m or h (argparse type)."""
-    v = _time(text)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive time, got {text!r}")
-    return v
+    return _time(text, positive=True)
 
 
 def seconds_or_zero(text: str) -> float:
     """A time, 0 or more: seconds, or a number with ns, us, ms, s, m or h (argparse type)."""
-    v = _time(text)
+    return _time(text, positive=False)
+
+
+def _time(text: str, positive: bool) -> float:
+    try:
+        v = parse_seconds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if positive and not v > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive time, got {text!r}")
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
     return v
-
-
-def _time(text: str) -> float:
-    try:
-        return parse_seconds(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def any_size(text: str) -> int:
