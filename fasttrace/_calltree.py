@@ -30,7 +30,7 @@ from fasttrace import _core
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+    from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
     from fasttrace._trace import Trace
 
@@ -122,9 +122,10 @@ class CallTree:
     """The stacks of a trace, per thread (see the module docstring and
     docs/viewer-design.md): parallel arrays indexed by node."""
 
-    def __init__(self, trace: "Trace", folded: "_core.Fold", window: "Window" = None) -> None:
+    def __init__(self, trace: "Trace", folded: "Optional[_core.Fold]",
+                 window: "Window" = None) -> None:
         self.trace = trace
-        self._fold = folded
+        self._fold = folded  # None: a pruned() tree, whose nodes no longer are the fold's
         self.sampled = trace.mode == "sample"
         self.window = window
         self.parent: array[int] = array("q")
@@ -136,6 +137,8 @@ class CallTree:
         self.gil_ns: array[int] = array("q")
         self.call_ns: array[int] = array("q")
         self.threads: List[ThreadTree] = []
+        if folded is None:
+            return
         for tid, n, first, last, gap_ns, gaps, dropped, max_depth, n_slices in folded.threads():
             base = len(self.parent)
             arrays = folded.tree(tid)
@@ -159,6 +162,64 @@ class CallTree:
               running_only: bool = False) -> "CallTree":
         return cls(trace, fold(trace, window, False, progress, running_only=running_only),
                    window)
+
+    def pruned(self, keep: "Callable[[int], bool]", max_depth: "Optional[int]" = None,
+               threads: "Optional[Set[int]]" = None, merge: bool = False) -> "CallTree":
+        """The tree with only the frames whose function id `keep` accepts, paths cut at
+        `max_depth` frames, only `threads` (None: all), and with `merge` one thread (the first
+        one's id) whose root holds every thread's stacks (summed where they are the same).
+
+        A frame left out is removed from its stack's path: its self time (and that of
+        everything cut below max_depth) goes to the nearest ancestor kept, the thread's root
+        if there is none (time no exported stack shows).  Calls count only for frames kept:
+        a stack's calls are the calls that opened it.  Self times still add up to the same
+        thread totals, so a folded output's weights sum as before less what went to roots."""
+        out = CallTree(self.trace, None, self.window)
+        parent, fid, self_ns, calls = self.parent, self.fid, self.self_ns, self.calls
+        n_parent, n_fid, n_depth, n_self, n_calls = out.parent, out.fid, out.depth, \
+            out.self_ns, out.calls
+        mapped = array("q", bytes(8 * len(parent)))
+        children: Dict[Tuple[int, int], int] = {}
+        limit = max_depth if max_depth is not None else 1 << 62
+        decided: Dict[int, bool] = {}
+        kept = [t for t in self.threads if threads is None or t.tid in threads]
+        for t in kept:
+            if not merge or not out.threads:
+                root = len(n_parent)
+                for a, v in ((n_parent, -1), (n_fid, fid[t.root]), (n_depth, 0), (n_self, 0),
+                             (n_calls, 0)):
+                    a.append(v)
+                out.threads.append(t._replace(root=root))
+            root = out.threads[-1].root
+            mapped[t.root] = root
+            n_self[root] += self_ns[t.root]
+            n_calls[root] += calls[t.root]
+            for node in range(t.root + 1, t.end):
+                p = mapped[parent[node]]
+                f = fid[node]
+                ok = decided.get(f)
+                if ok is None:
+                    ok = decided[f] = keep(f)
+                m = p
+                if ok and n_depth[p] < limit:
+                    m = children.get((p, f), -1)
+                    if m < 0:
+                        m = children[(p, f)] = len(n_parent)
+                        for a, v in ((n_parent, p), (n_fid, f), (n_depth, n_depth[p] + 1),
+                                     (n_self, 0), (n_calls, 0)):
+                            a.append(v)
+                    n_calls[m] += calls[node]
+                mapped[node] = m
+                n_self[m] += self_ns[node]
+            if not merge:
+                out.threads[-1] = out.threads[-1]._replace(end=len(n_parent))
+        if merge and kept:
+            out.threads = [ThreadTree(
+                kept[0].tid, 0, len(n_parent), min(t.first_ns for t in kept),
+                max(t.last_ns for t in kept), sum(t.gap_ns for t in kept),
+                sum(t.gaps for t in kept), sum(t.dropped for t in kept),
+                max(t.max_depth for t in kept), 0)]
+        return out
 
     # ---- the exporters' view (what export/_stacks.Stacks was) ----------------------------
 
@@ -232,6 +293,8 @@ class CallTree:
     def _functions(self, t: ThreadTree) -> "Dict[int, FunctionStats]":
         """Thread t's functions, summed natively over its nodes (ft_fold_functions)."""
         out: Dict[int, FunctionStats] = {}
+        if self._fold is None:
+            raise ValueError("a pruned call tree has no per-function stats")
         for fid, calls, self_ns, total_ns in self._fold.functions(t.tid):
             fs = out[fid] = FunctionStats(fid)
             fs.calls, fs.self_ns, fs.total_ns = calls, self_ns, total_ns

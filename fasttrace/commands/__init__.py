@@ -10,6 +10,7 @@ import sys
 
 import fasttrace
 from fasttrace._processes import ProcessSet, load_processes, spans_processes
+from fasttrace._scope import c_module, parse_seconds
 from fasttrace._series import is_pattern
 
 TYPE_CHECKING = False
@@ -142,15 +143,6 @@ def duration_text(ns: float) -> str:
     return f"{ns:.0f} ns"
 
 
-def c_module(f: "Any") -> str:
-    """The module of a C function: its own, or the one its type's name gives (a method of
-    `_thread.RLock` is in `_thread`, one of `set` in `builtins`)."""
-    if f.module:
-        return str(f.module)
-    parts = str(f.qualname or f.name).split(".")
-    return ".".join(parts[:-2]) if len(parts) > 2 else "builtins"
-
-
 def where(f: "Any") -> str:
     """Where a function lives, for a table's last column: `file.py:12`, or `[C] module` for
     a C function."""
@@ -159,6 +151,28 @@ def where(f: "Any") -> str:
     if not f.filename:
         return ""
     return f"{os.path.basename(f.filename)}:{f.lineno}"
+
+
+def seconds(text: str) -> float:
+    """A positive time: seconds, or a number with ns, us, ms, s, m or h (argparse type)."""
+    return _time(text, positive=True)
+
+
+def seconds_or_zero(text: str) -> float:
+    """A time, 0 or more: seconds, or a number with ns, us, ms, s, m or h (argparse type)."""
+    return _time(text, positive=False)
+
+
+def _time(text: str, positive: bool) -> float:
+    try:
+        v = parse_seconds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if positive and not v > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive time, got {text!r}")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return v
 
 
 def any_size(text: str) -> int:

@@ -17,6 +17,25 @@ A multi-process trace (a directory of per-process traces) converts to one file: 
 track (Perfetto) or pid (Chrome) per process, with its threads; pprof samples labelled with
 pid and process; collapsed stacks under a root frame per process; speedscope profiles named
 with the process.  The default output is named after the directory.
+
+Filters (one trace at a time, not a multi-process one), the same scope as `run` records:
+
+    --include/--exclude PAT   functions in scope: module globs (myapp, myapp.*: `myapp` covers
+                              its submodules) or path globs (with a / or ending .py:
+                              */site-packages/*); exclude wins; with --include, the rest is out
+    --max-depth N             no frame deeper than N frames kept
+    --from T / --to T         a time window, relative to the trace's start (2s, 150ms, 50us);
+                              frames open at its edges are cut there
+    --thread ID|NAME          only these threads
+    --min-duration D          chrome, perfetto, speedscope: no call shorter than D (its time
+                              stays its caller's); traced, not sampled, traces
+    --merge-threads           collapsed, pprof: one root for all threads, same stacks summed
+
+collapsed and pprof: a frame out of scope is taken out of its stack (its time goes to the
+nearest caller kept; a stack with none kept is dropped), as is everything below --max-depth.
+Events formats: the calls and returns out of scope are left out, nesting stays balanced.
+Sampled traces: each sample's stack keeps its frames in scope (samples with none are left
+out), then its outermost --max-depth.
 """
 
 from __future__ import annotations
@@ -28,12 +47,14 @@ import sys
 import fasttrace
 from fasttrace import export
 from fasttrace._processes import ProcessSet
+from fasttrace._scope import Scope
 from fasttrace.commands import (add_trace_argument, error, load_any_or_say_why, os_error_text,
-                                process_kinds, trace_text)
+                                process_kinds, seconds_or_zero, trace_text)
+from fasttrace.export._filter import Filtered
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import BinaryIO, Callable, List, Optional, Union
+    from typing import BinaryIO, Callable, List, Optional, Set, Tuple, Union
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -45,15 +66,57 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file, - for stdout (default: the trace's name with the "
                         "format's suffix)")
+    g = p.add_argument_group("filters", "what of the trace is converted (see above)")
+    g.add_argument("--include", action="append", default=[], metavar="PAT",
+                   help="only functions of these modules or files (repeatable): myapp, "
+                        "myapp.*, */src/*")
+    g.add_argument("--exclude", action="append", default=[], metavar="PAT",
+                   help="leave out functions of these modules or files (repeatable; wins "
+                        "over --include)")
+    g.add_argument("--max-depth", type=int, metavar="N", help="no frame deeper than N")
+    g.add_argument("--min-duration", type=seconds_or_zero, metavar="D",
+                   help="chrome, perfetto, speedscope: leave out calls shorter than D "
+                        "(50us, 2ms, 0.5s, or seconds)")
+    g.add_argument("--from", dest="t_from", type=seconds_or_zero, metavar="T",
+                   help="start of a time window, from the trace's start (2s, 150ms)")
+    g.add_argument("--to", dest="t_to", type=seconds_or_zero, metavar="T",
+                   help="end of the time window, from the trace's start")
+    g.add_argument("--thread", action="append", default=[], metavar="ID|NAME",
+                   help="only this thread (repeatable)")
+    g.add_argument("--merge-threads", action="store_true",
+                   help="collapsed, pprof: one root for all threads, identical stacks summed")
 
 
 BINARY = {"perfetto", "pprof"}  # formats not written to a terminal
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        scope = Scope(args.include, args.exclude, args.max_depth, args.min_duration)
+    except ValueError as e:
+        return error(str(e).replace("include:", "--include:").replace("exclude:", "--exclude:")
+                     .replace("max_depth:", "--max-depth:"))
+    why = _filter_conflict(args, scope)
+    if why is not None:
+        return error(why)
     trace = load_any_or_say_why(args.trace)
     if trace is None:
         return 1
+    filtered = _filters_given(args, scope)
+    if filtered:
+        if isinstance(trace, ProcessSet):
+            return error(f"{trace_text(args.trace)}: filters convert one process's trace at a "
+                         "time; give one of its files")
+        if trace.mode == "sample" and scope.min_duration is not None:
+            return error("--min-duration: a sampled trace has no calls to measure")
+        threads = _thread_ids(trace, args.thread)
+        if isinstance(threads, str):
+            return error(threads)
+        window = _window(args)
+        source: Union[fasttrace.Trace, ProcessSet, Filtered] = Filtered(
+            trace, scope, threads, window, args.merge_threads)
+    else:
+        source = trace
     if isinstance(trace, ProcessSet) and args.format == "pprof":
         why = process_kinds(trace)
         if why is not None:
@@ -75,7 +138,7 @@ def main(args: argparse.Namespace) -> int:
         return error(f"cannot write {out!r}: {e.strerror or e}")
     try:
         try:
-            summary = export.write(trace, sink, args.format, progress=progress)
+            summary = export.write(source, sink, args.format, progress=progress)
         finally:
             sink.close()
     except BaseException as e:
@@ -115,8 +178,63 @@ def main(args: argparse.Namespace) -> int:
         count = f"{summary.get('events', trace.stats.events):,} events"
     size = "" if to_stdout else f"{os.path.getsize(out) / 1e6:.1f} MB, " \
         if os.path.exists(out) else ""
-    print(f"fasttrace: wrote {args.format} to {out} ({size}{count})", file=sys.stderr)
+    said = f"; filtered: {_describe(args, scope)}" if filtered else ""
+    print(f"fasttrace: wrote {args.format} to {out} ({size}{count}{said})", file=sys.stderr)
     return 0
+
+
+TREE_FORMATS = {"collapsed", "pprof"}  # made from the call tree, which has no call's end
+
+
+def _filter_conflict(args: argparse.Namespace, scope: Scope) -> Optional[str]:
+    """Why these filters cannot be applied in this format, or None (before anything is read)."""
+    if args.merge_threads and args.format not in TREE_FORMATS:
+        return f"--merge-threads: collapsed and pprof only (not {args.format})"
+    if scope.min_duration is not None and args.format in TREE_FORMATS:
+        # The call tree folds calls into stacks: a call's own duration is gone by then.
+        return (f"--min-duration: chrome, perfetto and speedscope only ({args.format} is made "
+                "from stacks, which keep no call's duration)")
+    if args.t_from is not None and args.t_to is not None and args.t_from > args.t_to:
+        return "--from is after --to"
+    return None
+
+
+def _filters_given(args: argparse.Namespace, scope: Scope) -> bool:
+    return bool(scope.describe() or args.thread or args.merge_threads
+                or args.t_from is not None or args.t_to is not None)
+
+
+def _window(args: argparse.Namespace) -> "Optional[Tuple[Optional[int], Optional[int]]]":
+    if args.t_from is None and args.t_to is None:
+        return None
+    return (None if args.t_from is None else round(args.t_from * 1e9),
+            None if args.t_to is None else round(args.t_to * 1e9))
+
+
+def _thread_ids(trace: fasttrace.Trace, which: "List[str]") -> "Union[Set[int], str, None]":
+    """The ids of the threads named (by id or name), None for all, or why one is unknown."""
+    if not which:
+        return None
+    out: Set[int] = set()
+    for w in which:
+        ids = {t.id for t in trace.threads if str(t.id) == w or t.name == w}
+        if not ids:
+            names = ", ".join(f"{t.id} ({t.name})" for t in trace.threads)
+            return f"--thread: no thread {w!r} in {trace.path}; threads: {names}"
+        out |= ids
+    return out
+
+
+def _describe(args: argparse.Namespace, scope: Scope) -> str:
+    said = [scope.describe()] if scope.describe() else []
+    if args.t_from is not None or args.t_to is not None:
+        said.append(f"window {args.t_from or 0:g} s to "
+                    + ("the end" if args.t_to is None else f"{args.t_to:g} s"))
+    if args.thread:
+        said.append("threads " + ", ".join(args.thread))
+    if args.merge_threads:
+        said.append("threads merged")
+    return "; ".join(said)
 
 
 class _WriteError(Exception):

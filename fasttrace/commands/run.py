@@ -47,6 +47,7 @@ from fasttrace import _core, _recorder
 from fasttrace._recorder import (DEFAULT_BUFFER_SIZE, MIN_BUFFER_SIZE, Recorder, format_size,
                                  max_buffer_size)
 from fasttrace.commands import any_size, duration_text
+from fasttrace.commands import seconds as _seconds
 from fasttrace.commands._program import NoProgram, prepare
 
 TYPE_CHECKING = False
@@ -110,24 +111,6 @@ def _options_parser() -> argparse.ArgumentParser:
                         "program: traces and profiles on demand; nothing is recorded until "
                         "asked, unless --flight runs too")
     return p
-
-
-def _seconds(text: str) -> float:
-    """A time: seconds, or a number with ms, s, m or h."""
-    t = text.strip().lower()
-    scale = 1.0
-    for suffix, factor in (("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
-        if t.endswith(suffix):
-            t, scale = t[:-len(suffix)], factor
-            break
-    try:
-        v = float(t) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a time: {text!r} (e.g. 10, 10s, 500ms, 2m)") \
-            from None
-    if not 0 < v < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive time, got {text!r}")
-    return v
 
 
 def _size(text: str) -> int:

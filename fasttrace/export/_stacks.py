@@ -177,7 +177,13 @@ def aggregate(trace: Trace, progress: Optional[ProgressCallback] = None) -> Call
         if progress is not None:
             progress(min(n, total), total)
 
-    tree = CallTree.build(trace, progress=folded if progress is not None else None)
+    from fasttrace.export._filter import Filtered
+
+    callback = folded if progress is not None else None
+    if isinstance(trace, Filtered):  # convert's filters: the window's tree, pruned
+        tree = trace.call_tree(callback)
+    else:
+        tree = CallTree.build(trace, progress=callback)
     if progress is not None:
         progress(total, total)
     return tree

@@ -16,7 +16,8 @@ import sys
 from array import array
 
 from fasttrace import _core
-from fasttrace.commands import c_module, where
+from fasttrace._scope import c_module
+from fasttrace.commands import where
 from fasttrace.export import _samples
 
 TYPE_CHECKING = False
