@@ -93,6 +93,7 @@ def _env(**extra):
     env = dict(os.environ)
     env.pop(_children.ENV, None)
     env["PATH"] = BIN_DIR + os.pathsep + env.get("PATH", "")
+    env["PYTHONFAULTHANDLER"] = "1"  # a hung run's processes print their stacks at SIGABRT
     env.update(extra)
     return env
 
@@ -107,7 +108,13 @@ def _run(tmp_path, *args, timeout=120, env=None):
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        # Every process of the run prints where it is stuck (faulthandler), then dies.
+        for sig in (signal.SIGABRT, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            time.sleep(3 if sig == signal.SIGABRT else 0)
         out, err = proc.communicate(timeout=30)
         pytest.fail(f"fasttrace run {' '.join(map(str, args))} hung: {out}\n{err}")
     return proc.pid, proc.returncode, out, err
