@@ -29,6 +29,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Optional
 
+    from fasttrace._scope import Scope
+
 # sys.monitoring tool ids that no standard tool claims (0 debugger, 1 coverage, 2 profiler as
 # cProfile uses it, 5 optimizer), so that cProfile and profilers that follow the convention
 # run beside fasttrace.  The first free one is taken.
@@ -154,21 +156,24 @@ class _MonitoringHook(_Hook):
         tool = self.tool_id
         mon.use_tool_id(tool, "fasttrace")
         if _MonitoringHook.disabled_call_sites:
-            mon.restart_events()  # re-arm call sites a previous trace disabled
-        enter, exit_, call, c_exit = _core.monitoring_callbacks()
+            mon.restart_events()  # re-arm what a previous trace disabled
+        # A scope's out-of-scope code is disabled where it starts and returns (its first call
+        # is the only one the hook sees); so are call sites of Python functions (c_calls).
+        _MonitoringHook.disabled_call_sites = True
+        enter, exit_, call, c_exit, throw, unwind = _core.monitoring_callbacks()
         events = 0
-        for e in (ev.PY_START, ev.PY_RESUME, ev.PY_THROW):
-            mon.register_callback(tool, e, enter)
+        for e, callback in ((ev.PY_START, enter), (ev.PY_RESUME, enter), (ev.PY_THROW, throw)):
+            mon.register_callback(tool, e, callback)
             events |= e
-        for e in (ev.PY_RETURN, ev.PY_YIELD, ev.PY_UNWIND):
-            mon.register_callback(tool, e, exit_)
+        for e, callback in ((ev.PY_RETURN, exit_), (ev.PY_YIELD, exit_),
+                            (ev.PY_UNWIND, unwind)):
+            mon.register_callback(tool, e, callback)
             events |= e
         if self.c_calls:
             mon.register_callback(tool, ev.CALL, call)
             for e in (ev.C_RETURN, ev.C_RAISE):
                 mon.register_callback(tool, e, c_exit)
             events |= ev.CALL | ev.C_RETURN | ev.C_RAISE
-            _MonitoringHook.disabled_call_sites = True
         _core.install_monitoring(mon.set_events, tool, events, self.skip_caller_stack)
         # as get_events() reports them (C_RETURN and C_RAISE come with CALL, unlisted)
         self._events = mon.get_events(tool)
@@ -376,10 +381,15 @@ class SampleCapture(_Capture):
     hook_id = _core.HOOK_SAMPLER
     sample = True
 
-    def __init__(self, rate: float, clock: str, stop_codes: "tuple[Any, ...]") -> None:
+    def __init__(self, rate: float, clock: str, stop_codes: "tuple[Any, ...]",
+                 scope: "Optional[Scope]" = None, trim_stacks: bool = False) -> None:
         self.rate = rate
         self.clock = clock
         self._stop_codes = stop_codes  # the sampler compares their addresses
+        #: include/exclude/max_depth (min_duration is refused in sampling mode), or None;
+        #: trim_stacks: keep only a sample's in-scope frames, not the whole stack
+        self.scope = scope
+        self.trim_stacks = trim_stacks
         self._thread_starts = _ThreadStarts()
 
     def prepare(self) -> None:

@@ -144,7 +144,7 @@ class FollowRecorder(Recorder):
     def __init__(self, plan: Plan, **options: Any) -> None:
         super().__init__(plan.path(os.getpid()), c_calls=plan.c_calls,
                          buffer_size=plan.buffer_size, rate=plan.rate, clock=plan.clock,
-                         duration=plan.duration, **options)
+                         duration=plan.duration, **plan.extra.get("scope", {}), **options)
         self.plan = plan
         self._stopping = False  # a stop (any: exit, os._exit, SIGTERM, the program's) runs
         self._term_pending = False  # SIGTERM came during that stop: it kills once it is done

@@ -67,6 +67,7 @@ class FlightRecorder(Recorder):
         dump_on_exception: bool = False,
         skip_caller_stack: bool = False,
         stop_codes: "tuple[Any, ...]" = (),
+        **scope: Any,
     ) -> None:
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
             raise TypeError(f"seconds must be a number, not {type(seconds).__name__}")
@@ -76,7 +77,7 @@ class FlightRecorder(Recorder):
             raise TypeError(f"max_bytes must be an int, not {type(max_bytes).__name__}")
         super().__init__("<flight recorder>", c_calls=c_calls, buffer_size=buffer_size,
                          rate=rate, clock=clock, skip_caller_stack=skip_caller_stack,
-                         stop_codes=stop_codes)
+                         stop_codes=stop_codes, **scope)
         # Room for one full chunk of every thread running now, and of the sampler: less
         # could not hold one chunk per thread, so the window would lose whole threads.
         least = CHUNK_SIZE * (threading.active_count() + 2)

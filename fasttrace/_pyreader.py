@@ -10,6 +10,7 @@ FormatError (offset and reason).  It is slow; fasttrace.load() is for real work.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import zlib
@@ -35,6 +36,7 @@ HOOKS = {0: "profile", 1: "monitoring", 2: "eval_frame", 3: "sampler"}  # header
 ORIGINS = {0: "capture", 1: "flight", 2: "series"}  # version 2 header field `origin`
 DEF_FUNCTION, DEF_THREAD, DEF_THREAD_NAME = 0x10, 0x11, 0x12
 DEF_HOOK_LOST = 0x16
+DEF_SCOPE = 0x17
 DEF_STACK, DEF_SAMPLING, DEF_SAMPLER_STATS = 0x13, 0x14, 0x15
 SAMPLE = 0x09
 SAMPLER_STATS = ("ticks", "samples", "late_ticks", "torn", "truncated", "dropped",
@@ -222,6 +224,8 @@ class PyTrace(_Timeline):
         self.sampling: Optional[Dict[str, Any]] = None
         self.lost_threads = 0
         self._hook_lost: List[Tuple[int, int, str]] = []  # thread, tick, what
+        #: the capture's scope as given (the SCOPE definition), or None
+        self.scope: Optional[Dict[str, Any]] = None
         self.function_def_ends: Dict[int, int] = {}  # function id -> file offset of its def's end
         self.stack_def_ends: List[int] = [0]  # index = stack id
         self.clock_pairs: List[Tuple[int, int]] = []  # (tick, mono_ns): CLOCK chunks, trailer
@@ -371,6 +375,19 @@ class PyTrace(_Timeline):
             p += 1
             if tag in (DEF_STACK, DEF_SAMPLING, DEF_SAMPLER_STATS):
                 p = self._read_sampling_def(tag, rec, p, end)
+                continue
+            if tag == DEF_SCOPE:
+                try:
+                    text, p = _str(d, p, end)
+                except _Short:
+                    raise self._fail(rec, f"truncated definition record 0x{tag:02x}") from None
+                try:
+                    scope = json.loads(_text(text))
+                except ValueError:
+                    scope = None
+                if not isinstance(scope, dict):
+                    raise self._fail(rec, "scope definition is not a JSON object")
+                self.scope = scope
                 continue
             if tag not in (DEF_FUNCTION, DEF_THREAD, DEF_THREAD_NAME, DEF_HOOK_LOST):
                 raise self._fail(rec, f"unknown definition record 0x{tag:02x}")

@@ -25,7 +25,9 @@ from fasttrace._summary import Summary
 # since it runs in every traced process.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Optional
+    from typing import Any, Iterable, Optional
+
+    from fasttrace._scope import Scope
 
     from fasttrace._capture import _Capture
 
@@ -122,6 +124,11 @@ class Recorder:
         skip_caller_stack: bool = False,
         stop_codes: "tuple[Any, ...]" = (),
         duration: Optional[float] = None,
+        include: "Iterable[str]" = (),
+        exclude: "Iterable[str]" = (),
+        max_depth: Optional[int] = None,
+        min_duration: Optional[float] = None,
+        trim_stacks: bool = False,
     ) -> None:
         """The arguments of fasttrace.start() (duration: stop by itself after that many
         seconds, the program going on), and for `fasttrace run`: skip_caller_stack
@@ -131,6 +138,10 @@ class Recorder:
         sample."""
         _check_rate(rate, clock)
         _check_buffer_size(buffer_size)
+        #: what the trace records (fasttrace/_scope.py); None: everything
+        self.scope: Optional[Scope] = _make_scope(include, exclude, max_depth, min_duration,
+                                                  rate is not None, trim_stacks)
+        self.trim_stacks = bool(trim_stacks)
         if duration is not None:
             if isinstance(duration, bool) or not isinstance(duration, (int, float)):
                 raise TypeError(f"duration must be a number of seconds, not "
@@ -156,7 +167,8 @@ class Recorder:
             self.c_calls = False
             self.rate = float(rate)
             self.clock = clock or "wall"
-            self._capture = SampleCapture(self.rate, self.clock, tuple(stop_codes))
+            self._capture = SampleCapture(self.rate, self.clock, tuple(stop_codes),
+                                          self.scope, self.trim_stacks)
         self.pid = os.getpid()
         self.summary: Optional[Summary] = None
         self._started = False
@@ -193,12 +205,20 @@ class Recorder:
             self._capture.prepare()
             _prepare_core()
             fd = self._open_output()
-            self._start_session(fd)
+            self._set_scope()
+            try:
+                self._start_session(fd)
+            except BaseException:
+                _core.scope_clear()
+                raise
+            if self.scope is not None:
+                _core.session_put_scope(self.scope.to_json(self.trim_stacks))
             try:
                 self._capture.begin()
             except TracingError:
                 # No output is left: it would hold nothing, only the header of a start that
                 # never happened.
+                _core.scope_clear()
                 self._discard_output()
                 raise
             self._started = True
@@ -208,6 +228,25 @@ class Recorder:
             if self.duration is not None:
                 self._start_timer(self.duration)
         return self
+
+    def _set_scope(self) -> None:
+        """Hands the scope to the hooks (trace mode), before the session starts.  The files
+        of the frames running now are decided here, in Python, so that the hooks' snapshot
+        of the running stacks finds their answers cached."""
+        scope = self.scope
+        if scope is None or self.rate is not None:
+            _core.scope_clear()
+            return
+        if scope.patterns:
+            for top in sys._current_frames().values():
+                frame: Any = top
+                while frame is not None:
+                    scope.code_in_scope(frame.f_code.co_filename)
+                    frame = frame.f_back
+            _core.scope_set(scope.code_in_scope, scope.code_cache, scope.c_in_scope,
+                            scope.c_cache, scope.max_depth)
+        else:
+            _core.scope_set(None, None, None, None, scope.max_depth)
 
     def _start_timer(self, seconds: float) -> None:
         # A bare thread whose only frame is in this file: fasttrace's own frames are not
@@ -412,6 +451,30 @@ def _stop(recorder: Optional[Recorder], stacklevel: int) -> Summary:
 def stop_active(stacklevel: int = 1) -> Summary:
     """fasttrace.stop(): stops whichever capture runs (stacklevel as in _stop)."""
     return _stop(None, stacklevel + 1)
+
+
+def _make_scope(include: "Iterable[str]", exclude: "Iterable[str]",
+                max_depth: Optional[int], min_duration: Optional[float], sampling: bool,
+                trim_stacks: bool) -> Optional[Scope]:
+    """The capture's Scope, checked (ValueError before anything starts); None if nothing
+    limits it."""
+    if include == () and exclude == () and max_depth is None and min_duration is None \
+            and not trim_stacks:
+        return None  # (without importing the matcher: every traced process imports this)
+    from fasttrace._scope import Scope
+
+    scope = Scope(include, exclude, max_depth, min_duration)
+    if sampling and min_duration is not None:
+        raise ValueError("min_duration: for trace mode only, a sample has no duration "
+                         "(fasttrace convert --min-duration filters a traced file)")
+    if trim_stacks and not sampling:
+        raise ValueError("trim_stacks: for sampling mode only: in trace mode out-of-scope "
+                         "frames are never recorded")
+    if trim_stacks and not scope.patterns:
+        raise ValueError("trim_stacks: needs include or exclude patterns")
+    if not scope.patterns and max_depth is None and min_duration is None:
+        return None
+    return scope
 
 
 def _prepare_core() -> None:

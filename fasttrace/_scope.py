@@ -132,6 +132,9 @@ class Scope:
         self.max_depth = max_depth
         self.min_duration = min_duration
         self._cache: Dict[int, bool] = {}
+        #: capture time: {filename: in scope}, {(module, qualname): in scope}
+        self.code_cache: Dict[str, bool] = {}
+        self.c_cache: Dict[Tuple[str, str], bool] = {}
 
     @property
     def patterns(self) -> bool:
@@ -151,8 +154,40 @@ class Scope:
         return hit
 
     def _decide(self, f: "Any") -> bool:
-        modules = _modules(_module_of(f))
-        filename = "" if f.is_c else str(f.filename or "")
+        return self._decide_parts(_module_of(f), "" if f.is_c else str(f.filename or ""))
+
+    # ---- at capture time: called by the hooks, once per function (src/ft_intern.c) ----
+
+    def code_in_scope(self, filename: str) -> bool:
+        """Whether Python code of this file is in scope.  The answer is kept in
+        `code_cache`, which the hooks read before they call this."""
+        hit = self.code_cache.get(filename)
+        if hit is None:
+            hit = self.code_cache[filename] = self._decide_parts(module_of_file(filename),
+                                                                 filename)
+        return hit
+
+    def c_in_scope(self, module: str, qualname: str) -> bool:
+        """Whether a C function is in scope, from what its FUNCTION definition would say
+        (module, qualname); kept in `c_cache`, keyed by the pair."""
+        key = (module, qualname)
+        hit = self.c_cache.get(key)
+        if hit is None:
+            parts = qualname.split(".")
+            mod = module or (".".join(parts[:-2]) if len(parts) > 2 else "builtins")
+            hit = self.c_cache[key] = self._decide_parts(mod, "")
+        return hit
+
+    def to_json(self, trim_stacks: bool = False) -> str:
+        """The SCOPE definition of a trace file: the scope as given."""
+        import json
+
+        return json.dumps({"include": list(self.include), "exclude": list(self.exclude),
+                           "max_depth": self.max_depth, "min_duration": self.min_duration,
+                           "trim_stacks": bool(trim_stacks)}, separators=(",", ":"))
+
+    def _decide_parts(self, module: str, filename: str) -> bool:
+        modules = _modules(module)
 
         def hit(pattern: str) -> bool:
             if is_path_pattern(pattern):

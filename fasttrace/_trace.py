@@ -73,6 +73,30 @@ class Trace:
         )
         #: threads whose hook another tool replaced while tracing (HookLost tuples)
         self.hook_lost: List[HookLost] = [HookLost(*h) for h in hook_lost]
+        #: the capture's scope as given (include, exclude, max_depth, min_duration,
+        #: trim_stacks), or None: everything was recorded
+        self.scope: Optional[Dict[str, Any]] = first.scope
+
+    def scope_text(self) -> str:
+        """What the capture left out, in words ("" if nothing): `include myapp.*; exclude
+        json; max depth 3; min duration 50 us; stacks trimmed to their in-scope frames`."""
+        s = self.scope
+        if not s:
+            return ""
+        from fasttrace._scope import seconds_text
+
+        said = []
+        if s.get("include"):
+            said.append("include " + ", ".join(map(str, s["include"])))
+        if s.get("exclude"):
+            said.append("exclude " + ", ".join(map(str, s["exclude"])))
+        if s.get("max_depth") is not None:
+            said.append(f"max depth {s['max_depth']}")
+        if s.get("min_duration") is not None:
+            said.append(f"min duration {seconds_text(float(s['min_duration']))}")
+        if s.get("trim_stacks"):
+            said.append("stacks trimmed to their in-scope frames")
+        return "; ".join(said)
 
     # ---- a series: the files' definitions as one table --------------------------------------
 

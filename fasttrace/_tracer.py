@@ -24,7 +24,7 @@ from fasttrace._summary import sampling_stats as sampling_stats
 # since it runs in every traced process.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Optional
+    from typing import Any, Iterable, Optional
 
 # The public name of a capture: what start() returns.
 Session = Recorder
@@ -46,6 +46,11 @@ def start(
     max_bytes: Optional[int] = None,
     max_seconds: Optional[float] = None,
     keep: Optional[int] = None,
+    include: "Iterable[str]" = (),
+    exclude: "Iterable[str]" = (),
+    max_depth: Optional[int] = None,
+    min_duration: Optional[float] = None,
+    trim_stacks: bool = False,
 ) -> Session:
     """Start tracing into `path`.
 
@@ -62,15 +67,28 @@ def start(
     max_bytes, max_seconds: rotate: write a series of files <stem>.0001<suffix>, ...,
       starting the next one when the current one holds max_bytes or has run max_seconds;
       keep=N keeps only the newest N.  fasttrace.load() reads the series as one trace.
+    Scope (what is recorded; the file says what was left out):
+      include, exclude: patterns, module names or dotted globs (`myapp`, `myapp.*`, `json`)
+        or file globs (`*/site-packages/*`, `*/views.py`).  Exclude wins; with include,
+        everything else is out.  A C function is in scope when its module is (`builtins`
+        for builtins and their types' methods).  Trace mode leaves out-of-scope code unhooked
+        after its first call (3.12+) or at one compare per call (3.9-3.11); sampling mode
+        keeps the samples with an in-scope frame, whole, or with trim_stacks=True only
+        their in-scope frames.
+      max_depth: record at most this many nested frames; deeper calls are not recorded.
+      min_duration: seconds; calls shorter than this are left out, their time staying in
+        their caller's self time (trace mode).
     """
+    scope: "dict[str, Any]" = dict(include=include, exclude=exclude, max_depth=max_depth,
+                 min_duration=min_duration, trim_stacks=trim_stacks)
     if max_bytes is None and max_seconds is None and keep is None:
         return Recorder(path, c_calls=c_calls, buffer_size=buffer_size, rate=rate,
-                        clock=clock, duration=duration).start()
+                        clock=clock, duration=duration, **scope).start()
     from fasttrace._rotation import RotatingRecorder
 
     return RotatingRecorder(path, max_bytes=max_bytes, max_seconds=max_seconds, keep=keep,
                             c_calls=c_calls, buffer_size=buffer_size, rate=rate, clock=clock,
-                            duration=duration).start()
+                            duration=duration, **scope).start()
 
 
 def stop() -> Summary:

@@ -114,7 +114,9 @@ def install_monitoring(object set_events, int tool, int events, bint skip_curren
 
 
 def monitoring_callbacks():
-    """(enter, exit, call, c_exit) C callables for sys.monitoring.register_callback."""
+    """(enter, exit, call, c_exit, throw, unwind) C callables for
+    sys.monitoring.register_callback: throw and unwind are enter and exit for the events that
+    cannot be disabled (PY_THROW, PY_UNWIND)."""
     return ft_hooks_monitoring_callbacks()
 
 
@@ -315,6 +317,31 @@ def sampler_release():
     _stop_codes = ()
 
 
+def scope_set(code_pred, dict code_cache, c_pred, dict c_cache, max_depth):
+    """The capture's scope (fasttrace/_scope.py), before session_start: code_pred(filename)
+    and c_pred(module, qualname) decide, once per function, what is recorded; their caches
+    are read first (a hit runs no Python code in the hook); max_depth (None: no limit) mutes
+    the calls deeper than it.  code_pred None: no patterns."""
+    if code_pred is None:
+        ft_intern_set_scope(NULL, NULL, NULL, NULL)
+    else:
+        ft_intern_set_scope(<PyObject*>code_pred, <PyObject*>code_cache, <PyObject*>c_pred,
+                            <PyObject*>c_cache)
+    global ft_thread_depth_limit
+    ft_thread_depth_limit = 0xFFFFFFFF if max_depth is None else min(max_depth, 0xFFFFFFFE)
+
+
+def scope_clear():
+    """No scope: after the session is quiesced (no hook reads it any more)."""
+    scope_set(None, None, None, None, None)
+
+
+def session_put_scope(str text):
+    """The SCOPE definition (JSON), after session_start and before any event."""
+    cdef bytes b = text.encode("utf-8")
+    ft_defs_put_scope(b, len(b))
+
+
 def session_quiesce():
     ft_session_quiesce()
 
@@ -328,6 +355,7 @@ def session_finish():
         # the sampler first: its last chunk and stats def go out with the rest
         ft_sampler_stop(&sampled)
         ft_session_finish(&s)
+    scope_clear()
     for i in range(16):
         s.sampler[i] = sampled.values[i]
     series = {"first_index": s.first_index, "last_index": s.last_index,
@@ -353,6 +381,7 @@ def session_finish():
 def session_abandon():
     ft_session_abandon()
     ft_sampler_abandon()
+    scope_clear()
 
 
 def session_flush_threads():
@@ -546,6 +575,16 @@ def read_header(path):
         _os.close(fd)
 
 
+def _scope_def(str text):
+    """The SCOPE definition's JSON: a dict, or None if it is not a JSON object."""
+    import json
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 cdef class TraceFile:
     """An open .ftrace file.  Construction validates every chunk's checksum and loads the
     definitions; events are decoded lazily by events().  The file is read with pread, never
@@ -568,6 +607,7 @@ cdef class TraceFile:
     cdef readonly object writer_error
     cdef readonly object lost_threads     # threads whose ring could not be allocated
     cdef list _hook_lost                  # (thread id, tick, what)
+    cdef readonly object scope            # the capture's scope as given (a dict), or None
     cdef readonly list stacks             # sampling: index = stack id, tuples of Functions
     cdef readonly dict sampling           # sampling: rate_hz, clock, max_depth, stats; or None
     cdef list _sample_chunks              # (chunk offset, payload size, base_tick)
@@ -600,6 +640,7 @@ cdef class TraceFile:
         self.damage = None
         self.lost_threads = 0
         self._hook_lost = []
+        self.scope = None
 
     def __dealloc__(self):
         # C close: this can run during interpreter shutdown, when module globals are gone
@@ -793,6 +834,11 @@ cdef class TraceFile:
                                  "max_depth": d.max_depth, "stats": None}
             elif d.tag == FT_DEF_HOOK_LOST:
                 self._hook_lost.append((d.id, d.tick, _text(d.name)))
+            elif d.tag == FT_DEF_SCOPE:
+                self.scope = _scope_def(_text(d.name))
+                if self.scope is None:
+                    raise FormatError(self.path, base + start,
+                                      "scope definition is not a JSON object")
             elif d.tag == FT_DEF_SAMPLER_STATS:
                 if self.sampling is None:
                     raise FormatError(self.path, base + start,

@@ -156,3 +156,14 @@ ft_defs_put_hook_lost(uint32_t thread, uint64_t tick, const char* what)
         ft_defs_end(p);
     }
 }
+
+void
+ft_defs_put_scope(const char* json, size_t n)
+{
+    uint8_t* p = ft_defs_begin(1 + 10 + n);
+    if (p != NULL) {
+        *p++ = FT_DEF_SCOPE;
+        p = ft_put_str(p, json, n);
+        ft_defs_end(p);
+    }
+}

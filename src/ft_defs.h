@@ -47,5 +47,7 @@ int ft_defs_put_function(uint32_t fid, uint8_t flags, int lineno, const ft_def_s
 void ft_defs_put_thread(uint32_t id, uint64_t ident, uint64_t native_id, const char* name);
 void ft_defs_put_thread_name(uint32_t id, const char* name);
 void ft_defs_put_hook_lost(uint32_t thread, uint64_t tick, const char* what);
+/* SCOPE: the capture's scope as JSON (UTF-8, n bytes). */
+void ft_defs_put_scope(const char* json, size_t n);
 
 #endif /* FT_DEFS_H */

@@ -124,6 +124,8 @@ enum ft_def_tag {
     FT_DEF_SAMPLER_STATS = 0x15, /* varint count, count x varint value (ft_sampler_stat order) */
     FT_DEF_HOOK_LOST = 0x16,     /* varint thread, varint tick, str what: another tool replaced
                                     this thread's hook; nothing after `tick` was recorded */
+    FT_DEF_SCOPE = 0x17, /* str json: the capture's scope as given (include, exclude, max_depth,
+                          * min_duration, trim_stacks); at most one, before any event */
 };
 
 enum ft_stack_flags {

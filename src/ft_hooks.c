@@ -147,10 +147,14 @@ emit_enter(ft_thread* t, uint8_t tag, uint32_t fid)
 {
     uint64_t now = tick_after(t);
     int room = FT_ROOM_WRITE;
+    if (FT_UNLIKELY(t->depth >= t->depth_limit)) {
+        /* max_depth: this frame and what it calls are muted, as fasttrace's own code is */
+        ft_thread_mute(t, 0);
+    }
     if (FT_UNLIKELY(t->pos > t->limit)) {
         room = ft_thread_make_room(t, now, 1);
         if (room == FT_ROOM_SKIP) {
-            return; /* fasttrace's own frame */
+            return; /* fasttrace's own frame, or one past max_depth */
         }
     }
     if (FT_UNLIKELY(room == FT_ROOM_DROP)) {
@@ -244,17 +248,135 @@ is_c_function(PyObject* callable)
     return PyCFunction_Check(callable) || Py_IS_TYPE(callable, &PyMethodDescr_Type);
 }
 
+/* ---- the capture's scope (ft_intern.h) ------------------------------------------------- */
+
+/* The id of code `co` for an event of thread *t (not NULL).  First sight of the code may
+ * call the scope's Python predicate, which may let other threads run, and one of them stop
+ * the trace: *t is looked up again (NULL: nothing to record).  FT_FID_OUT: out of scope. */
+static inline uint32_t
+code_fid(PyCodeObject* co, ft_thread** t)
+{
+    uintptr_t v = (uintptr_t)ft_py_code_extra_get(co, ft_code_extra_index);
+    if (FT_LIKELY((v >> 32) == ft_S.gen)) {
+        return (uint32_t)v;
+    }
+    uint32_t fid = ft_intern_code_slow(co);
+    *t = current_thread();
+    return fid;
+}
+
+/* As code_fid, for a C function (0: not one fasttrace records). */
+static inline uint32_t
+cfunc_fid(PyObject* callable, ft_thread** t)
+{
+    uint32_t fid = ft_intern_cfunc(callable);
+    if (FT_UNLIKELY(ft_scope_patterns)) {
+        *t = current_thread(); /* the predicate may have run on first sight */
+    }
+    return fid;
+}
+
+/* At an exit, with a scope of patterns: whether the frame's code is out of scope (then its
+ * call was not recorded either).  Own code is never interned here (that would mute). */
+static int
+code_out_at_exit(PyCodeObject* co, ft_thread** t)
+{
+    uintptr_t v = (uintptr_t)ft_py_code_extra_get(co, ft_code_extra_index);
+    if (FT_LIKELY((v >> 32) == ft_S.gen)) {
+        return (uint32_t)v == FT_FID_OUT;
+    }
+    if (ft_intern_is_own(co)) {
+        return 0;
+    }
+    uint32_t fid = ft_intern_code_slow(co); /* a frame that began before the trace */
+    *t = current_thread();
+    return fid == FT_FID_OUT;
+}
+
+/* A Python frame's exit on thread t (not NULL): nothing if it is out of scope. */
+static inline void
+py_exit(ft_thread* t, PyCodeObject* co)
+{
+    if (FT_UNLIKELY(ft_scope_patterns) && (code_out_at_exit(co, &t) || t == NULL)) {
+        return;
+    }
+    on_py_exit(t, co);
+}
+
+/* A C function's exit on thread t (not NULL): nothing if it is out of scope. */
+static inline void
+c_exit(ft_thread* t, PyObject* callable)
+{
+    if (FT_UNLIKELY(ft_scope_patterns) &&
+        (cfunc_fid(callable, &t) == FT_FID_OUT || t == NULL)) {
+        return;
+    }
+    on_c_exit(t, callable);
+}
+
 #if FT_USE_MONITORING
 /* ---- sys.monitoring callbacks (3.12+) --------------------------------------------------- */
 /* Each returns a new reference: None, or DISABLE to stop CALL events at a call site. */
+
+/* PY_START, PY_RESUME (disable: 1) and PY_THROW (0: not a local event, which CPython
+ * refuses to disable).  Out of scope, a local event is disabled for this tool at this code
+ * location until restart_events() (the next start): the function then runs unhooked. */
+static inline PyObject*
+mon_enter_impl(PyObject* const* args, Py_ssize_t nargs, int disable)
+{
+    ft_thread* t = current_thread();
+    if (FT_LIKELY(t != NULL && nargs >= 1)) {
+        uint32_t fid = code_fid((PyCodeObject*)args[0], &t);
+        if (FT_UNLIKELY(fid == FT_FID_OUT)) {
+            if (disable) {
+                Py_INCREF(g_disable);
+                return g_disable;
+            }
+        }
+        else if (FT_LIKELY(t != NULL)) {
+            emit_enter(t, FT_REC_CALL, fid);
+        }
+    }
+    else if (t == NULL) {
+        note_untraced();
+    }
+    Py_RETURN_NONE;
+}
 
 static PyObject*
 mon_enter(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
 {
     (void)self;
+    return mon_enter_impl(args, nargs, 1);
+}
+
+static PyObject*
+mon_throw(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
+{
+    (void)self;
+    return mon_enter_impl(args, nargs, 0);
+}
+
+/* PY_RETURN, PY_YIELD (disable: 1) and PY_UNWIND (0: not a local event). */
+static inline PyObject*
+mon_exit_impl(PyObject* const* args, Py_ssize_t nargs, int disable)
+{
     ft_thread* t = current_thread();
     if (FT_LIKELY(t != NULL && nargs >= 1)) {
-        emit_enter(t, FT_REC_CALL, ft_intern_code((PyCodeObject*)args[0]));
+        PyCodeObject* co = (PyCodeObject*)args[0];
+        if (FT_UNLIKELY(ft_scope_patterns)) {
+            if (code_out_at_exit(co, &t)) {
+                if (disable) {
+                    Py_INCREF(g_disable);
+                    return g_disable;
+                }
+                Py_RETURN_NONE;
+            }
+            if (t == NULL) {
+                Py_RETURN_NONE;
+            }
+        }
+        on_py_exit(t, co);
     }
     else if (t == NULL) {
         note_untraced();
@@ -266,14 +388,14 @@ static PyObject*
 mon_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
 {
     (void)self;
-    ft_thread* t = current_thread();
-    if (FT_LIKELY(t != NULL && nargs >= 1)) {
-        on_py_exit(t, (PyCodeObject*)args[0]);
-    }
-    else if (t == NULL) {
-        note_untraced();
-    }
-    Py_RETURN_NONE;
+    return mon_exit_impl(args, nargs, 1);
+}
+
+static PyObject*
+mon_unwind(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
+{
+    (void)self;
+    return mon_exit_impl(args, nargs, 0);
 }
 
 static PyObject*
@@ -287,7 +409,16 @@ mon_call(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
     if (is_c_function(callable)) {
         ft_thread* t = current_thread();
         if (FT_LIKELY(t != NULL)) {
-            emit_enter(t, FT_REC_C_CALL, ft_intern_cfunc(callable));
+            uint32_t fid = cfunc_fid(callable, &t);
+            if (FT_UNLIKELY(fid == FT_FID_OUT)) {
+                /* Out of scope: this site stops paying for its CALL events (the caveat
+                 * below applies: a later in-scope C callee of this site is missed). */
+                Py_INCREF(g_disable);
+                return g_disable;
+            }
+            if (FT_LIKELY(t != NULL)) {
+                emit_enter(t, FT_REC_C_CALL, fid);
+            }
         }
         else {
             note_untraced();
@@ -304,6 +435,7 @@ mon_call(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* C_RETURN, C_RAISE: never disabled (CPython refuses; they follow CALL). */
 static PyObject*
 mon_c_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
 {
@@ -311,7 +443,7 @@ mon_c_exit(PyObject* self, PyObject* const* args, Py_ssize_t nargs)
     if (FT_LIKELY(nargs >= 3) && is_c_function(args[2])) {
         ft_thread* t = current_thread();
         if (FT_LIKELY(t != NULL)) {
-            on_c_exit(t, args[2]);
+            c_exit(t, args[2]);
         }
         else {
             note_untraced();
@@ -325,16 +457,18 @@ static PyMethodDef g_mon_defs[] = {
     {"fasttrace_exit", (PyCFunction)(void (*)(void))mon_exit, METH_FASTCALL, NULL},
     {"fasttrace_call", (PyCFunction)(void (*)(void))mon_call, METH_FASTCALL, NULL},
     {"fasttrace_c_exit", (PyCFunction)(void (*)(void))mon_c_exit, METH_FASTCALL, NULL},
+    {"fasttrace_throw", (PyCFunction)(void (*)(void))mon_throw, METH_FASTCALL, NULL},
+    {"fasttrace_unwind", (PyCFunction)(void (*)(void))mon_unwind, METH_FASTCALL, NULL},
 };
 
 PyObject*
 ft_hooks_monitoring_callbacks(void)
 {
-    PyObject* out = PyTuple_New(4);
+    PyObject* out = PyTuple_New(6);
     if (out == NULL) {
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < 4; i++) {
+    for (Py_ssize_t i = 0; i < 6; i++) {
         PyObject* f = PyCFunction_New(&g_mon_defs[i], NULL);
         if (f == NULL) {
             Py_DECREF(out);
@@ -358,21 +492,28 @@ legacy_profile(PyObject* obj, PyFrameObject* frame, int what, PyObject* arg)
         return 0;
     }
     switch (what) {
-    case PyTrace_CALL:
-        emit_enter(t, FT_REC_CALL, ft_intern_code(ft_py_frame_code(frame)));
+    case PyTrace_CALL: {
+        uint32_t fid = code_fid(ft_py_frame_code(frame), &t);
+        if (FT_LIKELY(fid != FT_FID_OUT && t != NULL)) {
+            emit_enter(t, FT_REC_CALL, fid);
+        }
         break;
+    }
     case PyTrace_RETURN:
-        on_py_exit(t, ft_py_frame_code(frame));
+        py_exit(t, ft_py_frame_code(frame));
         break;
     case PyTrace_C_CALL:
         if (ft_S.c_calls && is_c_function(arg)) {
-            emit_enter(t, FT_REC_C_CALL, ft_intern_cfunc(arg));
+            uint32_t fid = cfunc_fid(arg, &t);
+            if (FT_LIKELY(fid != FT_FID_OUT && t != NULL)) {
+                emit_enter(t, FT_REC_C_CALL, fid);
+            }
         }
         break;
     case PyTrace_C_RETURN:
     case PyTrace_C_EXCEPTION:
         if (ft_S.c_calls && is_c_function(arg)) {
-            on_c_exit(t, arg);
+            c_exit(t, arg);
         }
         break;
     default:
@@ -586,7 +727,13 @@ eval_frame(PyThreadState* ts, ft_py_iframe* frame, int throwflag)
     PyCodeObject* co = ft_py_iframe_code(frame); /* the frame holds it until its caller pops it */
     ft_thread* t = current_thread();
     if (FT_LIKELY(t != NULL)) {
-        emit_enter(t, FT_REC_CALL, ft_intern_code(co));
+        uint32_t fid = code_fid(co, &t);
+        if (FT_UNLIKELY(fid == FT_FID_OUT)) {
+            return _PyEval_EvalFrameDefault(ts, frame, throwflag); /* out of scope */
+        }
+        if (FT_LIKELY(t != NULL)) {
+            emit_enter(t, FT_REC_CALL, fid);
+        }
     }
     else {
         note_untraced();
@@ -597,7 +744,7 @@ eval_frame(PyThreadState* ts, ft_py_iframe* frame, int throwflag)
      * orphan return with an id of that session, exactly as the other hooks record it. */
     t = current_thread();
     if (FT_LIKELY(t != NULL)) {
-        on_py_exit(t, co);
+        py_exit(t, co);
     }
     else {
         note_untraced();
@@ -854,6 +1001,8 @@ ft_hooks_snapshot_threads(int skip_current)
             /* The frame's code stays alive while its thread state holds the frame, and no
              * Python code runs in this loop to pop it. */
             PyCodeObject* co = ft_py_frame_code(frame);
+            /* held: deciding the scope of a code below may run Python, and other threads */
+            Py_INCREF(co);
             codes[n++] = co;
             int own = ft_intern_is_own(co);
             if (ts == self) {
@@ -875,7 +1024,20 @@ ft_hooks_snapshot_threads(int skip_current)
         muted = own_end;
         depth = 0;
         for (uint32_t i = own_end; i < n; i++) {
-            fids[depth++] = ft_intern_is_own(codes[i]) ? 0 : ft_intern_code(codes[i]);
+            uint32_t fid = ft_intern_is_own(codes[i]) ? 0 : ft_intern_code(codes[i]);
+            if (fid != FT_FID_OUT) { /* out of scope: not in the trace, nor its return */
+                fids[depth++] = fid;
+            }
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            Py_DECREF(codes[i]);
+        }
+        if (depth > ft_thread_depth_limit) {
+            /* max_depth: the innermost frames past it are muted, as if called in the trace */
+            uint32_t cut = depth - ft_thread_depth_limit;
+            memmove(fids, fids + cut, (size_t)ft_thread_depth_limit * sizeof *fids);
+            muted += cut;
+            depth = ft_thread_depth_limit;
         }
         ft_session_add_snapshot(ft_py_tstate_ident(ts), fids, depth, muted);
     }

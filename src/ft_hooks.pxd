@@ -25,6 +25,17 @@ cdef extern from "ft_hooks.h":
 cdef extern from "ft_spawn.h":
     object ft_spawn_wrap(object original, object thread_class, int install_hook)
 
+from cpython.ref cimport PyObject
+from libc.stdint cimport uint32_t
+
 cdef extern from "ft_intern.h":
+    void ft_intern_set_scope(PyObject* code_pred, PyObject* code_cache, PyObject* c_pred,
+                             PyObject* c_cache)
     void ft_intern_reset()
     int ft_intern_set_own_files(object files) except -1
+
+cdef extern from "ft_thread.h":
+    uint32_t ft_thread_depth_limit
+
+cdef extern from "ft_defs.h":
+    void ft_defs_put_scope(const char* json, size_t n)

@@ -10,6 +10,11 @@ Py_ssize_t ft_code_extra_index = -1;
 static uint32_t g_next_fid;
 static PyObject* g_own_files;          /* strong: tuple of str */
 static void (*g_on_own_code)(void);
+int ft_scope_patterns;
+static PyObject* g_scope_code;       /* strong, or NULL: callable(filename) -> bool */
+static PyObject* g_scope_code_cache; /* strong, or NULL: its answers, {filename: bool} */
+static PyObject* g_scope_c;          /* strong, or NULL: callable(module, qualname) -> bool */
+static PyObject* g_scope_c_cache;    /* strong, or NULL: {(module, qualname): bool} */
 
 typedef struct {
     const PyMethodDef* key;
@@ -113,6 +118,55 @@ ft_intern_is_own(PyCodeObject* co)
     return 0;
 }
 
+void
+ft_intern_set_scope(PyObject* code_pred, PyObject* code_cache, PyObject* c_pred,
+                    PyObject* c_cache)
+{
+    Py_XINCREF(code_pred);
+    Py_XINCREF(code_cache);
+    Py_XINCREF(c_pred);
+    Py_XINCREF(c_cache);
+    Py_XSETREF(g_scope_code, code_pred);
+    Py_XSETREF(g_scope_code_cache, code_cache);
+    Py_XSETREF(g_scope_c, c_pred);
+    Py_XSETREF(g_scope_c_cache, c_cache);
+    ft_scope_patterns = code_pred != NULL && c_pred != NULL;
+}
+
+/* Whether a function is in scope: the cache's answer (`key` borrowed; a dict lookup of str
+ * keys, or of a tuple of them, runs no Python code), else the predicate's on args (borrowed),
+ * which may run any Python code.  1 in, 0 out; a predicate that raises leaves the function in
+ * scope (recorded rather than lost).  The caller saved the program's exception state. */
+static int
+ask_scope(PyObject* cache, PyObject* key, PyObject* pred, PyObject* const* args,
+          size_t nargs)
+{
+    if (cache != NULL && PyDict_Check(cache)) {
+        PyObject* hit = PyDict_GetItemWithError(cache, key); /* borrowed */
+        if (hit != NULL) {
+            return hit != Py_False;
+        }
+        PyErr_Clear();
+    }
+    PyObject* pred_ref = pred; /* the predicate may clear the scope (stop() on another thread) */
+    Py_INCREF(pred_ref);
+    PyObject* r = PyObject_Vectorcall(pred_ref, args, nargs, NULL); /* new */
+    Py_DECREF(pred_ref);
+    int in = 1;
+    if (r == NULL) {
+        PyErr_Clear();
+    }
+    else {
+        in = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (in < 0) {
+            PyErr_Clear();
+            in = 1;
+        }
+    }
+    return in;
+}
+
 uint32_t
 ft_intern_code_slow(PyCodeObject* co)
 {
@@ -124,6 +178,23 @@ ft_intern_code_slow(PyCodeObject* co)
     }
     ft_py_err_state err;
     ft_py_err_save(&err);
+    if (g_scope_code != NULL) {
+        uint32_t gen = ft_S.gen;
+        PyObject* args[1] = {co->co_filename};
+        int in = ask_scope(g_scope_code_cache, co->co_filename, g_scope_code, args, 1);
+        if (gen != atomic_load_explicit(&ft_active_gen, memory_order_relaxed)) {
+            ft_py_err_restore(&err); /* the trace stopped meanwhile: nothing to define */
+            return FT_FID_OUT;
+        }
+        if (!in) {
+            uintptr_t v = ((uintptr_t)gen << 32) | FT_FID_OUT;
+            if (ft_py_code_extra_set((PyObject*)co, ft_code_extra_index, (void*)v) < 0) {
+                PyErr_Clear(); /* decided again on next sight */
+            }
+            ft_py_err_restore(&err);
+            return FT_FID_OUT;
+        }
+    }
     uint32_t fid = g_next_fid++;
     uintptr_t v = ((uintptr_t)ft_S.gen << 32) | fid;
     if (ft_py_code_extra_set((PyObject*)co, ft_code_extra_index, (void*)v) < 0) {
@@ -212,6 +283,32 @@ define_cfunc(const PyMethodDef* ml, PyObject* callable)
             snprintf(qual, qual_len, "%s", ml->ml_name);
         }
     }
+    if (g_scope_c != NULL) {
+        uint32_t gen = ft_S.gen;
+        PyObject* mod_s = PyUnicode_FromString(mod);                          /* new */
+        PyObject* qual_s = PyUnicode_FromString(qual ? qual : ml->ml_name); /* new */
+        int in = 1;
+        PyObject* key = mod_s != NULL && qual_s != NULL ? PyTuple_Pack(2, mod_s, qual_s)
+                                                        : NULL; /* new */
+        if (key != NULL) {
+            PyObject* args[2] = {mod_s, qual_s};
+            in = ask_scope(g_scope_c_cache, key, g_scope_c, args, 2);
+            Py_DECREF(key);
+        }
+        else {
+            PyErr_Clear();
+        }
+        Py_XDECREF(mod_s);
+        Py_XDECREF(qual_s);
+        if (!in || gen != atomic_load_explicit(&ft_active_gen, memory_order_relaxed)) {
+            Py_XDECREF(mod_name_obj);
+            PyMem_RawFree(qual);
+            ft_py_err_restore(&err);
+            /* out of scope; or the trace stopped meanwhile (the caller sees the new
+             * generation and caches nothing) */
+            return FT_FID_OUT;
+        }
+    }
     PyObject* name = PyUnicode_FromString(ml->ml_name);
     if (name == NULL) {
         PyErr_Clear();
@@ -250,7 +347,11 @@ ft_intern_cfunc(PyObject* callable)
     if ((g_cfuncs_used + 1) * 2 > g_cfuncs_cap && grow_cfuncs() < 0) {
         return define_cfunc(ml, callable); /* uncached: defined again next time */
     }
+    uint32_t gen = ft_S.gen;
     uint32_t fid = define_cfunc(ml, callable);
+    if (gen != atomic_load_explicit(&ft_active_gen, memory_order_relaxed)) {
+        return FT_FID_OUT; /* the scope's predicate let the trace stop: the table is reset */
+    }
     size_t i = slot_of(ml, g_cfuncs_cap);
     while (g_cfuncs[i].key != NULL) {
         i = (i + 1) & (g_cfuncs_cap - 1);

@@ -26,6 +26,24 @@ void ft_intern_set_own_code_callback(void (*fn)(void));
 int ft_intern_is_own(PyCodeObject* co);
 void ft_intern_reset(void);
 uint32_t ft_intern_code_slow(PyCodeObject* co);
+
+/* ---- the capture's scope (include/exclude) ----
+ * FT_FID_OUT is the id of a function outside the scope: it is cached like any id (in the
+ * code's co_extra word, in the C function table), so the hooks tell an out-of-scope call
+ * apart with the same one load and one compare, and record nothing for it.  The decision is
+ * made once per function per session, on first sight, by calling the Python predicates
+ * (fasttrace/_scope.py).  Calling Python may let another thread run (and stop the trace):
+ * ft_intern_code_slow and ft_intern_cfunc then return FT_FID_OUT, and the hooks look their
+ * thread up again after a first sight (see ft_hooks.c). */
+#define FT_FID_OUT 0xFFFFFFFFu
+/* Nonzero while a scope with include/exclude patterns applies. */
+extern int ft_scope_patterns;
+/* code_pred(filename) -> bool for Python code, c_pred(module, qualname) -> bool for C
+ * functions, each with the dict it fills ({filename: bool}, {(module, qualname): bool}),
+ * which is read first: a hit runs no Python code.  Strong references are taken; all NULL
+ * clears the scope.  GIL held. */
+void ft_intern_set_scope(PyObject* code_pred, PyObject* code_cache, PyObject* c_pred,
+                         PyObject* c_cache);
 /* `callable` is a PyCFunction or a method descriptor (borrowed).  Returns 0 for anything else. */
 uint32_t ft_intern_cfunc(PyObject* callable);
 

@@ -227,6 +227,10 @@ ft_next_def(const uint8_t* payload, size_t size, size_t* pos, size_t base, ft_de
         ok = get_varint(&p, end, &d->id) && get_varint(&p, end, &d->tick) &&
              get_str(&p, end, &d->name);
         break;
+    case FT_DEF_SCOPE:
+        ok = get_str(&p, end, &d->name); /* the JSON text */
+        d->id = 1;
+        break;
     default:
         return fail(e, base + *pos, "unknown definition record 0x%02x", d->tag);
     }

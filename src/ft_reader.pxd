@@ -33,6 +33,7 @@ cdef extern from "ft_format.h" nogil:
         FT_DEF_SAMPLING
         FT_DEF_SAMPLER_STATS
         FT_DEF_HOOK_LOST
+        FT_DEF_SCOPE
         FT_STACK_TRUNCATED
         FT_SAMPLE_IDLE
         FT_SAMPLE_IN_CALL

@@ -35,6 +35,8 @@ map_anon(size_t size)
     return p == MAP_FAILED ? NULL : p;
 }
 
+uint32_t ft_thread_depth_limit = UINT32_MAX;
+
 ft_thread*
 ft_thread_new(uint32_t id, uint32_t chunk_size, uint32_t n_chunks)
 {
@@ -54,6 +56,7 @@ ft_thread_new(uint32_t id, uint32_t chunk_size, uint32_t n_chunks)
         return NULL;
     }
     t->chunk_type = FT_CHUNK_EVENTS;
+    t->depth_limit = ft_thread_depth_limit;
     atomic_init(&t->head, 0);
     atomic_init(&t->tail, 0);
     t->pos = ft_chunk_payload(t, 0);

@@ -35,6 +35,7 @@ typedef struct ft_thread {
     uint64_t last_tick; /* tick of the last record written */
     uint32_t records;   /* records in the chunk being filled */
     uint32_t depth;     /* shadow stack depth */
+    uint32_t depth_limit; /* max_depth: a call at this depth starts a muted region */
     uint32_t excess;    /* frames past FT_MAX_DEPTH */
     uint32_t* stack;    /* shadow stack of function ids, root first */
     uint64_t dropped;   /* events lost in the current gap */
@@ -76,6 +77,10 @@ ft_chunk_payload(ft_thread* t, uint64_t seq)
 {
     return t->chunks + (size_t)(seq % t->n_chunks) * t->chunk_size + FT_CHUNK_HEADER_SIZE;
 }
+
+/* The capture's max_depth (UINT32_MAX: none): every thread created from now on gets it as its
+ * depth_limit.  Set before the session starts. */
+extern uint32_t ft_thread_depth_limit;
 
 /* Allocates a thread buffer; NULL on failure.  No Python calls. */
 ft_thread* ft_thread_new(uint32_t id, uint32_t chunk_size, uint32_t n_chunks);

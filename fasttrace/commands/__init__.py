@@ -158,6 +158,14 @@ def seconds(text: str) -> float:
     return _time(text, positive=True)
 
 
+def scope_error_text(e: ValueError) -> str:
+    """A Scope's ValueError, named after the command-line options."""
+    text = str(e)
+    for name in ("include", "exclude", "max_depth", "min_duration", "trim_stacks"):
+        text = text.replace(f"{name}:", f"--{name.replace('_', '-')}:")
+    return text
+
+
 def seconds_or_zero(text: str) -> float:
     """A time, 0 or more: seconds, or a number with ns, us, ms, s, m or h (argparse type)."""
     return _time(text, positive=False)

@@ -49,7 +49,7 @@ from fasttrace import export
 from fasttrace._processes import ProcessSet
 from fasttrace._scope import Scope
 from fasttrace.commands import (add_trace_argument, error, load_any_or_say_why, os_error_text,
-                                process_kinds, seconds_or_zero, trace_text)
+                                process_kinds, scope_error_text, seconds_or_zero, trace_text)
 from fasttrace.export._filter import Filtered
 
 TYPE_CHECKING = False
@@ -94,8 +94,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         scope = Scope(args.include, args.exclude, args.max_depth, args.min_duration)
     except ValueError as e:
-        return error(str(e).replace("include:", "--include:").replace("exclude:", "--exclude:")
-                     .replace("max_depth:", "--max-depth:"))
+        return error(scope_error_text(e))
     why = _filter_conflict(args, scope)
     if why is not None:
         return error(why)

@@ -104,6 +104,9 @@ def _describe(trace: "fasttrace.Trace") -> "Described":
         rows.append(("hook lost", f"thread {lost.thread} ({names.get(lost.thread, '?')}) at "
                                   f"{duration_text(lost.ts)}: {lost.what}; nothing of it after "
                                   "that was recorded"))
+    if trace.scope is not None:
+        rows.append(("scope", (trace.scope_text() or "none") +
+                     " (only what is in scope was recorded)"))
     if trace.damage:
         rows.append(("damage", trace.damage))
     threads = sorted(trace.threads, key=lambda t: (-counts.get(t.id, 0), t.id))

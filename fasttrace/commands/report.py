@@ -271,6 +271,8 @@ def _as_json(trace: "fasttrace.Trace", sampling: "Optional[SamplingStats]", tabl
     out: Dict[str, Any] = {"trace": trace.path, "mode": trace.mode,
                            "truncated": trace.stats.truncated,
                            "dropped": trace.stats.dropped, "tables": []}
+    if trace.scope is not None:
+        out["scope"] = trace.scope
     if sampling is not None:
         out["sampling"] = sampling._asdict()
     for title, stats in tables:
@@ -381,6 +383,9 @@ def _main_processes(processes: ProcessSet, args: argparse.Namespace) -> int:
 def _print_notes(trace: "fasttrace.Trace", prefix: str = "") -> None:
     """What the report of a trace says before its tables: damage, lost hooks, lost threads."""
     names = {t.id: t.name for t in trace.threads}
+    if trace.scope is not None:
+        print(f"note: {prefix}a scoped trace ({trace.scope_text()}): what is out of scope was "
+              "not recorded, its time is its callers' self time")
     if trace.stats.truncated:
         print(f"note: {prefix}{trace.damage}")
     for lost in trace.hook_lost:

@@ -46,7 +46,8 @@ import fasttrace
 from fasttrace import _core, _recorder
 from fasttrace._recorder import (DEFAULT_BUFFER_SIZE, MIN_BUFFER_SIZE, Recorder, format_size,
                                  max_buffer_size)
-from fasttrace.commands import any_size, duration_text
+from fasttrace._recorder import _make_scope
+from fasttrace.commands import any_size, duration_text, scope_error_text, seconds_or_zero
 from fasttrace.commands import seconds as _seconds
 from fasttrace.commands._program import NoProgram, prepare
 
@@ -57,12 +58,14 @@ if TYPE_CHECKING:
 USAGE = ("fasttrace run [-o OUT] [--no-c-calls] [--buffer-size BYTES] [--rate HZ] "
          "[--clock wall|cpu] [--duration TIME] [--max-bytes BYTES] [--max-seconds TIME] "
          "[--keep N] [--flight TIME [--flight-dir DIR] [--flight-bytes BYTES]] "
-         "[--follow-children] [--http ADDR] (script.py | -m module | -c code | command) "
+         "[--follow-children] [--http ADDR] [--include PAT] [--exclude PAT] [--max-depth N] "
+         "[--min-duration TIME] [--trim-stacks] (script.py | -m module | -c code | command) "
          "[args ...]")
 # Our options that take a value: the program's own arguments start after these.
 VALUE_OPTIONS = {"-o", "--output", "--buffer-size", "--rate", "--clock", "--duration",
                  "--max-bytes", "--max-seconds", "--keep", "--flight", "--flight-dir",
-                 "--flight-bytes", "--http"}
+                 "--flight-bytes", "--http", "--include", "--exclude", "--max-depth",
+                 "--min-duration"}
 
 
 def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -110,7 +113,38 @@ def _options_parser() -> argparse.ArgumentParser:
                    help="serve fasttrace's endpoints (/debug/fasttrace/) on HOST:PORT in the "
                         "program: traces and profiles on demand; nothing is recorded until "
                         "asked, unless --flight runs too")
+    g = p.add_argument_group("scope", "what is recorded (the trace says what was left out)")
+    g.add_argument("--include", action="append", default=[], metavar="PAT",
+                   help="only functions of these modules or files (repeatable): myapp, "
+                        "myapp.*, */src/*; C functions by their module (builtins)")
+    g.add_argument("--exclude", action="append", default=[], metavar="PAT",
+                   help="leave out functions of these modules or files (repeatable; wins "
+                        "over --include); out-of-scope code runs unhooked on 3.12+")
+    g.add_argument("--max-depth", type=int, metavar="N",
+                   help="record at most N nested frames; deeper calls are left out")
+    g.add_argument("--min-duration", type=seconds_or_zero, metavar="TIME",
+                   help="trace mode: leave out calls shorter than TIME (50us, 2ms), their "
+                        "time staying in their caller's self time")
+    g.add_argument("--trim-stacks", action="store_true",
+                   help="sampling mode with --include/--exclude: keep only a sample's "
+                        "in-scope frames (default: whole stacks that hold one)")
     return p
+
+
+def scope_options(opts: argparse.Namespace) -> "dict[str, Any]":
+    """The scope arguments of start() that the options give (none given: {})."""
+    given: "dict[str, Any]" = {}
+    if opts.include:
+        given["include"] = list(opts.include)
+    if opts.exclude:
+        given["exclude"] = list(opts.exclude)
+    if opts.max_depth is not None:
+        given["max_depth"] = opts.max_depth
+    if opts.min_duration is not None:
+        given["min_duration"] = opts.min_duration
+    if opts.trim_stacks:
+        given["trim_stacks"] = True
+    return given
 
 
 def _size(text: str) -> int:
@@ -195,6 +229,11 @@ def main_argv(argv: List[str]) -> int:
         if opts.follow_children and opts.flight is not None:
             parser.error("--http --follow-children serves every process on demand: it does not "
                          "go with --flight")
+    try:  # the scope's checks, before the program runs (and named after the options)
+        _make_scope(opts.include, opts.exclude, opts.max_depth, opts.min_duration,
+                    opts.rate is not None, opts.trim_stacks)
+    except ValueError as e:
+        parser.error(scope_error_text(e))
     if opts.follow_children:
         if opts.flight is not None or opts.max_bytes or opts.max_seconds or opts.keep:
             parser.error("--follow-children writes one file per process: it does not go "
@@ -296,9 +335,12 @@ def _follow(kind: str, what: str, prog_args: List[str], opts: argparse.Namespace
     plan = _children.Plan(directory, name, os.getpid(), rate=opts.rate, clock=opts.clock,
                           c_calls=opts.c_calls, buffer_size=opts.buffer_size,
                           duration=opts.duration, extra=extra)
+    if scope_options(opts):
+        plan.extra["scope"] = scope_options(opts)
     try:  # the checks start() makes of its arguments, before this process is replaced
         Recorder(plan.path(os.getpid()), c_calls=plan.c_calls, buffer_size=plan.buffer_size,
-                 rate=plan.rate, clock=plan.clock, duration=plan.duration)
+                 rate=plan.rate, clock=plan.clock, duration=plan.duration,
+                 **plan.extra.get("scope", {}))
     except (ValueError, TypeError) as e:
         print(f"fasttrace: error: {e}", file=sys.stderr)
         return 2
@@ -334,7 +376,8 @@ def _make_recorder(out: str, c_calls: bool, buffer_size: int, rate: Optional[flo
                    clock: Optional[str], opts: Optional[argparse.Namespace]) -> Recorder:
     """The capture the options ask for, not started."""
     common: "dict[str, Any]" = dict(c_calls=c_calls, rate=rate, clock=clock,
-                                    skip_caller_stack=True, stop_codes=(_run.__code__,))
+                                    skip_caller_stack=True, stop_codes=(_run.__code__,),
+                                    **(scope_options(opts) if opts is not None else {}))
     if opts is not None and opts.flight is not None:
         from fasttrace._flight import DEFAULT_FLIGHT_BUFFER, FlightRecorder
 
