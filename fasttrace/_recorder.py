@@ -244,9 +244,9 @@ class Recorder:
                     scope.code_in_scope(frame.f_code.co_filename)
                     frame = frame.f_back
             _core.scope_set(scope.code_in_scope, scope.code_cache, scope.c_in_scope,
-                            scope.c_cache, scope.max_depth)
+                            scope.c_cache, scope.max_depth, scope.min_duration_ns)
         else:
-            _core.scope_set(None, None, None, None, scope.max_depth)
+            _core.scope_set(None, None, None, None, scope.max_depth, scope.min_duration_ns)
 
     def _start_timer(self, seconds: float) -> None:
         # A bare thread whose only frame is in this file: fasttrace's own frames are not
@@ -391,6 +391,11 @@ class Recorder:
                 f"{os.strerror(result['error'])}; tracing stopped there and the "
                 f"{result['error_offset']} bytes before it are readable"
             )
+        if self.scope is not None and self.scope.patterns and summary.events == 0:
+            notes = notes + [f"nothing that ran was in scope ({self.scope.describe()}): the "
+                             f"trace {self.path!r} is empty (check the patterns: a module "
+                             "name such as myapp or myapp.*, or a file glob such as "
+                             "*/src/*)"]
         for note in _losses(summary) + notes:
             warnings.warn(f"fasttrace: {note}", RuntimeWarning, stacklevel=stacklevel)
         return summary

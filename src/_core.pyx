@@ -317,18 +317,20 @@ def sampler_release():
     _stop_codes = ()
 
 
-def scope_set(code_pred, dict code_cache, c_pred, dict c_cache, max_depth):
+def scope_set(code_pred, dict code_cache, c_pred, dict c_cache, max_depth, min_duration_ns=0):
     """The capture's scope (fasttrace/_scope.py), before session_start: code_pred(filename)
     and c_pred(module, qualname) decide, once per function, what is recorded; their caches
     are read first (a hit runs no Python code in the hook); max_depth (None: no limit) mutes
-    the calls deeper than it.  code_pred None: no patterns."""
+    the calls deeper than it; calls shorter than min_duration_ns (0: none) are not written.
+    code_pred None: no patterns."""
     if code_pred is None:
         ft_intern_set_scope(NULL, NULL, NULL, NULL)
     else:
         ft_intern_set_scope(<PyObject*>code_pred, <PyObject*>code_cache, <PyObject*>c_pred,
                             <PyObject*>c_cache)
-    global ft_thread_depth_limit
-    ft_thread_depth_limit = 0xFFFFFFFF if max_depth is None else min(max_depth, 0xFFFFFFFE)
+    global ft_thread_max_depth, ft_thread_min_ns
+    ft_thread_max_depth = 0xFFFFFFFF if max_depth is None else min(max_depth, 0xFFFFFFFE)
+    ft_thread_min_ns = min_duration_ns
 
 
 def scope_clear():

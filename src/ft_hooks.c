@@ -142,14 +142,61 @@ tick_after(ft_thread* t)
     return FT_LIKELY(now >= t->last_tick) ? now : t->last_tick;
 }
 
+/* A call at depth >= depth_limit (ft_thread.h): 1 if it is dealt with (pending under
+ * min_duration), 0 if the ordinary path goes on (past max_depth it was just muted, and that
+ * path skips it, as it does fasttrace's own code). */
+static int __attribute__((noinline))
+enter_scoped(ft_thread* t, uint8_t tag, uint32_t fid, uint64_t now)
+{
+    if (t->depth >= t->max_depth) {
+        ft_thread_mute(t, 0);
+        return 0;
+    }
+    if (t->min_ticks == 0 || t->muted || t->mute_next) {
+        return 0;
+    }
+    if (t->depth >= FT_MAX_DEPTH) {
+        t->excess++;
+        return 1;
+    }
+    t->stack[t->depth] = fid;
+    t->enter_ticks[t->depth] = now << 1 | (tag == FT_REC_C_CALL);
+    t->depth++;
+    return 1;
+}
+
+/* min_duration: a return (of the frame at depth - 1, if any).  1 if it is dealt with (a
+ * pending call shorter than min_duration: nothing is written); 0 if the ordinary path writes
+ * it (after the pending calls it needs were written). */
+static int __attribute__((noinline))
+exit_pending(ft_thread* t, uint64_t now)
+{
+    if (t->muted || t->mute_next || t->depth == 0) {
+        return 0; /* a muted region, or an orphan return: as always */
+    }
+    if (t->excess > 0) {
+        t->excess--;
+        return 1;
+    }
+    uint32_t i = t->depth - 1;
+    if (i < t->written) {
+        return 0;
+    }
+    if (now - (t->enter_ticks[i] >> 1) < t->min_ticks) {
+        t->depth = i; /* never written: its time stays in its caller's self time */
+        return 1;
+    }
+    ft_thread_flush_pending(t, i + 1);
+    return 0;
+}
+
 static inline void
 emit_enter(ft_thread* t, uint8_t tag, uint32_t fid)
 {
     uint64_t now = tick_after(t);
     int room = FT_ROOM_WRITE;
-    if (FT_UNLIKELY(t->depth >= t->depth_limit)) {
-        /* max_depth: this frame and what it calls are muted, as fasttrace's own code is */
-        ft_thread_mute(t, 0);
+    if (FT_UNLIKELY(t->depth >= t->depth_limit) && enter_scoped(t, tag, fid, now)) {
+        return;
     }
     if (FT_UNLIKELY(t->pos > t->limit)) {
         room = ft_thread_make_room(t, now, 1);
@@ -179,9 +226,8 @@ emit_enter(ft_thread* t, uint8_t tag, uint32_t fid)
 
 /* `orphan_fid` is nonzero only when nothing is open (then `tag` is an ORPHAN_* tag). */
 static inline void
-emit_exit(ft_thread* t, uint8_t tag, uint32_t orphan_fid)
+emit_exit_written(ft_thread* t, uint8_t tag, uint32_t orphan_fid, uint64_t now)
 {
-    uint64_t now = tick_after(t);
     int room = FT_ROOM_WRITE;
     if (FT_UNLIKELY(t->pos > t->limit)) {
         room = ft_thread_make_room(t, now, 0);
@@ -209,6 +255,23 @@ emit_exit(ft_thread* t, uint8_t tag, uint32_t orphan_fid)
     else if (FT_LIKELY(t->depth > 0)) {
         t->depth--;
     }
+}
+
+static inline void
+emit_exit(ft_thread* t, uint8_t tag, uint32_t orphan_fid)
+{
+    uint64_t now = tick_after(t);
+    if (FT_UNLIKELY(t->min_ticks != 0)) {
+        if (exit_pending(t, now)) {
+            return;
+        }
+        emit_exit_written(t, tag, orphan_fid, now);
+        if (t->written > t->depth) {
+            t->written = t->depth; /* the frame that returned was in the file */
+        }
+        return;
+    }
+    emit_exit_written(t, tag, orphan_fid, now);
 }
 
 static inline int
@@ -1032,12 +1095,12 @@ ft_hooks_snapshot_threads(int skip_current)
         for (uint32_t i = 0; i < n; i++) {
             Py_DECREF(codes[i]);
         }
-        if (depth > ft_thread_depth_limit) {
+        if (depth > ft_thread_max_depth) {
             /* max_depth: the innermost frames past it are muted, as if called in the trace */
-            uint32_t cut = depth - ft_thread_depth_limit;
-            memmove(fids, fids + cut, (size_t)ft_thread_depth_limit * sizeof *fids);
+            uint32_t cut = depth - ft_thread_max_depth;
+            memmove(fids, fids + cut, (size_t)ft_thread_max_depth * sizeof *fids);
             muted += cut;
-            depth = ft_thread_depth_limit;
+            depth = ft_thread_max_depth;
         }
         ft_session_add_snapshot(ft_py_tstate_ident(ts), fids, depth, muted);
     }

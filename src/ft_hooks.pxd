@@ -26,7 +26,7 @@ cdef extern from "ft_spawn.h":
     object ft_spawn_wrap(object original, object thread_class, int install_hook)
 
 from cpython.ref cimport PyObject
-from libc.stdint cimport uint32_t
+from libc.stdint cimport uint32_t, uint64_t
 
 cdef extern from "ft_intern.h":
     void ft_intern_set_scope(PyObject* code_pred, PyObject* code_cache, PyObject* c_pred,
@@ -35,7 +35,8 @@ cdef extern from "ft_intern.h":
     int ft_intern_set_own_files(object files) except -1
 
 cdef extern from "ft_thread.h":
-    uint32_t ft_thread_depth_limit
+    uint32_t ft_thread_max_depth
+    uint64_t ft_thread_min_ns
 
 cdef extern from "ft_defs.h":
     void ft_defs_put_scope(const char* json, size_t n)

@@ -102,6 +102,11 @@ ft_session_start(const ft_config* cfg)
         return EBUSY;
     }
     uint32_t clock_kind = (uint32_t)ft_clock_init();
+    ft_thread_min_ticks = 0;
+    if (ft_thread_min_ns > 0 && cfg->mode == FT_MODE_TRACE) {
+        double ticks = (double)ft_thread_min_ns * ft_clock_tick_hz() / 1e9;
+        ft_thread_min_ticks = ticks < 1 ? 1 : (uint64_t)(ticks + 0.5);
+    }
     memset(&ft_S, 0, sizeof ft_S);
     ft_S.fd = -1;
     pthread_mutex_init(&ft_S.lock, NULL);
@@ -397,6 +402,7 @@ ft_session_attach_thread(uint64_t ident, uint64_t native_id, const char* name)
          * chunk's OPEN record carries them (its base tick is the start tick). */
         memcpy(t->stack, snap->fids, (size_t)snap->depth * sizeof(uint32_t));
         t->depth = snap->depth;
+        t->written = t->depth; /* in the OPEN record: in the file (min_duration) */
     }
     ft_thread_open_first(t);
     if (snap != NULL) {

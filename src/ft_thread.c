@@ -35,7 +35,9 @@ map_anon(size_t size)
     return p == MAP_FAILED ? NULL : p;
 }
 
-uint32_t ft_thread_depth_limit = UINT32_MAX;
+uint32_t ft_thread_max_depth = UINT32_MAX;
+uint64_t ft_thread_min_ticks;
+uint64_t ft_thread_min_ns;
 
 ft_thread*
 ft_thread_new(uint32_t id, uint32_t chunk_size, uint32_t n_chunks)
@@ -56,7 +58,16 @@ ft_thread_new(uint32_t id, uint32_t chunk_size, uint32_t n_chunks)
         return NULL;
     }
     t->chunk_type = FT_CHUNK_EVENTS;
-    t->depth_limit = ft_thread_depth_limit;
+    t->max_depth = ft_thread_max_depth;
+    t->min_ticks = ft_thread_min_ticks;
+    t->depth_limit = t->min_ticks ? 0 : t->max_depth;
+    if (t->min_ticks) {
+        t->enter_ticks = map_anon((size_t)FT_MAX_DEPTH * sizeof(uint64_t));
+        if (t->enter_ticks == NULL) {
+            ft_thread_free(t);
+            return NULL;
+        }
+    }
     atomic_init(&t->head, 0);
     atomic_init(&t->tail, 0);
     t->pos = ft_chunk_payload(t, 0);
@@ -77,6 +88,9 @@ ft_thread_free(ft_thread* t)
     }
     if (t->stack != NULL) {
         munmap(t->stack, (size_t)FT_MAX_DEPTH * sizeof(uint32_t));
+    }
+    if (t->enter_ticks != NULL) {
+        munmap(t->enter_ticks, (size_t)FT_MAX_DEPTH * sizeof(uint64_t));
     }
     free(t->meta);
     free(t);
@@ -187,7 +201,9 @@ publish(ft_thread* t, uint32_t flags)
 static uint8_t*
 put_frames(ft_thread* t, uint8_t* p, size_t room)
 {
-    uint32_t depth = t->depth;
+    /* min_duration: only the frames whose calls are in the file (the pending ones may never
+     * be) */
+    uint32_t depth = t->min_ticks ? t->written : t->depth;
     uint32_t first = 0;
     if (10 + (size_t)depth * 5 > room) {
         uint32_t fit = (uint32_t)((room - 10) / 5);
@@ -331,6 +347,59 @@ ft_thread_rotate(ft_thread* t, int more)
     return !t->dropping;
 }
 
+/* Room for one record of FT_MAX_EVENT_SIZE at pos, for a pending call: as
+ * ft_thread_make_room without its hook-context work (the name check, the handoff check), which
+ * the next ordinary event does. */
+static int
+pending_room(ft_thread* t, uint64_t tick)
+{
+    if (t->dropping) {
+        if (!take_chunk(t, 0)) {
+            return 0;
+        }
+        t->dropping = 0;
+        ft_thread_put_stack(t, FT_REC_DROP, t->dropped, tick);
+        t->dropped_total += t->dropped;
+        t->dropped = 0;
+        return 1;
+    }
+    if (t->pos <= t->real_limit) {
+        return 1;
+    }
+    publish(t, 0);
+    if (!take_chunk(t, 1)) {
+        t->dropping = 1;
+        return 0;
+    }
+    return 1;
+}
+
+void
+ft_thread_flush_pending(ft_thread* t, uint32_t upto)
+{
+    for (uint32_t i = t->written; i < upto; i++) {
+        uint64_t e = t->enter_ticks[i];
+        uint64_t tick = e >> 1;
+        if (tick < t->last_tick) {
+            tick = t->last_tick; /* never: a pending call is younger than any record */
+        }
+        if (pending_room(t, tick)) {
+            uint8_t* p = t->pos;
+            *p++ = (e & 1) ? FT_REC_C_CALL : FT_REC_CALL;
+            p = ft_put_varint(p, t->stack[i]);
+            p = ft_put_varint(p, tick - t->last_tick);
+            t->pos = p;
+            t->last_tick = tick;
+            t->records++;
+        }
+        else {
+            t->dropped++; /* the frame is open in the file from the gap's DROP record on */
+        }
+        t->written = i + 1;
+    }
+    set_limit(t);
+}
+
 void
 ft_thread_finish(ft_thread* t, uint64_t now)
 {
@@ -338,6 +407,16 @@ ft_thread_finish(ft_thread* t, uint64_t now)
         /* Nothing reopens after the gap that began at the thread's last record. */
         t->depth = 0;
         t->excess = 0;
+        t->written = 0;
+    }
+    else if (t->min_ticks && t->written < t->depth) {
+        /* Calls still running that already last min_duration: they are in the trace (their
+         * ancestors, older, too), open at its end. */
+        uint32_t upto = t->written;
+        while (upto < t->depth && now - (t->enter_ticks[upto] >> 1) >= t->min_ticks) {
+            upto++;
+        }
+        ft_thread_flush_pending(t, upto);
     }
     if (t->hook_lost && !t->dropping) {
         /* Close that gap: the reader closes the frames that were open at its start. */

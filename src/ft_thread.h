@@ -35,7 +35,18 @@ typedef struct ft_thread {
     uint64_t last_tick; /* tick of the last record written */
     uint32_t records;   /* records in the chunk being filled */
     uint32_t depth;     /* shadow stack depth */
-    uint32_t depth_limit; /* max_depth: a call at this depth starts a muted region */
+    /* A call at depth >= depth_limit takes the hooks' scoped path: max_depth (a muted region
+     * from max_depth on), min_duration (every call: it is pending, not written).  UINT32_MAX
+     * when neither applies, so the unscoped path pays no extra compare. */
+    uint32_t depth_limit;
+    uint32_t max_depth;   /* UINT32_MAX: none */
+    /* min_duration, in ticks (0: none).  The calls of frames [written, depth) are pending:
+     * each frame's enter tick (<< 1, | 1 for a C call) is in enter_ticks.  A return of a
+     * pending frame shorter than min_ticks writes nothing; a longer one first writes the
+     * pending calls from the outermost (ft_thread_flush_pending). */
+    uint64_t min_ticks;
+    uint32_t written;
+    uint64_t* enter_ticks;
     uint32_t excess;    /* frames past FT_MAX_DEPTH */
     uint32_t* stack;    /* shadow stack of function ids, root first */
     uint64_t dropped;   /* events lost in the current gap */
@@ -78,9 +89,19 @@ ft_chunk_payload(ft_thread* t, uint64_t seq)
     return t->chunks + (size_t)(seq % t->n_chunks) * t->chunk_size + FT_CHUNK_HEADER_SIZE;
 }
 
-/* The capture's max_depth (UINT32_MAX: none): every thread created from now on gets it as its
- * depth_limit.  Set before the session starts. */
-extern uint32_t ft_thread_depth_limit;
+/* The capture's max_depth (UINT32_MAX: none) and min_duration (in ticks, 0: none): every
+ * thread created from now on gets them.  Set before the session's threads are. */
+extern uint32_t ft_thread_max_depth;
+extern uint64_t ft_thread_min_ticks;
+/* min_duration in ns (0: none), set with the scope; the session turns it into
+ * ft_thread_min_ticks once its clock is known. */
+extern uint64_t ft_thread_min_ns;
+
+/* min_duration: writes the pending calls of frames [written, upto) with their own enter ticks
+ * (FT_REC_CALL or FT_REC_C_CALL), outermost first, taking chunks as needed; a call that finds
+ * no room is counted as dropped.  Muted regions do not apply (the frames are the program's).
+ * Producer only; needs no GIL. */
+void ft_thread_flush_pending(ft_thread* t, uint32_t upto);
 
 /* Allocates a thread buffer; NULL on failure.  No Python calls. */
 ft_thread* ft_thread_new(uint32_t id, uint32_t chunk_size, uint32_t n_chunks);

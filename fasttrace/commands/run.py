@@ -519,11 +519,18 @@ def _finish(code: int) -> int:
         return code
     note = ""
     if _recorder.active() is session or session.expired:
+        import warnings
+
         try:
-            s = session.stop()
+            # stop()'s warnings are the user's news here, not a line of fasttrace's code
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                s = session.stop()
         except fasttrace.TracingError as e:
             print(f"fasttrace: error: {e}", file=sys.stderr)
             return code or 1
+        for w in said:
+            print(str(w.message), file=sys.stderr)
     elif session.summary is not None:
         s = session.summary
         note = "the program stopped the trace itself; "
