@@ -89,11 +89,13 @@ def canonical_ids(trace: "Trace") -> "Dict[int, int]":
 
 def fold(trace: "Trace", window: "Window" = None, slices: bool = False,
          progress: "Optional[Callable[[int], None]]" = None, budget: int = 0,
-         running_only: bool = False) -> "_core.Fold":
+         running_only: bool = False, min_duration_ns: int = 0) -> "_core.Fold":
     """The native fold of a trace (events, or samples when sampled); window (t0, t1): only
     time in it counts; slices: also the timeline slices (trace mode; see _timeline for
     samples), keeping at most `budget` bytes of their pyramid in memory (0: all);
-    running_only (sampled only): leave out the samples of threads not holding the GIL."""
+    running_only (sampled only): leave out the samples of threads not holding the GIL;
+    min_duration_ns (traced only, not with slices): calls shorter than it are taken out,
+    their time going to their caller's self time."""
     w0, w1 = window if window is not None else (None, None)
     if running_only and trace.mode != "sample":
         raise ValueError("running_only needs a sampled trace: a traced one has no states")
@@ -109,7 +111,7 @@ def fold(trace: "Trace", window: "Window" = None, slices: bool = False,
                                   progress, running_only)
     files, breaks, kinds, start, npt, end = trace.fold_source()
     return _core.fold_events(files, breaks, kinds, start, npt, end, slices, w0, w1, progress,
-                             budget)
+                             budget, min_duration_ns)
 
 
 def _q(data: "bytes | bytearray") -> "array[int]":
@@ -159,9 +161,9 @@ class CallTree:
     @classmethod
     def build(cls, trace: "Trace", window: "Window" = None,
               progress: "Optional[Callable[[int], None]]" = None,
-              running_only: bool = False) -> "CallTree":
-        return cls(trace, fold(trace, window, False, progress, running_only=running_only),
-                   window)
+              running_only: bool = False, min_duration_ns: int = 0) -> "CallTree":
+        return cls(trace, fold(trace, window, False, progress, running_only=running_only,
+                               min_duration_ns=min_duration_ns), window)
 
     def pruned(self, keep: "Callable[[int], bool]", max_depth: "Optional[int]" = None,
                threads: "Optional[Set[int]]" = None, merge: bool = False) -> "CallTree":

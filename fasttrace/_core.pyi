@@ -189,7 +189,8 @@ class Fold:
 def fold_events(files: List[TraceFile], breaks: List[bool], fid_kind: bytearray,
                 start_tick: int, ns_per_tick: float, end_tick: int, slices: bool = ...,
                 w0: Optional[int] = ..., w1: Optional[int] = ...,
-                progress: Optional[Callable[[int], None]] = ..., budget: int = ...) -> Fold: ...
+                progress: Optional[Callable[[int], None]] = ..., budget: int = ...,
+                min_ns: int = ...) -> Fold: ...
 def fold_samples(files: List[TraceFile], flat: bytes, offsets: bytes, start_tick: int,
                  ns_per_tick: float, w0: Optional[int] = ..., w1: Optional[int] = ...,
                  progress: Optional[Callable[[int], None]] = ...,

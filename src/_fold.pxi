@@ -352,10 +352,11 @@ cdef Fold _new_fold(size_t n_threads, bint slices, bint sampled, uint64_t start_
 
 def fold_events(list files, list breaks, bytearray fid_kind, uint64_t start_tick,
                 double ns_per_tick, uint64_t end_tick, bint slices=False, w0=None, w1=None,
-                progress=None, size_t budget=0):
+                progress=None, size_t budget=0, int64_t min_ns=0):
     """Folds the events of TraceFiles (one, or a series: breaks[i] says a discontinuity comes
     before files[i]) as events() decodes them; w0/w1: only time in [w0, w1] ns counts.
     slices: also the timeline pyramid, at most `budget` bytes of it (0: all).
+    min_ns (not with slices): calls shorter than it are taken out, their time their caller's.
     progress(events folded) is called after each chunk."""
     cdef TraceFile f
     cdef uint32_t max_thread = 0
@@ -377,8 +378,11 @@ def fold_events(list files, list breaks, bytearray fid_kind, uint64_t start_tick
             raise ValueError(f"{f.path}: the trace is closed")
         if f._max_thread > max_thread:
             max_thread = f._max_thread
+    if slices and min_ns > 0:
+        raise ValueError("fold_events: min_ns does not go with slices")
     cdef Fold out = _new_fold(<size_t>max_thread + 1, slices, False, start_tick, ns_per_tick,
                               w0, w1, budget)
+    out.f.min_ns = min_ns
     cdef int64_t bnd
     cdef dict chunk_list = {}
     if slices:

@@ -265,11 +265,17 @@ frames_push(ft_frames* fr, uint32_t node, int64_t ts, size_t bnd)
             return -1;
         }
         fr->bnd = b;
+        uint8_t* c = realloc(fr->counted, cap);
+        if (c == NULL) {
+            return -1;
+        }
+        fr->counted = c;
         fr->cap = cap;
     }
     fr->node[fr->top] = node;
     fr->start[fr->top] = ts;
     fr->bnd[fr->top] = bnd;
+    fr->counted[fr->top] = 0;
     fr->top++;
     return 0;
 }
@@ -280,6 +286,7 @@ frames_free(ft_frames* fr)
     free(fr->node);
     free(fr->start);
     free(fr->bnd);
+    free(fr->counted);
     memset(fr, 0, sizeof *fr);
 }
 
@@ -580,6 +587,27 @@ clipped(const ft_fold* f, int64_t a, int64_t b)
     return b > a ? b - a : 0;
 }
 
+/* min_ns: the innermost open call returns at ts; if it is shorter than min_ns, its node
+ * gives back what this call added to it (every call it made was shorter still, so already
+ * moved into its self time: its whole, clipped, duration) to its parent's self time, and its
+ * call is uncounted. */
+static void
+drop_if_short(ft_fold* f, ft_fold_thread* th, int64_t ts, int whole)
+{
+    size_t i = th->open.top - 1;
+    int64_t start = th->open.start[i];
+    if (ts - start >= f->min_ns) {
+        return;
+    }
+    uint32_t node = th->open.node[i];
+    int64_t moved = whole ? ts - start : clipped(f, start, ts);
+    th->self_ns[node] -= moved;
+    th->self_ns[th->parent[node] < 0 ? 0 : th->parent[node]] += moved;
+    if (th->open.counted[i]) {
+        th->calls[node]--;
+    }
+}
+
 int
 ft_fold_events(ft_fold* f, uint32_t tid, const ft_event* ev, size_t n)
 {
@@ -610,6 +638,7 @@ ft_fold_events(ft_fold* f, uint32_t tid, const ft_event* ev, size_t n)
             }
             if (!e->synthetic && (whole || (ts >= f->w0 && ts <= f->w1))) {
                 th->calls[node]++;
+                th->open.counted[th->open.top - 1] = 1;
             }
             top = (uint32_t)node;
             break;
@@ -617,6 +646,9 @@ ft_fold_events(ft_fold* f, uint32_t tid, const ft_event* ev, size_t n)
         case FT_EV_RETURN:
         case FT_EV_C_RETURN:
             if (th->open.top) { /* else an orphan return: nothing is open */
+                if (f->min_ns > 0) {
+                    drop_if_short(f, th, ts, whole);
+                }
                 rc = open_pop(f, th, ts);
                 top = th->open.top ? th->open.node[th->open.top - 1] : 0;
             }

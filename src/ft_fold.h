@@ -42,6 +42,7 @@ typedef struct {
     uint32_t* node;
     int64_t* start;
     size_t* bnd;
+    uint8_t* counted; /* the fold counted this frame's call (min_ns may uncount it) */
     size_t top, cap;
 } ft_frames;
 
@@ -113,6 +114,10 @@ typedef struct {
     uint64_t start_tick;
     double ns_per_tick;
     int64_t w0, w1; /* time window: only time in [w0, w1] counts (INT64_MIN/MAX: all) */
+    /* `convert --min-duration` for the trees (collapsed, pprof): a call shorter than this
+     * (its return's time minus its call's, as the trace shows them) is taken out, its time
+     * going to its caller's self time and its call uncounted.  0: none.  Not with slices. */
+    int64_t min_ns;
     uint64_t events;
     size_t finest;   /* levels below this one are not kept: queries finer decode again */
     size_t kept;     /* bytes of pyramid entries kept */

@@ -37,6 +37,7 @@ cdef extern from "ft_fold.h" nogil:
         ft_fold_thread* threads
         size_t n_threads
         int sampled
+        int64_t min_ns
         uint64_t events
         size_t finest
         size_t kept

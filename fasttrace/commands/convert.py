@@ -27,8 +27,8 @@ Filters (one trace at a time, not a multi-process one), the same scope as `run` 
     --from T / --to T         a time window, relative to the trace's start (2s, 150ms, 50us);
                               frames open at its edges are cut there
     --thread ID|NAME          only these threads
-    --min-duration D          chrome, perfetto, speedscope: no call shorter than D (its time
-                              stays its caller's); traced, not sampled, traces
+    --min-duration D          no call shorter than D (its time stays its caller's); traced,
+                              not sampled, traces
     --merge-threads           collapsed, pprof: one root for all threads, same stacks summed
 
 collapsed and pprof: a frame out of scope is taken out of its stack (its time goes to the
@@ -41,6 +41,7 @@ out), then its outermost --max-depth.
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import sys
 
@@ -75,12 +76,14 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                         "over --include)")
     g.add_argument("--max-depth", type=int, metavar="N", help="no frame deeper than N")
     g.add_argument("--min-duration", type=seconds_or_zero, metavar="D",
-                   help="chrome, perfetto, speedscope: leave out calls shorter than D "
-                        "(50us, 2ms, 0.5s, or seconds)")
-    g.add_argument("--from", dest="t_from", type=seconds_or_zero, metavar="T",
-                   help="start of a time window, from the trace's start (2s, 150ms)")
-    g.add_argument("--to", dest="t_to", type=seconds_or_zero, metavar="T",
-                   help="end of the time window, from the trace's start")
+                   help="leave out calls shorter than D (50us, 2ms, 0.5s, or seconds), "
+                        "their time staying their caller's")
+    g.add_argument("--from", dest="t_from", type=_when, metavar="T",
+                   help="start of a time window: from the trace's start (2s, 150ms), or a "
+                        "wall-clock time (10:02:03.5, 2026-11-30T10:02:03+00:00)")
+    g.add_argument("--to", dest="t_to", type=_when, metavar="T",
+                   help="end of the time window: from the trace's start, or a wall-clock "
+                        "time")
     g.add_argument("--thread", action="append", default=[], metavar="ID|NAME",
                    help="only this thread (repeatable)")
     g.add_argument("--merge-threads", action="store_true",
@@ -111,6 +114,9 @@ def main(args: argparse.Namespace) -> int:
         threads = _thread_ids(trace, args.thread)
         if isinstance(threads, str):
             return error(threads)
+        why = _resolve_times(args, trace.header["start_wall_ns"])
+        if why is not None:
+            return error(why)
         window = _window(args)
         source: Union[fasttrace.Trace, ProcessSet, Filtered] = Filtered(
             trace, scope, threads, window, args.merge_threads)
@@ -182,18 +188,64 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-TREE_FORMATS = {"collapsed", "pprof"}  # made from the call tree, which has no call's end
+TREE_FORMATS = {"collapsed", "pprof"}  # made from the call tree
+
+
+class _Clock:
+    """A wall-clock time given to --from/--to, made relative once the trace is read."""
+
+    def __init__(self, text: str, when: "Union[datetime.datetime, datetime.time]") -> None:
+        self.text = text
+        self.when = when
+
+
+def _when(text: str) -> "Union[float, _Clock]":
+    """--from/--to: seconds from the trace's start (argparse type), or with a `:` a wall-clock
+    time: an ISO 8601 date and time, or a time of day on the trace's first day; local time
+    unless it names its offset."""
+    if ":" not in text:
+        return seconds_or_zero(text)
+    t = text.strip()
+    try:
+        return _Clock(text, datetime.datetime.fromisoformat(t))
+    except ValueError:
+        pass
+    try:
+        return _Clock(text, datetime.time.fromisoformat(t))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {text!r} (seconds from the trace's start such as 2s or 150ms, or a "
+            "wall-clock time such as 10:02:03.5 or 2026-11-30T10:02:03)") from None
+
+
+def _resolve_times(args: argparse.Namespace, start_wall_ns: int) -> Optional[str]:
+    """Turns wall-clock --from/--to into seconds from the trace's start; why not, or None."""
+    start = datetime.datetime.fromtimestamp(start_wall_ns / 1e9).astimezone()
+    for name, attr in (("--from", "t_from"), ("--to", "t_to")):
+        value = getattr(args, attr)
+        if not isinstance(value, _Clock):
+            continue
+        when = value.when
+        if isinstance(when, datetime.time):
+            when = datetime.datetime.combine(start.date(), when, tzinfo=when.tzinfo)
+        if when.tzinfo is None:
+            when = when.astimezone()  # local time, as `fasttrace info` shows the start
+        offset = (when - start).total_seconds()
+        if offset < 0:
+            return (f"{name} {value.text}: before the trace began "
+                    f"({start.isoformat(timespec='milliseconds')})")
+        setattr(args, attr, offset)
+    if args.t_from is not None and args.t_to is not None and args.t_from > args.t_to:
+        return "--from is after --to"
+    return None
 
 
 def _filter_conflict(args: argparse.Namespace, scope: Scope) -> Optional[str]:
     """Why these filters cannot be applied in this format, or None (before anything is read)."""
     if args.merge_threads and args.format not in TREE_FORMATS:
         return f"--merge-threads: collapsed and pprof only (not {args.format})"
-    if scope.min_duration is not None and args.format in TREE_FORMATS:
-        # The call tree folds calls into stacks: a call's own duration is gone by then.
-        return (f"--min-duration: chrome, perfetto and speedscope only ({args.format} is made "
-                "from stacks, which keep no call's duration)")
-    if args.t_from is not None and args.t_to is not None and args.t_from > args.t_to:
+    if isinstance(args.t_from, float) and isinstance(args.t_to, float) and \
+            args.t_from > args.t_to:
         return "--from is after --to"
     return None
 

@@ -99,7 +99,8 @@ class Filtered:
     # ---- call tree (collapsed, pprof) --------------------------------------------------------
 
     def call_tree(self, progress: Any = None) -> CallTree:
-        tree = CallTree.build(self.trace, self.window, progress)
+        tree = CallTree.build(self.trace, self.window, progress,
+                              min_duration_ns=self.scope.min_duration_ns)
         fn = self.trace.function
         return tree.pruned(lambda fid: self.scope.matches(fn(fid)), self.scope.max_depth,
                            self.thread_ids, self.merge)

@@ -230,7 +230,8 @@ def test_min_duration_drops_short_calls(traced):
     (["-f", "chrome", "--min-duration=-1ms"], "must be 0 or more"),
     (["-f", "chrome", "--min-duration", "nan"], "not a finite time"),
     (["-f", "chrome", "--merge-threads"], "collapsed and pprof only"),
-    (["-f", "collapsed", "--min-duration", "1ms"], "chrome, perfetto and speedscope only"),
+    (["-f", "chrome", "--from", "1:2:x"], "not a time"),
+    (["-f", "chrome", "--from", "00:00:00"], "before the trace began"),
     (["-f", "chrome", "--from", "2s", "--to", "1s"], "--from is after --to"),
 ])
 def test_bad_filters_fail_before_writing(traced, args, says):
@@ -253,3 +254,66 @@ def test_sampled_trace_filters(traced):
             "s.json")
     assert r.returncode == 1 and "sampled trace" in r.stderr
     assert not (traced / "s.json").exists()
+
+
+@pytest.mark.parametrize("extra", [[], ["--include", "beta"]])
+def test_min_duration_in_collapsed_matches_the_filtered_events(traced, extra):
+    """collapsed --min-duration (the native fold drops short calls) gives each function the
+    self time and calls that folding the events exporters' filtered stream gives (the
+    reference fold, in Python), to the ns."""
+    import fasttrace
+    from fasttrace._scope import Scope
+    from fasttrace.export._filter import Filtered
+    from reference_fold import function_stats
+
+    r = cli(traced, "convert", "t.ftrace", "-f", "collapsed", "--min-duration", "1ms", *extra,
+            "-o", "md.folded")
+    assert r.returncode == 0, r.stderr
+    leaf_self: dict = {}
+    for stack, w in _weights(traced / "md.folded").items():
+        leaf = stack.split(";")[-1].split(" (")[0]
+        leaf_self[leaf] = leaf_self.get(leaf, 0) + w
+    trace = fasttrace.load(str(traced / "t.ftrace"))
+    include = extra[1:] if extra else []
+    filtered = Filtered(trace, Scope(include, (), None, 0.001), None, None, False)
+    want: dict = {}
+    for ts in function_stats(filtered).values():
+        for fid, fs in ts.functions.items():
+            f = trace.function(fid)
+            name = f.qualname
+            if fs.self_ns:
+                want[name] = want.get(name, 0) + fs.self_ns
+    got = {k: v for k, v in leaf_self.items() if not k.startswith(("MainThread", "worker"))}
+    assert got == want
+    assert "beta_inner" in got  # the calls that sleep stay, the others went
+    full = _weights(traced / "md.folded")
+    assert len(full) < len(_weights_of(traced, extra))
+
+
+def _weights_of(traced, extra):
+    r = cli(traced, "convert", "t.ftrace", "-f", "collapsed", *extra, "-o", "all.folded")
+    assert r.returncode == 0, r.stderr
+    return _weights(traced / "all.folded")
+
+
+def test_wall_clock_window(traced):
+    """--from/--to as wall-clock times select the same window as the same times given from
+    the trace's start."""
+    import datetime
+
+    import fasttrace
+
+    trace = fasttrace.load(str(traced / "t.ftrace"))
+    start = datetime.datetime.fromtimestamp(trace.header["start_wall_ns"] / 1e9).astimezone()
+    span = trace.stats.duration_ns / 1e9
+    a, b = span * 0.25, span * 0.75
+    wall = [(start + datetime.timedelta(seconds=x)).isoformat() for x in (a, b)]
+    day = [(start + datetime.timedelta(seconds=x)).time().isoformat() for x in (a, b)]
+    outs = []
+    for i, (f, t) in enumerate([(f"{a:.6f}", f"{b:.6f}"), wall, day]):
+        r = cli(traced, "convert", "t.ftrace", "-f", "collapsed", "--from", f, "--to", t,
+                "-o", f"w{i}.folded")
+        assert r.returncode == 0, r.stderr
+        outs.append(_weights(traced / f"w{i}.folded"))
+    assert outs[0] and outs[0] == outs[1] == outs[2]
+    assert sum(outs[0].values()) < sum(_weights_of(traced, []).values())
