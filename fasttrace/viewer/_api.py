@@ -121,6 +121,7 @@ class Api:
                 "index": i, "pid": p.pid, "name": p.name, "command": list(p.command),
                 "offset_ns": p.offset_ns, "end_ns": p.end_ns, "mode": p.mode,
                 "truncated": bool(t.stats.truncated), "damage": t.damage,
+                "scope": t.scope_text() if t.scope is not None else None,
                 "dropped": t.stats.dropped, "problems": list(t.series_problems),
                 "clock": _samples.clock(t) if p.mode == "sample" else None,
                 "threads": [{"tid": th.tid, "name": th.name, "first_ns": th.first_ns,

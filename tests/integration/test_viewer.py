@@ -97,6 +97,25 @@ def test_a_truncated_trace_serves_its_intact_part(traced, tmp_path):
         s.stop()
 
 
+def test_a_scoped_trace_says_so(tmp_path):
+    """The viewer's meta carries a scoped trace's scope in words (the page lists it with the
+    trace's other notes); an unscoped trace's is null."""
+    import fasttrace
+
+    for scoped in (True, False):
+        path = tmp_path / f"s{scoped}.ftrace"
+        with fasttrace.start(str(path), **({"exclude": ["json"], "max_depth": 9}
+                                          if scoped else {})):
+            import json as j
+            j.dumps([len("x")])
+        s = ViewServer(tmp_path, path)
+        try:
+            p = json.loads(http_get(s.url + "api/meta")[1])["processes"][0]
+        finally:
+            s.stop()
+        assert p["scope"] == ("exclude json; max depth 9" if scoped else None)
+
+
 def test_html_export_is_self_contained(traced, tmp_path):
     d, trace = traced
     out = tmp_path / "t.html"

@@ -22,6 +22,7 @@ async function main() {
     const who = meta.processes.length > 1 ? `process ${p.pid}: ` : "";
     if (p.truncated) notes.push(`${who}truncated: ${p.damage || "the file ends early"}; what is intact is shown`);
     if (p.dropped) notes.push(`${who}${p.dropped} events dropped (the red marks on the timeline)`);
+    if (p.scope !== null && p.scope !== undefined) notes.push(`${who}a scoped trace (${p.scope || "no limit"}): only what is in scope was recorded`);
     for (const s of p.problems) notes.push(who + s);
     if (!p.threads.length) notes.push(`${who}nothing was recorded: the trace holds no ${p.mode === "sample" ? "samples" : "events"}`);
   }
