@@ -391,11 +391,9 @@ class Recorder:
                 f"{os.strerror(result['error'])}; tracing stopped there and the "
                 f"{result['error_offset']} bytes before it are readable"
             )
-        # nothing in scope: no function defined (trace mode; the frames running at start
-        # count), no sample kept (sampling mode)
-        if self.scope is not None and self.scope.patterns and (
-                summary.functions == 0 if self.rate is None else summary.events == 0):
-            notes = notes + [f"nothing that ran was in scope ({self.scope.describe()}): the "
+        if self.scope is not None and self.scope.patterns and summary.events == 0:
+            what = "call" if self.rate is None else "sample"
+            notes = notes + [f"no {what} in scope ({self.scope.describe()}) was recorded: the "
                              f"trace {self.path!r} is empty (check the patterns: a module "
                              "name such as myapp or myapp.*, or a file glob such as "
                              "*/src/*)"]

@@ -155,6 +155,9 @@ enter_scoped(ft_thread* t, uint8_t tag, uint32_t fid, uint64_t now)
     if (t->min_ticks == 0 || t->muted || t->mute_next) {
         return 0;
     }
+    if (FT_UNLIKELY(t->name_pending)) {
+        ft_thread_unwritten_event(t);
+    }
     if (t->depth >= FT_MAX_DEPTH) {
         t->excess++;
         return 1;
@@ -295,8 +298,9 @@ static inline void
 on_c_exit(ft_thread* t, PyObject* callable)
 {
     if (FT_UNLIKELY(nothing_open(t))) {
-        uint32_t fid = ft_intern_cfunc(callable);
-        if (fid != 0) {
+        int muted = t->muted || t->mute_next; /* skipped as muted: no id needed */
+        uint32_t fid = muted ? 0 : ft_intern_cfunc(callable);
+        if (fid != 0 || muted) {
             emit_exit(t, FT_REC_ORPHAN_C_RETURN, fid);
         }
     }
@@ -328,10 +332,25 @@ code_fid(PyCodeObject* co, ft_thread** t)
     return fid;
 }
 
-/* As code_fid, for a C function (0: not one fasttrace records). */
+/* Inside a muted region (fasttrace's own code and what it calls, or past max_depth).  A
+ * muted thread's limit is below pos: one compare decides in the common case. */
+static inline int
+muted_now(const ft_thread* t)
+{
+    return FT_UNLIKELY(t->pos > t->limit) && (t->muted || t->mute_next);
+}
+
+/* As code_fid, for a C function (0: not one fasttrace records).  A C call made inside a
+ * muted region returns inside it (and one made outside returns outside it): its call and
+ * return are skipped as muted, and it is neither defined nor decided.  (Python code is still
+ * decided there: on 3.12+ an out-of-scope function's PY_START is disabled everywhere once
+ * decided, so its returns must be recognised as out of scope, muted or not.) */
 static inline uint32_t
 cfunc_fid(PyObject* callable, ft_thread** t)
 {
+    if (muted_now(*t)) {
+        return 0;
+    }
     uint32_t fid = ft_intern_cfunc(callable);
     if (FT_UNLIKELY(ft_scope_patterns)) {
         *t = current_thread(); /* the predicate may have run on first sight */
@@ -790,6 +809,9 @@ eval_frame(PyThreadState* ts, ft_py_iframe* frame, int throwflag)
     PyCodeObject* co = ft_py_iframe_code(frame); /* the frame holds it until its caller pops it */
     ft_thread* t = current_thread();
     if (FT_LIKELY(t != NULL)) {
+        if (FT_UNLIKELY(ft_scope_deciding)) {
+            return _PyEval_EvalFrameDefault(ts, frame, throwflag); /* the scope's predicate */
+        }
         uint32_t fid = code_fid(co, &t);
         if (FT_UNLIKELY(fid == FT_FID_OUT)) {
             return _PyEval_EvalFrameDefault(ts, frame, throwflag); /* out of scope */
@@ -1084,7 +1106,14 @@ ft_hooks_snapshot_threads(int skip_current)
             frame = back;
         }
         Py_XDECREF(frame);
-        muted = own_end;
+        /* The muted frames are counted by their returns; with include/exclude an out-of-scope
+         * frame's return never reaches the count (the scope check skips it first): count only
+         * own and in-scope frames, or the muted region would never end. */
+        muted = 0;
+        for (uint32_t i = 0; i < own_end; i++) {
+            muted += !ft_scope_patterns || ft_intern_is_own(codes[i]) ||
+                     ft_intern_code(codes[i]) != FT_FID_OUT;
+        }
         depth = 0;
         for (uint32_t i = own_end; i < n; i++) {
             uint32_t fid = ft_intern_is_own(codes[i]) ? 0 : ft_intern_code(codes[i]);

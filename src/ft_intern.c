@@ -11,6 +11,7 @@ static uint32_t g_next_fid;
 static PyObject* g_own_files;          /* strong: tuple of str */
 static void (*g_on_own_code)(void);
 int ft_scope_patterns;
+__thread int ft_scope_deciding __attribute__((tls_model("initial-exec")));
 static PyObject* g_scope_code;       /* strong, or NULL: callable(filename) -> bool */
 static PyObject* g_scope_code_cache; /* strong, or NULL: its answers, {filename: bool} */
 static PyObject* g_scope_c;          /* strong, or NULL: callable(module, qualname) -> bool */
@@ -150,7 +151,9 @@ ask_scope(PyObject* cache, PyObject* key, PyObject* pred, PyObject* const* args,
     }
     PyObject* pred_ref = pred; /* the predicate may clear the scope (stop() on another thread) */
     Py_INCREF(pred_ref);
+    ft_scope_deciding++;
     PyObject* r = PyObject_Vectorcall(pred_ref, args, nargs, NULL); /* new */
+    ft_scope_deciding--;
     Py_DECREF(pred_ref);
     int in = 1;
     if (r == NULL) {

@@ -38,6 +38,10 @@ uint32_t ft_intern_code_slow(PyCodeObject* co);
 #define FT_FID_OUT 0xFFFFFFFFu
 /* Nonzero while a scope with include/exclude patterns applies. */
 extern int ft_scope_patterns;
+/* Nonzero on a thread while it runs a scope predicate: the PEP 523 frame evaluator, which
+ * would see the predicate's frames (the other hooks do not run inside their own callbacks),
+ * lets them run unrecorded. */
+extern __thread int ft_scope_deciding __attribute__((tls_model("initial-exec")));
 /* code_pred(filename) -> bool for Python code, c_pred(module, qualname) -> bool for C
  * functions, each with the dict it fills ({filename: bool}, {(module, qualname): bool}),
  * which is read first: a hit runs no Python code.  Strong references are taken; all NULL

@@ -152,10 +152,24 @@ ft_thread_lose_hook(ft_thread* t)
     return 1;
 }
 
+void
+ft_thread_unwritten_event(ft_thread* t)
+{
+    uint32_t n = ++t->unwritten;
+    if (t->name_pending && (n & (n - 1)) == 0 && ft_thread_try_name != NULL &&
+        ft_thread_try_name(t)) {
+        t->name_pending = 0;
+        set_limit(t);
+    }
+}
+
 /* A muted event: nothing is written and the shadow stack does not move. */
 static int
 follow_mute(ft_thread* t, int enter)
 {
+    if (t->name_pending) {
+        ft_thread_unwritten_event(t);
+    }
     int own = t->mute_next;
     t->mute_next = 0;
     if (t->muted > 0) {

@@ -55,6 +55,7 @@ typedef struct ft_thread {
     uint8_t* real_limit; /* `limit` is lowered below this while the thread name is unknown */
     int dropping;
     int name_pending;
+    uint32_t unwritten; /* events since the name check that wrote nothing (muted, pending) */
     /* fasttrace's own frames (start(), stop()) and everything they call are not recorded:
      * `muted` counts the frames of that region still open, `mute_next` marks the event being
      * emitted as one of fasttrace's own.  Either sends every event down the slow path. */
@@ -123,6 +124,11 @@ void ft_thread_mute(ft_thread* t, uint32_t open_frames);
 
 /* The thread's name is known: its events stop taking the slow path for the name check. */
 void ft_thread_named(ft_thread* t);
+
+/* An event that writes nothing (muted, or pending under min_duration): the name check, which
+ * otherwise rides on written records, runs at the 1st, 2nd, 4th, 8th ... such event while the
+ * name is unknown.  Hook context (GIL held). */
+void ft_thread_unwritten_event(ft_thread* t);
 
 /* Sets the muted depth (0 ends the muted region) and returns the previous one.  Producer
  * only. */
