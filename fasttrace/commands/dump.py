@@ -335,6 +335,9 @@ class Dumper:
             tick, p = R._varint(d, p, end)
             what, p = R._str(d, p, end)
             self.out(b + start, 1, f"HOOK_LOST thread={tid} tick={tick} what={R._text(what)!r}")
+        elif tag == R.DEF_SCOPE:
+            text, p = R._str(d, p, end)
+            self.out(b + start, 1, f"SCOPE {R._text(text)}")
         else:
             self.bad(b + start, 1, f"unknown definition tag 0x{tag:02x}")
             return end

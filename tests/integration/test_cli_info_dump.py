@@ -101,3 +101,16 @@ def test_dump_goes_on_after_damage_in_a_record(tmp_path, good):
 def test_dump_missing_file_is_one_line(tmp_path):
     r = cli(tmp_path, "dump", "nope.ftrace")
     assert r.returncode == 1 and r.stderr == "fasttrace: error: nope.ftrace: no such file\n"
+
+
+def test_dump_and_info_show_the_scope(tmp_path):
+    path = tmp_path / "s.ftrace"
+    with fasttrace.start(str(path), include=["builtins"], max_depth=3):
+        len("x")
+    r = cli(tmp_path, "dump", "s.ftrace")
+    assert r.returncode == 0, r.stderr
+    assert "DAMAGE" not in r.stdout
+    line = [x for x in r.stdout.splitlines() if " SCOPE " in x]
+    assert len(line) == 1 and '"include":["builtins"]' in line[0] and '"max_depth":3' in line[0]
+    r = cli(tmp_path, "info", "s.ftrace")
+    assert re.search(r"^scope +include builtins; max depth 3 ", r.stdout, re.M), r.stdout
