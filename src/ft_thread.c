@@ -156,7 +156,7 @@ void
 ft_thread_unwritten_event(ft_thread* t)
 {
     uint32_t n = ++t->unwritten;
-    if (t->name_pending && (n & (n - 1)) == 0 && ft_thread_try_name != NULL &&
+    if (t->name_pending && (n <= 64 || (n & (n - 1)) == 0) && ft_thread_try_name != NULL &&
         ft_thread_try_name(t)) {
         t->name_pending = 0;
         set_limit(t);

@@ -126,8 +126,9 @@ void ft_thread_mute(ft_thread* t, uint32_t open_frames);
 void ft_thread_named(ft_thread* t);
 
 /* An event that writes nothing (muted, or pending under min_duration): the name check, which
- * otherwise rides on written records, runs at the 1st, 2nd, 4th, 8th ... such event while the
- * name is unknown.  Hook context (GIL held). */
+ * otherwise rides on written records, runs at each of the first 64 such events, then at the
+ * 128th, 256th ... while the name is unknown (threading registers a thread within its first
+ * few dozen events; a thread it never registers stops paying soon).  Hook context. */
 void ft_thread_unwritten_event(ft_thread* t);
 
 /* Sets the muted depth (0 ends the muted region) and returns the previous one.  Producer
