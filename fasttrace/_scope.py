@@ -32,7 +32,18 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-_MODULE_PART = re.compile(r"[A-Za-z0-9_*?\[\]!-]+\Z")
+_MODULE_PART = re.compile(r"[\w*?\[\]!-]+\Z")  # \w: identifiers may be any letters
+
+
+#: seconds: more than any run lasts, and within the native side's 64-bit nanoseconds
+MAX_MIN_DURATION = 1e9
+
+
+def patterns_text(patterns: "Iterable[str]", most: int = 8) -> str:
+    """`a, b, c`, or the first `most` and how many more."""
+    given = list(patterns)
+    shown = ", ".join(map(str, given[:most]))
+    return shown + (f", ... ({len(given) - most} more)" if len(given) > most else "")
 
 
 def c_module(f: "Any") -> str:
@@ -119,6 +130,13 @@ class Scope:
                  ) -> None:
         if isinstance(include, str) or isinstance(exclude, str):
             raise ValueError("include and exclude are lists of patterns, not one string")
+        include = () if include is None else include
+        exclude = () if exclude is None else exclude
+        for name, given in (("include", include), ("exclude", exclude)):
+            try:
+                iter(given)
+            except TypeError:
+                raise ValueError(f"{name}: a list of patterns, got {given!r}") from None
         self.include: Tuple[str, ...] = tuple(_check_pattern(p, "include") for p in include)
         self.exclude: Tuple[str, ...] = tuple(_check_pattern(p, "exclude") for p in exclude)
         if max_depth is not None and (isinstance(max_depth, bool)
@@ -126,9 +144,10 @@ class Scope:
             raise ValueError(f"max_depth: a number of frames, 0 or more, got {max_depth!r}")
         if min_duration is not None:
             if isinstance(min_duration, bool) or not isinstance(min_duration, (int, float)) \
-                    or not math.isfinite(min_duration) or min_duration < 0:
-                raise ValueError("min_duration: a finite number of seconds, 0 or more, got "
-                                 f"{min_duration!r}")
+                    or not math.isfinite(min_duration) or min_duration < 0 \
+                    or min_duration > MAX_MIN_DURATION:
+                raise ValueError("min_duration: a finite number of seconds, 0 or more (at most "
+                                 f"{MAX_MIN_DURATION:g}), got {min_duration!r}")
         self.max_depth = max_depth
         self.min_duration = min_duration
         self._cache: Dict[int, bool] = {}
@@ -203,9 +222,9 @@ class Scope:
         or "" when nothing limits the scope."""
         said = []
         if self.include:
-            said.append("include " + ", ".join(self.include))
+            said.append("include " + patterns_text(self.include))
         if self.exclude:
-            said.append("exclude " + ", ".join(self.exclude))
+            said.append("exclude " + patterns_text(self.exclude))
         if self.max_depth is not None:
             said.append(f"max depth {self.max_depth}")
         if self.min_duration is not None:

@@ -83,13 +83,13 @@ class Trace:
         s = self.scope
         if not s:
             return ""
-        from fasttrace._scope import seconds_text
+        from fasttrace._scope import patterns_text, seconds_text
 
         said = []
         if s.get("include"):
-            said.append("include " + ", ".join(map(str, s["include"])))
+            said.append("include " + patterns_text(s["include"]))
         if s.get("exclude"):
-            said.append("exclude " + ", ".join(map(str, s["exclude"])))
+            said.append("exclude " + patterns_text(s["exclude"]))
         if s.get("max_depth") is not None:
             said.append(f"max depth {s['max_depth']}")
         if s.get("min_duration") is not None:

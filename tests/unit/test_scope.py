@@ -161,3 +161,21 @@ def test_pruned_depth_threads_and_merge():
     assert merged.self_ns[0] == 10  # both roots' own time
     nothing = tree.pruned(lambda fid: False)
     assert _paths(nothing) == {}
+
+
+def test_hostile_arguments():
+    """Found by trying to break start(): None is no patterns; a non-list is a ValueError; a
+    huge min_duration is refused before the nanoseconds overflow; identifiers may be
+    non-ASCII; a long pattern list is described in a few words."""
+    assert not Scope(None, None).patterns
+    for bad in (3, 1.5, object()):
+        with pytest.raises(ValueError, match="include: a list of patterns"):
+            Scope(bad)
+    with pytest.raises(ValueError, match="at most"):
+        Scope(min_duration=1e300)
+    assert Scope(min_duration=1e9).min_duration_ns == 10**18
+    assert Scope(["modé.*", "ünï"]).include == ("modé.*", "ünï")
+    with pytest.raises(ValueError, match="neither a module name"):
+        Scope(["a\x00b"])
+    text = Scope(["p%d" % i for i in range(100)]).describe()
+    assert text.startswith("include p0, p1,") and text.endswith("... (92 more)")
