@@ -15,6 +15,7 @@ and bench/ use it to cover and measure both paths).
 
 from __future__ import annotations
 
+import _thread
 import os
 import sys
 import threading
@@ -27,7 +28,7 @@ from fasttrace._summary import SamplingStats, sampling_stats
 # since it runs in every traced process.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Optional
+    from typing import Any, Callable, Optional
 
     from fasttrace._scope import Scope
 
@@ -391,6 +392,8 @@ class SampleCapture(_Capture):
         self.scope = scope
         self.trim_stacks = trim_stacks
         self._thread_starts = _ThreadStarts()
+        #: the scope's predicate while a scope helper runs (stop() joins it), else None
+        self._decide: "Optional[Callable[[str], bool]]" = None
 
     def prepare(self) -> None:
         # 3.13+: the interpreter's own description of its struct layouts against this build's,
@@ -401,10 +404,13 @@ class SampleCapture(_Capture):
             raise TracingError(problem)
 
     def begin(self) -> None:
+        scope = self.scope
+        patterns = scope is not None and scope.patterns
         try:
             _core.sampler_start(self.rate,
                                 _core.CLOCK_CPU if self.clock == "cpu" else _core.CLOCK_WALL,
-                                _call_opcodes(), _stop_codes(self._stop_codes))
+                                _call_opcodes(), _stop_codes(self._stop_codes), patterns,
+                                self.trim_stacks, None if scope is None else scope.max_depth)
         except (OSError, _core.LayoutError) as e:
             _core.session_quiesce()
             _core.session_finish()
@@ -421,11 +427,27 @@ class SampleCapture(_Capture):
         name = next((n for n in _START_NAMES if hasattr(threading, n)), None)
         if name is not None:
             self._thread_starts.wrap(threading, name, threading.Thread, install_hook=False)
+        if scope is not None and scope.patterns:
+            # The sampler meets each file name on its own thread, where it cannot call the
+            # scope's predicate: a helper thread decides them with the GIL (a bare thread, not
+            # in threading.enumerate(), that the sampler never samples).  If it cannot start,
+            # stop() decides them all, and samples wait for that (up to a bound) meanwhile.
+            _core.sampler_scope_expect()
+            self._decide = scope.code_in_scope
+            try:
+                _thread.start_new_thread(_core.sampler_scope_serve, (self._decide,))
+            except BaseException:
+                _core.sampler_scope_exit()
 
     def before_quiesce(self) -> "list[str]":
         self._thread_starts.restore()
         _name_sampled_threads(force=True)
         return []
+
+    def before_finish(self) -> None:
+        decide, self._decide = self._decide, None
+        if decide is not None:
+            _core.sampler_scope_finish(decide)
 
     def after_finish(self) -> None:
         _core.sampler_release()
