@@ -15,7 +15,6 @@ and bench/ use it to cover and measure both paths).
 
 from __future__ import annotations
 
-import _thread
 import os
 import sys
 import threading
@@ -28,7 +27,7 @@ from fasttrace._summary import SamplingStats, sampling_stats
 # since it runs in every traced process.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Optional
+    from typing import Any, Optional
 
     from fasttrace._scope import Scope
 
@@ -392,8 +391,7 @@ class SampleCapture(_Capture):
         self.scope = scope
         self.trim_stacks = trim_stacks
         self._thread_starts = _ThreadStarts()
-        #: the scope's predicate while a scope helper runs (stop() joins it), else None
-        self._decide: "Optional[Callable[[str], bool]]" = None
+        self._scope_helper = False  # a scope helper was started: stop() joins it
 
     def prepare(self) -> None:
         # 3.13+: the interpreter's own description of its struct layouts against this build's,
@@ -430,14 +428,10 @@ class SampleCapture(_Capture):
         if scope is not None and scope.patterns:
             # The sampler meets each file name on its own thread, where it cannot call the
             # scope's predicate: a helper thread decides them with the GIL (a bare thread, not
-            # in threading.enumerate(), that the sampler never samples).  If it cannot start,
-            # stop() decides them all, and samples wait for that (up to a bound) meanwhile.
-            _core.sampler_scope_expect()
-            self._decide = scope.code_in_scope
-            try:
-                _thread.start_new_thread(_core.sampler_scope_serve, (self._decide,))
-            except BaseException:
-                _core.sampler_scope_exit()
+            # in threading.enumerate(), that the sampler never samples; stopped around
+            # os.fork() as the sampler is).  stop() joins it and decides what is left.
+            _core.sampler_scope_start(scope.code_in_scope)
+            self._scope_helper = True
 
     def before_quiesce(self) -> "list[str]":
         self._thread_starts.restore()
@@ -445,9 +439,9 @@ class SampleCapture(_Capture):
         return []
 
     def before_finish(self) -> None:
-        decide, self._decide = self._decide, None
-        if decide is not None:
-            _core.sampler_scope_finish(decide)
+        if self._scope_helper:
+            self._scope_helper = False
+            _core.sampler_scope_finish()
 
     def after_finish(self) -> None:
         _core.sampler_release()

@@ -275,13 +275,22 @@ cdef bint _fork_hooks = False
 
 
 def _before_fork():
+    global _scope_paused
     ft_writer_fork_defer()
     ft_sampler_fork_defer()
+    if _scope_pred is not None and not _scope_paused:
+        with nogil:
+            ft_sampler_scope_pause()
+        _scope_paused = True
 
 
 cdef int _resume_after_fork(void* arg) noexcept:
+    global _scope_paused
     ft_writer_fork_resume()
     ft_sampler_fork_resume()
+    if _scope_paused and _scope_pred is not None:  # (None: stopped meanwhile)
+        _scope_paused = False
+        _start_scope_helper()
     return 0
 
 
@@ -317,15 +326,29 @@ def last_thread_uid():
     return ft_sampler_last_thread_uid()
 
 
-def sampler_scope_expect():
-    """Before the scope helper thread is started (GIL held): stop waits for it from now on.
-    If the thread cannot be started, call sampler_scope_exit()."""
+# The scope helper (ft_sampler.h): its predicate while a sampler with patterns runs, and
+# whether os.fork()'s before hook stopped it (it is started again after the fork, in the parent,
+# with the sampler: CPython 3.12+ warns about a fork with more than one thread).
+cdef object _scope_pred = None
+cdef bint _scope_paused = False
+
+
+cdef _start_scope_helper():
     ft_sampler_scope_expect()
+    try:
+        _thread.start_new_thread(sampler_scope_serve, (_scope_pred,))
+    except BaseException:
+        ft_sampler_scope_exit()  # stop() decides every file name then
 
 
-def sampler_scope_exit():
-    """The scope helper will not run (its thread could not be started)."""
-    ft_sampler_scope_exit()
+def sampler_scope_start(pred):
+    """After sampler_start with scope_patterns (GIL held): starts the scope helper, a bare
+    thread (not in threading.enumerate()) that decides the file names the sampler meets with
+    pred(filename) -> bool.  If it cannot start, samples wait (up to a bound) for stop()."""
+    global _scope_pred, _scope_paused
+    _scope_pred = pred
+    _scope_paused = False
+    _start_scope_helper()
 
 
 cdef _scope_decide(pred, uint32_t first, uint32_t end):
@@ -364,16 +387,21 @@ def sampler_scope_serve(pred):
         ft_sampler_scope_exit()
 
 
-def sampler_scope_finish(pred):
+def sampler_scope_finish():
     """stop(), GIL held, after session_quiesce and before session_finish: joins the sampler
     and scope helper threads, then decides the file names left undecided, so that the
     samples still held for them are written by session_finish."""
+    global _scope_pred, _scope_paused
     cdef uint32_t first = 0, end = 0
+    pred = _scope_pred
+    _scope_pred = None  # (no restart after a fork from now on)
+    _scope_paused = False
     with nogil:
         ft_sampler_halt()
         ft_sampler_scope_join()
-    ft_sampler_scope_pending(&first, &end)
-    _scope_decide(pred, first, end)
+    if pred is not None:
+        ft_sampler_scope_pending(&first, &end)
+        _scope_decide(pred, first, end)
 
 
 def sampler_release():
@@ -445,8 +473,11 @@ def session_finish():
 
 
 def session_abandon():
+    global _scope_pred, _scope_paused
     ft_session_abandon()
     ft_sampler_abandon()
+    _scope_pred = None  # the helper thread is the parent's
+    _scope_paused = False
     scope_clear()
 
 

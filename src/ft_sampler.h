@@ -87,6 +87,10 @@ void ft_sampler_halt(void);
  *                                    thread could not be started)
  *   ft_sampler_scope_join()          stop(), without the GIL, after ft_sampler_halt: tells the
  *                                    helper to stop and waits until it has exited
+ *   ft_sampler_scope_pause()         os.fork()'s before hook, without the GIL: the same, and
+ *                                    waits for its task to leave the thread list (ft_fork.h);
+ *                                    1 if a helper ran (the caller starts it again after the
+ *                                    fork, in the parent, after _expect)
  *   ft_sampler_scope_pending(&a, &b) then, GIL held: the files still undecided, which the
  *                                    caller decides as the helper would have */
 void ft_sampler_scope_expect(void);
@@ -97,6 +101,7 @@ void ft_sampler_scope_decide(uint32_t i, int in);
 void ft_sampler_scope_taken(uint32_t end);
 void ft_sampler_scope_exit(void);
 void ft_sampler_scope_join(void);
+int ft_sampler_scope_pause(void);
 void ft_sampler_scope_pending(uint32_t* first, uint32_t* end);
 int ft_sampler_running(void);
 /* GIL held.  Names (and, before 3.11, gives the kernel tid of) the newest sampled thread with

@@ -43,4 +43,5 @@ cdef extern from "ft_sampler.h":
     void ft_sampler_scope_taken(uint32_t end)
     void ft_sampler_scope_exit()
     void ft_sampler_scope_join() nogil
+    int ft_sampler_scope_pause() nogil
     void ft_sampler_scope_pending(uint32_t* first, uint32_t* end)

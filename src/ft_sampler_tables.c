@@ -22,10 +22,13 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ft_format.h"
 #include "ft_defs.h"
+#include "ft_fork.h"
 #include "ft_session.h"
 
 /* Bumped by the code watcher whenever a code object dies (3.12+).  An insert that saw it move
@@ -43,6 +46,9 @@ static pthread_mutex_t g_scope_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_scope_cond = PTHREAD_COND_INITIALIZER;
 static int g_helper;     /* 1 from ft_sampler_scope_expect until the helper's exit */
 static int g_helper_stop; /* the helper is to return from ft_sampler_scope_wait */
+static int g_helper_tid;  /* its kernel thread id */
+/* os.fork() waits at most this long for the helper's task to leave the thread list. */
+#define HELPER_GONE_WAIT_NS 20000000ull
 
 /* ---- the scope's file names --------------------------------------------------------------- */
 
@@ -582,6 +588,7 @@ int
 ft_sampler_scope_enter(uint64_t ident)
 {
     pthread_mutex_lock(&g_scope_lock);
+    g_helper_tid = (int)syscall(SYS_gettid);
     int ok = !g_helper_stop;
     if (ok) {
         atomic_store(&S.helper_ident, ident);
@@ -638,16 +645,35 @@ ft_sampler_scope_exit(void)
     pthread_mutex_unlock(&g_scope_lock);
 }
 
-void
-ft_sampler_scope_join(void)
+/* Tells the helper to stop and waits until it has exited: its kernel thread id, 0 if none ran. */
+static int
+stop_helper(void)
 {
     pthread_mutex_lock(&g_scope_lock);
+    int ran = g_helper;
     g_helper_stop = 1;
     pthread_cond_broadcast(&g_scope_cond);
     while (g_helper) {
         pthread_cond_wait(&g_scope_cond, &g_scope_lock);
     }
+    int tid = ran ? g_helper_tid : 0;
     pthread_mutex_unlock(&g_scope_lock);
+    return tid;
+}
+
+void
+ft_sampler_scope_join(void)
+{
+    stop_helper();
+}
+
+int
+ft_sampler_scope_pause(void)
+{
+    int tid = stop_helper();
+    /* Gone from /proc/self/stat too, where CPython 3.12+ counts the threads (ft_fork.h). */
+    ft_fork_wait_task_gone(tid, HELPER_GONE_WAIT_NS);
+    return tid != 0;
 }
 
 void
@@ -678,4 +704,5 @@ ft_smp_scope_after_fork_child(void)
     memcpy(&g_scope_cond, &cond, sizeof cond);
     g_helper = 0;
     g_helper_stop = 0;
+    g_helper_tid = 0;
 }
