@@ -96,9 +96,8 @@ def _describe(trace: "fasttrace.Trace") -> "Described":
             + (", real-time sampler" if sampling.realtime else "")))
         said = []
         if sampling.torn or sampling.truncated or sampling.late_ticks:
-            said.append(f"{sampling.torn:,} torn, {sampling.truncated:,} cut at the "
-                        f"sampler's {MAX_SAMPLE_DEPTH} frames, {sampling.late_ticks:,} late "
-                        "ticks")
+            said.append(f"{sampling.torn:,} torn, {sampling.truncated:,} cut at "
+                        f"{MAX_SAMPLE_DEPTH} frames, {sampling.late_ticks:,} late ticks")
         if sampling.out_of_scope or (trace.scope is not None and
                                      sampling.effective_rate is not None):
             # (effective_rate None: no stats were written, a process killed before stop())
@@ -115,8 +114,12 @@ def _describe(trace: "fasttrace.Trace") -> "Described":
                                   f"{duration_text(lost.ts)}: {lost.what}; nothing of it after "
                                   "that was recorded"))
     if trace.scope is not None:
-        rows.append(("scope", (trace.scope_text() or "none") +
-                     " (only what is in scope was recorded)"))
+        recorded = "only what is in scope was recorded"
+        if sampling is not None and (trace.scope.get("include") or trace.scope.get("exclude")):
+            recorded = ("only the in-scope frames of samples were recorded"
+                        if trace.scope.get("trim_stacks") else
+                        "only samples with a frame in scope were recorded, whole")
+        rows.append(("scope", (trace.scope_text() or "none") + f" ({recorded})"))
     if trace.damage:
         rows.append(("damage", trace.damage))
     threads = sorted(trace.threads, key=lambda t: (-counts.get(t.id, 0), t.id))
