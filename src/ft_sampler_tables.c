@@ -162,7 +162,9 @@ ft_smp_scope_free(void)
     free(S.fns);
     S.fns = NULL;
     S.cap_fns = 0;
-    if (S.scope_pages != NULL && !ft_smp_scope_helper_running()) { /* else the helper may still read them: leaked */
+    /* A helper still running (a capture that exited without stop()) may read the names:
+     * they are leaked then. */
+    if (S.scope_pages != NULL && !ft_smp_scope_helper_running()) {
         for (uint32_t i = 0; i < S.n_files; i++) {
             free(scope_file_at(i)->name);
         }

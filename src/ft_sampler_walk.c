@@ -498,6 +498,15 @@ sample_thread(known_thread* kt, const ft_raw_tstate* ts, const ft_raw_gil* gil, 
         }
         return;
     }
+    /* The scope helper is fasttrace's own thread: never met, never sampled.  It publishes its
+     * ident before it runs Python code, so a frame read here comes after that store; the
+     * ident is loaded after the read (a load before it could miss a helper that was only
+     * starting). */
+    atomic_thread_fence(memory_order_acquire);
+    uint64_t helper = atomic_load_explicit(&S.helper_ident, memory_order_relaxed);
+    if (FT_UNLIKELY(helper != 0) && (uint64_t)ts->thread_id == helper) {
+        return;
+    }
     if (te == NULL && !meet_thread(kt, ts, holds, interval_ns, &te, &cpu, &weight)) {
         return;
     }
@@ -748,13 +757,8 @@ ft_smp_tick_once(uint64_t interval_ns)
     if (S.held_head < S.n_held) {
         ft_smp_flush_held(0); /* the samples decided since the last tick go first */
     }
-    /* The scope helper is fasttrace's own: never sampled (0 without a scope). */
-    uint64_t helper = atomic_load_explicit(&S.helper_ident, memory_order_relaxed);
     uint32_t n = read_thread_list(head);
     for (uint32_t i = 0; i < n; i++) {
-        if (FT_UNLIKELY(helper != 0) && (uint64_t)S.cur_ts[i]->thread_id == helper) {
-            continue;
-        }
         sample_thread(S.known[i], S.cur_ts[i], &gil, gil_ok, tick, interval_ns);
     }
     __atomic_store_n(&S.stat[FT_STAT_TICKS], S.stat[FT_STAT_TICKS] + 1, __ATOMIC_RELAXED);
