@@ -391,6 +391,7 @@ class SampleCapture(_Capture):
         self.scope = scope
         self.trim_stacks = trim_stacks
         self._thread_starts = _ThreadStarts()
+        self._scope_helper = False  # a scope helper was started: stop() joins it
 
     def prepare(self) -> None:
         # 3.13+: the interpreter's own description of its struct layouts against this build's,
@@ -401,10 +402,13 @@ class SampleCapture(_Capture):
             raise TracingError(problem)
 
     def begin(self) -> None:
+        scope = self.scope
+        patterns = scope is not None and scope.patterns
         try:
             _core.sampler_start(self.rate,
                                 _core.CLOCK_CPU if self.clock == "cpu" else _core.CLOCK_WALL,
-                                _call_opcodes(), _stop_codes(self._stop_codes))
+                                _call_opcodes(), _stop_codes(self._stop_codes), patterns,
+                                self.trim_stacks, None if scope is None else scope.max_depth)
         except (OSError, _core.LayoutError) as e:
             _core.session_quiesce()
             _core.session_finish()
@@ -421,11 +425,23 @@ class SampleCapture(_Capture):
         name = next((n for n in _START_NAMES if hasattr(threading, n)), None)
         if name is not None:
             self._thread_starts.wrap(threading, name, threading.Thread, install_hook=False)
+        if scope is not None and scope.patterns:
+            # The sampler meets each file name on its own thread, where it cannot call the
+            # scope's predicate: a helper thread decides them with the GIL (a bare thread, not
+            # in threading.enumerate(), that the sampler never samples; stopped around
+            # os.fork() as the sampler is).  stop() joins it and decides what is left.
+            _core.sampler_scope_start(scope.code_in_scope)
+            self._scope_helper = True
 
     def before_quiesce(self) -> "list[str]":
         self._thread_starts.restore()
         _name_sampled_threads(force=True)
         return []
+
+    def before_finish(self) -> None:
+        if self._scope_helper:
+            self._scope_helper = False
+            _core.sampler_scope_finish()
 
     def after_finish(self) -> None:
         _core.sampler_release()

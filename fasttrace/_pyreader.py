@@ -41,7 +41,8 @@ DEF_STACK, DEF_SAMPLING, DEF_SAMPLER_STATS = 0x13, 0x14, 0x15
 SAMPLE = 0x09
 SAMPLER_STATS = ("ticks", "samples", "late_ticks", "torn", "truncated", "dropped",
                  "sampler_cpu_ns", "read_failures", "duration_ns", "realtime", "reused",
-                 "rate_lowered", "final_rate_mhz", "cpu_budget_ppm", "paused_ns")
+                 "rate_lowered", "final_rate_mhz", "cpu_budget_ppm", "paused_ns",
+                 "out_of_scope")
 MAX_STACK = 1024
 # (ts_ns, thread, function ids root first (0 = the truncation marker), state bits, weight_us)
 MAX_WEIGHT_US = (2**64 - 1) // 1000  # the largest weight whose ns fit in a u64

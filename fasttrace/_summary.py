@@ -32,8 +32,8 @@ SamplingStats = namedtuple(
     "SamplingStats",
     ["rate", "achieved_rate", "rate_met", "clock", "samples", "ticks", "late_ticks", "torn",
      "truncated", "dropped", "sampler_cpu_ns", "realtime", "reused", "rate_lowered",
-     "effective_rate", "cpu_budget", "paused_ns"],
-    defaults=(0, 0, None, None, 0),
+     "effective_rate", "cpu_budget", "paused_ns", "out_of_scope"],
+    defaults=(0, 0, None, None, 0, 0),
 )
 SamplingStats.__doc__ = (
     "Sampling mode's account of itself: the requested and achieved rate, rate_met, the counts "
@@ -41,7 +41,8 @@ SamplingStats.__doc__ = (
     "since the previous tick, served without reading their stack), rate_lowered (times the "
     "sampler halved its rate, over its CPU budget), effective_rate (the rate in force at the "
     "end), cpu_budget (that budget, a share of one core) and paused_ns (time the sampler was "
-    "stopped around fork()); None or 0 for files written before."
+    "stopped around fork()); since issue 13, out_of_scope (samples not written because the "
+    "capture's scope kept none of their frames); None or 0 for files written before."
 )
 
 
@@ -79,5 +80,5 @@ def sampling_stats(rate: float, clock: str, raw: "dict[str, int]") -> SamplingSt
         reused=raw.get("reused", 0), rate_lowered=lowered,
         effective_rate=final_mhz / 1000 if final_mhz else None,
         cpu_budget=budget_ppm / 1e6 if budget_ppm else None,
-        paused_ns=raw.get("paused_ns", 0),
+        paused_ns=raw.get("paused_ns", 0), out_of_scope=raw.get("out_of_scope", 0),
     )

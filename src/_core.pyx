@@ -193,7 +193,8 @@ CLOCK_WALL, CLOCK_CPU = FT_CLOCK_WALL, FT_CLOCK_CPU
 # FT_DEF_SAMPLER_STATS / ft_summary.sampler values, in ft_sampler_stat order
 SAMPLER_STATS = ("ticks", "samples", "late_ticks", "torn", "truncated", "dropped",
                  "sampler_cpu_ns", "read_failures", "duration_ns", "realtime", "reused",
-                 "rate_lowered", "final_rate_mhz", "cpu_budget_ppm", "paused_ns")
+                 "rate_lowered", "final_rate_mhz", "cpu_budget_ppm", "paused_ns",
+                 "out_of_scope")
 
 cdef bytes _call_opcodes = None
 cdef tuple _stop_codes = ()
@@ -237,11 +238,14 @@ def sampler_check_layout():
     return msg.decode("utf-8", "replace")
 
 
-def sampler_start(double rate, int clock, bytes call_opcodes, tuple stop_codes):
+def sampler_start(double rate, int clock, bytes call_opcodes, tuple stop_codes,
+                  bint scope_patterns=False, bint trim_stacks=False, max_depth=None):
     """Starts the sampler thread (after session_start).  call_opcodes: 256 bytes, nonzero for
     opcodes that call.  stop_codes: code objects whose frames, and all outer ones, are left out
-    of every stack; the caller keeps them alive until session_finish.  Raises OSError, or
-    LayoutError when the layout check refuses (see sampler_check_layout)."""
+    of every stack; the caller keeps them alive until session_finish.  The scope:
+    scope_patterns (include/exclude given: files are decided by sampler_scope_serve's
+    predicate), trim_stacks, max_depth (None: no limit).  Raises OSError, or LayoutError when
+    the layout check refuses (see sampler_check_layout)."""
     global _call_opcodes, _stop_codes
     cdef ft_sampler_config cfg
     cdef const void* codes[FT_SAMPLER_MAX_STOP_CODES]
@@ -256,6 +260,9 @@ def sampler_start(double rate, int clock, bytes call_opcodes, tuple stop_codes):
     cfg.call_opcodes = <const uint8_t*><const char*>_call_opcodes
     cfg.stop_codes = codes
     cfg.n_stop_codes = len(stop_codes)
+    cfg.scope_patterns = scope_patterns
+    cfg.trim_stacks = trim_stacks
+    cfg.max_depth = 0xFFFFFFFF if max_depth is None else min(max_depth, 0xFFFFFFFE)
     cdef int err = ft_sampler_start(&cfg)
     if err == FT_SAMPLER_ELAYOUT:
         raise LayoutError(ft_sampler_layout_error().decode("utf-8", "replace"))
@@ -268,13 +275,22 @@ cdef bint _fork_hooks = False
 
 
 def _before_fork():
+    global _scope_paused
     ft_writer_fork_defer()
     ft_sampler_fork_defer()
+    if _scope_pred is not None and not _scope_paused:
+        with nogil:
+            ft_sampler_scope_pause()
+        _scope_paused = True
 
 
 cdef int _resume_after_fork(void* arg) noexcept:
+    global _scope_paused
     ft_writer_fork_resume()
     ft_sampler_fork_resume()
+    if _scope_paused and _scope_pred is not None:  # (None: stopped meanwhile)
+        _scope_paused = False
+        _start_scope_helper()
     return 0
 
 
@@ -308,6 +324,84 @@ cdef _register_fork_hooks():
 def last_thread_uid():
     """Every thread state made from now on has an id (tstate->id) above this."""
     return ft_sampler_last_thread_uid()
+
+
+# The scope helper (ft_sampler.h): its predicate while a sampler with patterns runs, and
+# whether os.fork()'s before hook stopped it (it is started again after the fork, in the parent,
+# with the sampler: CPython 3.12+ warns about a fork with more than one thread).
+cdef object _scope_pred = None
+cdef bint _scope_paused = False
+
+
+cdef _start_scope_helper():
+    ft_sampler_scope_expect()
+    try:
+        _thread.start_new_thread(sampler_scope_serve, (_scope_pred,))
+    except BaseException:
+        ft_sampler_scope_exit()  # stop() decides every file name then
+
+
+def sampler_scope_start(pred):
+    """After sampler_start with scope_patterns (GIL held): starts the scope helper, a bare
+    thread (not in threading.enumerate()) that decides the file names the sampler meets with
+    pred(filename) -> bool.  If it cannot start, samples wait (up to a bound) for stop()."""
+    global _scope_pred, _scope_paused
+    _scope_pred = pred
+    _scope_paused = False
+    _start_scope_helper()
+
+
+cdef _scope_decide(pred, uint32_t first, uint32_t end):
+    # Files [first, end) decided by pred(filename), as the hooks decide them in trace mode
+    # (ft_intern.c): a predicate that raises leaves the file in scope.
+    cdef const char* name
+    cdef size_t n
+    cdef uint32_t i
+    for i in range(first, end):
+        name = ft_sampler_scope_file(i, &n)
+        try:
+            inside = bool(pred(name[:n].decode("utf-8", "surrogatepass")))
+        except Exception:
+            inside = True
+        ft_sampler_scope_decide(i, inside)
+    ft_sampler_scope_taken(end)
+
+
+def sampler_scope_serve(pred):
+    """The scope helper thread's body (sampling mode with include/exclude; started with
+    _thread.start_new_thread after sampler_scope_expect): decides, with pred(filename) and
+    the GIL, each file name the sampler thread meets, until sampler_scope_finish.  The
+    sampler never samples this thread."""
+    cdef uint32_t first = 0, end = 0
+    cdef int r
+    try:
+        if ft_sampler_scope_enter(_thread.get_ident()) != 0:
+            return
+        while True:
+            with nogil:
+                r = ft_sampler_scope_wait(&first, &end)
+            if r != 0:
+                return
+            _scope_decide(pred, first, end)
+    finally:
+        ft_sampler_scope_exit()
+
+
+def sampler_scope_finish():
+    """stop(), GIL held, after session_quiesce and before session_finish: joins the sampler
+    and scope helper threads, then decides the file names left undecided, so that the
+    samples still held for them are written by session_finish."""
+    global _scope_pred, _scope_paused
+    cdef uint32_t first = 0, end = 0
+    pred = _scope_pred
+    _scope_pred = None  # (no restart after a fork from now on)
+    _scope_paused = False
+    with nogil:
+        ft_sampler_halt()
+        ft_sampler_scope_join()
+    if pred is not None:
+        ft_sampler_scope_pending(&first, &end)
+        _scope_decide(pred, first, end)
 
 
 def sampler_release():
@@ -381,8 +475,11 @@ def session_finish():
 
 
 def session_abandon():
+    global _scope_pred, _scope_paused
     ft_session_abandon()
     ft_sampler_abandon()
+    _scope_pred = None  # the helper thread is the parent's
+    _scope_paused = False
     scope_clear()
 
 

@@ -155,6 +155,7 @@ enum ft_sampler_stat {
     FT_STAT_CPU_BUDGET_PPM, /* the sampler's CPU budget, in millionths of one core */
     FT_STAT_PAUSED_NS,     /* time stopped around fork() in the parent (from the last tick before
                             * each fork to the restart), within the duration */
+    FT_STAT_OUT_OF_SCOPE,  /* samples not written: the capture's scope kept none of their frames */
     FT_STAT_COUNT,
 };
 

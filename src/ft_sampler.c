@@ -166,6 +166,7 @@ free_tables(void)
     if (S.known != NULL) {
         ft_smp_forget_known();
     }
+    ft_smp_scope_free();
     free(S.codes);
     free(S.stacks);
     free(S.stack_arena);
@@ -424,7 +425,7 @@ resume(void)
 static void
 pause_thread(void)
 {
-    if (!S.running || S.paused) {
+    if (!S.running || S.paused || S.halted) {
         return;
     }
     stop_thread();
@@ -454,8 +455,9 @@ static void
 fork_child(void)
 {
     /* No sampler thread here, and nothing that could wait on one: the lock was taken by this
-     * very thread in fork_prepare. */
+     * very thread in fork_prepare.  No scope helper either. */
     S.fork_defer = 0;
+    ft_smp_scope_after_fork_child();
     pthread_mutex_unlock(&g_life_lock);
 }
 
@@ -484,8 +486,8 @@ ft_sampler_fork_resume(void)
 int
 ft_sampler_start(const ft_sampler_config* cfg)
 {
-    if (S.running) {
-        return EBUSY;
+    if (S.running || ft_smp_scope_helper_running()) {
+        return EBUSY; /* (a scope helper of a capture never stopped: it could read S) */
     }
     /* Before anything exists: a layout this build would misread must never be sampled. */
     if (ft_sampler_check_layout(g_layout_msg, sizeof g_layout_msg) != 0) {
@@ -531,7 +533,7 @@ ft_sampler_start(const ft_sampler_config* cfg)
     S.cur = calloc(MAX_THREADS_PER_TICK, sizeof *S.cur);
     S.cur_ts = calloc(MAX_THREADS_PER_TICK, sizeof *S.cur_ts);
     S.ring = ft_session_sample_ring();
-    int err = 0;
+    int err = ft_smp_scope_alloc();
     if (S.codes == NULL || S.stacks == NULL || S.stack_arena == NULL || S.known == NULL ||
         S.cur == NULL || S.cur_ts == NULL || S.ring == NULL) {
         err = ENOMEM;
@@ -577,13 +579,11 @@ ft_sampler_running(void)
     return S.running;
 }
 
-void
-ft_sampler_stop(ft_sampler_stats* out)
+/* g_life_lock held, the sampler running: joins its thread; the duration ends here. */
+static void
+halt_locked(void)
 {
-    memset(out, 0, sizeof *out);
-    pthread_mutex_lock(&g_life_lock); /* not while a fork has the sampler stopped */
-    if (!S.running) {
-        pthread_mutex_unlock(&g_life_lock);
+    if (S.halted) {
         return;
     }
     stop_thread();
@@ -593,7 +593,32 @@ ft_sampler_stop(ft_sampler_stats* out)
         S.paused = 0;
         S.paused_at_ns = 0;
     }
-    S.stat[FT_STAT_DURATION_NS] = now - S.started_ns;
+    S.halted = 1;
+    S.halted_ns = now;
+}
+
+void
+ft_sampler_halt(void)
+{
+    pthread_mutex_lock(&g_life_lock);
+    if (S.running) {
+        halt_locked();
+    }
+    pthread_mutex_unlock(&g_life_lock);
+}
+
+void
+ft_sampler_stop(ft_sampler_stats* out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&g_life_lock); /* not while a fork has the sampler stopped */
+    if (!S.running) {
+        pthread_mutex_unlock(&g_life_lock);
+        return;
+    }
+    halt_locked();
+    ft_smp_flush_held(1);
+    S.stat[FT_STAT_DURATION_NS] = S.halted_ns - S.started_ns;
     S.stat[FT_STAT_FINAL_RATE_MHZ] = (uint64_t)(S.rate_hz * 1000 + 0.5);
     S.stat[FT_STAT_CPU_BUDGET_PPM] = (uint64_t)(S.budget * 1e6 + 0.5);
     ft_thread_rotate(S.ring, 0);
@@ -609,7 +634,7 @@ ft_sampler_stop(ft_sampler_stats* out)
     memcpy(out->values, S.stat, sizeof S.stat);
     out->rate_hz = S.cfg.rate_hz;
     out->clock = S.cfg.clock;
-    ft_session_set_function_count(S.next_fid);
+    ft_session_set_function_count(S.scoped ? S.next_out_fid : S.next_fid);
     pthread_mutex_lock(&S.names_lock);
     S.running = 0;
     pthread_mutex_unlock(&S.names_lock);

@@ -9,7 +9,9 @@
  *
  * Concurrency: ft_sampler_start/ft_sampler_set_thread_name run with the GIL; the sampler thread
  * runs without it and owns its tables; `names_lock` guards the thread table against naming;
- * the code watcher (3.12+, GIL held, any thread) only tombstones entries of dying code objects.
+ * the code watcher (3.12+, GIL held, any thread) only tombstones entries of dying code objects;
+ * with a scope's patterns, the scope helper (GIL held) decides the file names the sampler
+ * publishes, each one state byte the sampler reads without a lock (see below).
  */
 #ifndef FT_SAMPLER_H
 #define FT_SAMPLER_H
@@ -23,6 +25,14 @@ typedef struct {
     const uint8_t* call_opcodes;   /* 256 flags: the opcode is a call (copied) */
     const void* const* stop_codes; /* code objects whose frames, and all outer ones, are cut */
     int n_stop_codes;              /* at most FT_SAMPLER_MAX_STOP_CODES */
+    /* The capture's scope (fasttrace/_scope.py; FORMAT.md section 8 says what it keeps).
+     * scope_patterns: include/exclude were given, and each file's code is decided, with the
+     * GIL, by the scope helper (ft_sampler_scope_*), since the sampler cannot call Python;
+     * trim_stacks: a sample keeps only its in-scope frames; max_depth: a stack keeps its
+     * outermost max_depth frames (UINT32_MAX: no limit). */
+    int scope_patterns;
+    int trim_stacks;
+    uint32_t max_depth;
 } ft_sampler_config;
 
 #define FT_SAMPLER_MAX_STOP_CODES 16
@@ -49,8 +59,50 @@ const char* ft_sampler_layout_error(void);
  * last (at once before 3.13). */
 const char* ft_sampler_layout_field(int i);
 /* Joins the sampler thread, publishes its last chunk and writes the stats def.  No GIL needed;
- * a no-op when no sampler runs.  Called before ft_session_finish. */
+ * a no-op when no sampler runs.  Called before ft_session_finish.  Samples still held for a
+ * scope decision (see below) are written first; those whose files nobody decided (the
+ * helper was not joined: an exit without stop()) are counted as dropped. */
 void ft_sampler_stop(ft_sampler_stats* out);
+/* No GIL needed: joins the sampler thread ahead of ft_sampler_stop (which then finishes the
+ * file), so that the last scope decisions can be made with the GIL before it.  The duration
+ * ends here.  A no-op when no sampler runs or it was halted already. */
+void ft_sampler_halt(void);
+
+/* ---- the scope helper (cfg.scope_patterns) -------------------------------------------------
+ * The sampler meets a code object's file name at first sight, on its own thread, where it
+ * cannot call the scope's Python predicate.  Each new file name is published to a helper, a
+ * Python thread of fasttrace's own (never sampled), which decides it with the GIL and stores
+ * the answer where the sampler reads it without a lock.  Samples whose frames are not all
+ * decided yet are held, in order, by the sampler until they are (usually a few ms), and only
+ * what the scope keeps is written.
+ *
+ *   ft_sampler_scope_expect()        GIL held, before the helper thread is started
+ *   ft_sampler_scope_enter(ident)    the helper, first (GIL held): -1 if told to stop already
+ *   ft_sampler_scope_wait(&a, &b)    the helper, without the GIL: blocks until files [a, b)
+ *                                    wait for a decision (0), or it is told to stop (-1)
+ *   ft_sampler_scope_file(i, &len)   GIL held: file i's name (UTF-8, surrogates kept)
+ *   ft_sampler_scope_decide(i, in)   GIL held: file i is in scope or not
+ *   ft_sampler_scope_taken(b)        the files before b are decided
+ *   ft_sampler_scope_exit()          the helper, last (also when enter refused, or when the
+ *                                    thread could not be started)
+ *   ft_sampler_scope_join()          stop(), without the GIL, after ft_sampler_halt: tells the
+ *                                    helper to stop and waits until it has exited
+ *   ft_sampler_scope_pause()         os.fork()'s before hook, without the GIL: the same, and
+ *                                    waits for its task to leave the thread list (ft_fork.h);
+ *                                    1 if a helper ran (the caller starts it again after the
+ *                                    fork, in the parent, after _expect)
+ *   ft_sampler_scope_pending(&a, &b) then, GIL held: the files still undecided, which the
+ *                                    caller decides as the helper would have */
+void ft_sampler_scope_expect(void);
+int ft_sampler_scope_enter(uint64_t ident);
+int ft_sampler_scope_wait(uint32_t* first, uint32_t* end);
+const char* ft_sampler_scope_file(uint32_t i, size_t* len);
+void ft_sampler_scope_decide(uint32_t i, int in);
+void ft_sampler_scope_taken(uint32_t end);
+void ft_sampler_scope_exit(void);
+void ft_sampler_scope_join(void);
+int ft_sampler_scope_pause(void);
+void ft_sampler_scope_pending(uint32_t* first, uint32_t* end);
 int ft_sampler_running(void);
 /* GIL held.  Names (and, before 3.11, gives the kernel tid of) the newest sampled thread with
  * this threading ident; unless `force`, a thread already named keeps its name.  A thread the

@@ -1,5 +1,5 @@
 # Declarations of ft_sampler.h for the Cython boundary (no logic here).
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 cdef extern from "ft_sampler.h":
     ctypedef struct ft_sampler_config:
@@ -8,6 +8,9 @@ cdef extern from "ft_sampler.h":
         const uint8_t* call_opcodes
         const void* const* stop_codes
         int n_stop_codes
+        int scope_patterns
+        int trim_stacks
+        uint32_t max_depth
 
     ctypedef struct ft_sampler_stats:
         uint64_t values[16]
@@ -30,4 +33,15 @@ cdef extern from "ft_sampler.h":
     void ft_sampler_fork_defer()
     void ft_sampler_fork_resume()
     void ft_sampler_stop(ft_sampler_stats* out) nogil
+    void ft_sampler_halt() nogil
     void ft_sampler_abandon()
+    void ft_sampler_scope_expect()
+    int ft_sampler_scope_enter(uint64_t ident)
+    int ft_sampler_scope_wait(uint32_t* first, uint32_t* end) nogil
+    const char* ft_sampler_scope_file(uint32_t i, size_t* len)
+    void ft_sampler_scope_decide(uint32_t i, int inside)
+    void ft_sampler_scope_taken(uint32_t end)
+    void ft_sampler_scope_exit()
+    void ft_sampler_scope_join() nogil
+    int ft_sampler_scope_pause() nogil
+    void ft_sampler_scope_pending(uint32_t* first, uint32_t* end)

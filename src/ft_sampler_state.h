@@ -8,9 +8,10 @@
  * addressed PC-relative and calls are direct, as for the statics they were.
  *
  * The files: ft_sampler_remote.c (reads of the process's memory: the read plan, strs),
- * ft_sampler_tables.c (functions, stacks and threads, interned and defined), ft_sampler_walk.c
- * (one thread's stack, the thread list, one tick), ft_sampler.c (scheduler, lifecycle, layout
- * check, fork, start and stop).
+ * ft_sampler_tables.c (functions, stacks and threads, interned and defined; the scope's file
+ * names and the helper's side), ft_sampler_walk.c (one thread's stack, the scope applied to it
+ * and the samples held for a decision, the thread list, one tick), ft_sampler.c (scheduler,
+ * lifecycle, layout check, fork, start and stop).
  */
 #ifndef FT_SAMPLER_STATE_H
 #define FT_SAMPLER_STATE_H
@@ -40,6 +41,16 @@
 #define NAME_PENDING_NS 5000000000ull
 #define MAX_PENDING 256
 #define IOV_BATCH 1024            /* UIO_MAXIOV: process_vm_readv takes at most this many a side */
+/* The scope (ft_sampler.h): file names met, in pages that never move (the helper reads them
+ * while the sampler adds more); past the last page a new file is in scope, undecided. */
+#define SCOPE_PAGE_BITS 10
+#define SCOPE_PAGES 16384
+/* Samples held for a decision: beyond this many (or this many frames) one is dropped. */
+#define HELD_MAX (1u << 18)
+#define HELD_FIDS_MAX ((size_t)1 << 22)
+/* Names of functions not defined yet (no kept stack used them): beyond this many bytes,
+ * functions are defined at first sight, as without a scope. */
+#define DEFERRED_MAX ((size_t)32 << 20)
 
 #pragma GCC visibility push(hidden)
 
@@ -52,6 +63,42 @@ typedef struct {
     const void* bytecode;  /* 3.9-3.10: co_code's data, for the call check */
 } code_entry;
 #define CODE_TOMB ((uintptr_t)1)
+
+/* A file name met in a code object (cfg.scope_patterns). */
+enum { SCOPE_PENDING = 0, SCOPE_IN = 1, SCOPE_OUT = 2 };
+typedef struct {
+    char* name;             /* co_filename as UTF-8; set before the file is published */
+    uint32_t len;
+    uint64_t hash;
+    _Atomic uint8_t state;  /* SCOPE_*: stored by the one deciding it (GIL held) */
+} scope_file;
+
+/* A function (the sampler's own id, S.next_fid) when a scope applies: its file, and its id
+ * in the file, given when a kept stack first uses it, so that the file defines only the
+ * functions of what the scope keeps, with dense ids.  Until then its FUNCTION def's fields
+ * wait in `def`. */
+typedef struct {
+    uint32_t file;          /* its scope_file + 1; 0: in scope (no patterns, or no room) */
+    uint32_t out;           /* its function id in the file; 0: not defined yet */
+    struct deferred_def {
+        int lineno;
+        uint32_t name_len, qual_len, file_len; /* then the three strings' bytes */
+    }* def;
+} scope_fn;
+
+/* A sample held until every file of its stack is decided: `depth` frames (root first) at `at`
+ * in held_fids; or one already decided (sid != 0) that waits behind such a one, since samples
+ * go out in tick order. */
+typedef struct {
+    uint64_t tick;
+    uint64_t weight_ns;
+    size_t at;
+    uint32_t thread;
+    uint32_t sid;
+    uint32_t depth;
+    uint8_t state;
+    uint8_t flags;
+} held_sample;
 
 typedef struct {
     uint64_t hash;
@@ -70,6 +117,7 @@ typedef struct {
     uint32_t te;              /* its entry in S.threads + 1; 0: not met (no Python frames yet) */
     int cached;               /* the fields below describe its last walk */
     uint32_t sid;             /* the stack it resolved to; 0: the thread had no Python frames */
+    int out;                  /* with sid 0: the scope kept none of its frames */
     uint8_t state;            /* that sample's IDLE / IN_CALL bits */
     int gil_known;            /* the GIL was read at that tick and the thread was not its holder */
     unsigned long gil_switches; /* the GIL's switch_number and last holder at that tick */
@@ -166,6 +214,27 @@ typedef struct ft_smp_state {
     uint64_t paused_at_ns;    /* the last tick before the pause; 0 when not paused */
     uint64_t last_tick_ns;
     _Atomic int tid;          /* the sampler thread's kernel id */
+
+    /* The scope (ft_sampler.h), owned by the sampler thread except as noted. */
+    int scoped;               /* cfg.scope_patterns, or a max_depth */
+    scope_file** scope_pages; /* SCOPE_PAGES pointers; pages are read by the helper */
+    uint32_t n_files;
+    _Atomic uint32_t files_published; /* guarded by the helper's lock for its wait */
+    uint32_t files_taken;     /* the helper's (then stop's): decided below this */
+    uint32_t* file_index;     /* file name hash -> scope_file + 1, open addressing */
+    uint32_t file_index_bits;
+    scope_fn* fns;            /* by the sampler's function id */
+    uint32_t cap_fns;
+    uint32_t next_out_fid;    /* function ids given in the file */
+    size_t deferred_bytes;
+    held_sample* held;        /* samples held for a decision, oldest first from held_head */
+    uint32_t n_held, held_head, cap_held;
+    uint32_t* held_fids;
+    size_t held_len, held_cap;
+    _Atomic uint64_t helper_ident; /* the helper thread's ident (never sampled); 0: none */
+    int halted;               /* ft_sampler_halt joined the thread */
+    uint64_t halted_ns;
+    uint32_t kept[FT_SAMPLE_MAX_DEPTH];
 
     char snap[SNAP_MAX];
     uint32_t fids[FT_SAMPLE_MAX_DEPTH + 1];
@@ -312,7 +381,38 @@ thread_for(known_thread* kt, const ft_raw_tstate* ts)
     return t;
 }
 
+/* ---- the scope (ft_sampler_tables.c) --------------------------------------------------------- */
+
+static inline scope_file*
+scope_file_at(uint32_t i)
+{
+    return &S.scope_pages[i >> SCOPE_PAGE_BITS][i & ((1u << SCOPE_PAGE_BITS) - 1)];
+}
+
+/* SCOPE_IN, SCOPE_OUT or SCOPE_PENDING: whether function `fid` (the sampler's id) is in scope. */
+static inline uint8_t
+fn_scope(uint32_t fid)
+{
+    uint32_t f = fid < S.cap_fns ? S.fns[fid].file : 0;
+    if (f == 0) {
+        return SCOPE_IN;
+    }
+    return atomic_load_explicit(&scope_file_at(f - 1)->state, memory_order_acquire);
+}
+
+/* Sampler thread, at start (GIL held) or with it stopped: the scope's tables; 0 or ENOMEM. */
+int ft_smp_scope_alloc(void);
+void ft_smp_scope_free(void);
+/* Whether a scope helper was expected and has not exited yet. */
+int ft_smp_scope_helper_running(void);
+/* In a forked child: the helper is not there; its lock and state are made new. */
+void ft_smp_scope_after_fork_child(void);
+
 /* ---- the walk (ft_sampler_walk.c) ----------------------------------------------------------- */
+
+/* Sampler thread, or with it stopped: writes the held samples that are decided now, in order,
+ * up to the first that is not (`final`: every one; an undecided one is counted as dropped). */
+void ft_smp_flush_held(int final);
 
 /* Sampler thread, or with it stopped (free_tables): frees the known thread states. */
 void ft_smp_forget_known(void);

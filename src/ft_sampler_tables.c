@@ -6,6 +6,10 @@
  * `names_lock` guards the thread table against naming (ft_sampler_set_thread_name, with the
  * GIL), and the code watcher (any thread, GIL held) only tombstones entries.  The look-ups'
  * hit paths are static inline in ft_sampler_state.h, in the walk; here are their miss paths.
+ *
+ * With a scope (ft_sampler.h) two more tables: the file names met, each decided once by the
+ * scope helper, and per function its file and its id in the file, given (and its def written)
+ * when a kept stack first uses it.  Here too the helper's side of the hand-over.
  */
 #define _GNU_SOURCE
 #define FT_COMPAT_SAMPLER
@@ -13,14 +17,18 @@
 
 #include "ft_sampler_state.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ft_format.h"
 #include "ft_defs.h"
+#include "ft_fork.h"
 #include "ft_session.h"
 
 /* Bumped by the code watcher whenever a code object dies (3.12+).  An insert that saw it move
@@ -32,9 +40,224 @@ static _Atomic uint64_t g_code_deaths;
 static int g_watcher = -1;
 #endif
 
+/* The scope helper's hand-over (ft_sampler.h).  Statics, outside S: the helper may outlive a
+ * session that was never stopped (an exit without stop()), and S is wiped at every start. */
+static pthread_mutex_t g_scope_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_scope_cond = PTHREAD_COND_INITIALIZER;
+static int g_helper;     /* 1 from ft_sampler_scope_expect until the helper's exit */
+static int g_helper_stop; /* the helper is to return from ft_sampler_scope_wait */
+static int g_helper_tid;  /* its kernel thread id */
+/* os.fork() waits at most this long for the helper's task to leave the thread list. */
+#define HELPER_GONE_WAIT_NS 20000000ull
+
+/* ---- the scope's file names --------------------------------------------------------------- */
+
+static uint64_t
+hash_bytes(const uint8_t* p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+static void
+index_file(uint32_t i)
+{
+    uint32_t mask = (1u << S.file_index_bits) - 1;
+    uint32_t j = (uint32_t)(scope_file_at(i)->hash >> 32) & mask;
+    while (S.file_index[j] != 0) {
+        j = (j + 1) & mask;
+    }
+    S.file_index[j] = i + 1;
+}
+
+static int
+grow_file_index(void)
+{
+    uint32_t bits = S.file_index_bits + 1;
+    uint32_t* grown = calloc((size_t)1 << bits, sizeof *grown);
+    if (grown == NULL) {
+        return -1;
+    }
+    free(S.file_index);
+    S.file_index = grown;
+    S.file_index_bits = bits;
+    for (uint32_t i = 0; i < S.n_files; i++) {
+        index_file(i);
+    }
+    return 0;
+}
+
+/* The file `name` (n bytes) as scope_file + 1, made and published to the helper at first
+ * sight; 0 when there is no room for it (its code is then in scope). */
+static uint32_t
+file_of(const uint8_t* name, size_t n)
+{
+    uint64_t h = hash_bytes(name, n);
+    uint32_t mask = (1u << S.file_index_bits) - 1;
+    for (uint32_t j = (uint32_t)(h >> 32) & mask; S.file_index[j] != 0; j = (j + 1) & mask) {
+        scope_file* f = scope_file_at(S.file_index[j] - 1);
+        if (f->hash == h && f->len == n && memcmp(f->name, name, n) == 0) {
+            return S.file_index[j];
+        }
+    }
+    uint32_t i = S.n_files;
+    if (i >> SCOPE_PAGE_BITS >= SCOPE_PAGES ||
+        (2 * (i + 1) > (1u << S.file_index_bits) && grow_file_index() < 0)) {
+        return 0;
+    }
+    scope_file** page = &S.scope_pages[i >> SCOPE_PAGE_BITS];
+    if (*page == NULL && (*page = calloc((size_t)1 << SCOPE_PAGE_BITS, sizeof **page)) == NULL) {
+        return 0;
+    }
+    scope_file* f = scope_file_at(i);
+    if ((f->name = malloc(n + 1)) == NULL) {
+        return 0;
+    }
+    memcpy(f->name, name, n);
+    f->name[n] = '\0';
+    f->len = (uint32_t)n;
+    f->hash = h;
+    atomic_store_explicit(&f->state, SCOPE_PENDING, memory_order_relaxed);
+    S.n_files = i + 1;
+    index_file(i);
+    pthread_mutex_lock(&g_scope_lock); /* publishes f: the helper reads it after its wait */
+    atomic_store_explicit(&S.files_published, S.n_files, memory_order_release);
+    pthread_cond_broadcast(&g_scope_cond);
+    pthread_mutex_unlock(&g_scope_lock);
+    return i + 1;
+}
+
+int
+ft_smp_scope_alloc(void)
+{
+    S.scoped = S.cfg.scope_patterns || S.cfg.max_depth != UINT32_MAX;
+    if (!S.scoped) {
+        return 0;
+    }
+    S.cap_fns = 1024;
+    S.fns = calloc(S.cap_fns, sizeof *S.fns);
+    if (S.fns == NULL) {
+        return ENOMEM;
+    }
+    if (S.cfg.scope_patterns) {
+        S.scope_pages = calloc(SCOPE_PAGES, sizeof *S.scope_pages);
+        S.file_index_bits = 10;
+        S.file_index = calloc((size_t)1 << S.file_index_bits, sizeof *S.file_index);
+        if (S.scope_pages == NULL || S.file_index == NULL) {
+            return ENOMEM;
+        }
+    }
+    return 0;
+}
+
+void
+ft_smp_scope_free(void)
+{
+    for (uint32_t i = 0; i < S.cap_fns && S.fns != NULL; i++) {
+        free(S.fns[i].def);
+    }
+    free(S.fns);
+    S.fns = NULL;
+    S.cap_fns = 0;
+    /* A helper still running (a capture that exited without stop()) may read the names:
+     * they are leaked then. */
+    if (S.scope_pages != NULL && !ft_smp_scope_helper_running()) {
+        for (uint32_t i = 0; i < S.n_files; i++) {
+            free(scope_file_at(i)->name);
+        }
+        for (uint32_t p = 0; p < SCOPE_PAGES; p++) {
+            free(S.scope_pages[p]);
+        }
+        free(S.scope_pages);
+    }
+    S.scope_pages = NULL;
+    S.n_files = 0;
+    atomic_store(&S.files_published, 0);
+    free(S.file_index);
+    S.file_index = NULL;
+    free(S.held);
+    free(S.held_fids);
+    S.held = NULL;
+    S.held_fids = NULL;
+    S.n_held = S.held_head = S.cap_held = 0;
+    S.held_len = S.held_cap = 0;
+}
+
 /* ---- functions ------------------------------------------------------------------------------ */
 
-/* Writes the FUNCTION def; returns 1 if the code is a module's top level ("<module>"). */
+/* With a scope: room in S.fns for the function id `fid`; 0, or -1 out of memory. */
+static int
+reserve_fn(uint32_t fid)
+{
+    if (fid < S.cap_fns) {
+        return 0;
+    }
+    uint32_t cap = S.cap_fns * 2;
+    while (cap <= fid) {
+        cap *= 2;
+    }
+    scope_fn* grown = realloc(S.fns, (size_t)cap * sizeof *grown);
+    if (grown == NULL) {
+        return -1;
+    }
+    memset(grown + S.cap_fns, 0, (size_t)(cap - S.cap_fns) * sizeof *grown);
+    S.fns = grown;
+    S.cap_fns = cap;
+    return 0;
+}
+
+/* With a scope: keeps the FUNCTION def's fields of function `fid` until a kept stack uses it;
+ * -1 when they cannot wait (out of memory, or too much waits already). */
+static int
+defer_def(scope_fn* fn, int lineno, const ft_def_str strs[3])
+{
+    size_t n = sizeof *fn->def + strs[0].n + strs[1].n + strs[2].n;
+    if (S.deferred_bytes + n > DEFERRED_MAX || (fn->def = malloc(n)) == NULL) {
+        return -1;
+    }
+    fn->def->lineno = lineno;
+    fn->def->name_len = (uint32_t)strs[0].n;
+    fn->def->qual_len = (uint32_t)strs[1].n;
+    fn->def->file_len = (uint32_t)strs[2].n;
+    char* p = (char*)(fn->def + 1);
+    for (int i = 0; i < 3; i++) {
+        memcpy(p, strs[i].s, strs[i].n);
+        p += strs[i].n;
+    }
+    S.deferred_bytes += n;
+    return 0;
+}
+
+/* With a scope: gives function `fid` its id in the file and writes its def; 0, or -1 out of
+ * memory (it stays undefined). */
+static int
+define_fn(uint32_t fid)
+{
+    scope_fn* fn = &S.fns[fid];
+    struct deferred_def* d = fn->def;
+    if (d == NULL) {
+        return -1; /* cannot happen: a function without an id keeps its def */
+    }
+    const char* p = (const char*)(d + 1);
+    ft_def_str strs[4] = {{p, d->name_len},
+                          {p + d->name_len, d->qual_len},
+                          {p + d->name_len + d->qual_len, d->file_len},
+                          {"", 0}};
+    if (ft_defs_put_function(S.next_out_fid + 1, 0, d->lineno, strs) < 0) {
+        return -1;
+    }
+    fn->out = ++S.next_out_fid;
+    S.deferred_bytes -= sizeof *d + d->name_len + d->qual_len + d->file_len;
+    free(d);
+    fn->def = NULL;
+    return 0;
+}
+
+/* Writes the FUNCTION def (with a scope: keeps it, see scope_fn); returns 1 if the code is a
+ * module's top level ("<module>"). */
 static int
 put_function_def(uint32_t fid, const ft_raw_code* rc)
 {
@@ -55,8 +278,24 @@ put_function_def(uint32_t fid, const ft_raw_code* rc)
     }
     ft_def_str strs[4] = {{(const char*)name, (size_t)nn}, {(const char*)qual, (size_t)nq},
                           {(const char*)file, (size_t)nf}, {"", 0}}; /* module: "", as traced */
+    int is_module = nn == 8 && memcmp(name, "<module>", 8) == 0;
+    if (S.scoped) {
+        scope_fn* fn = &S.fns[fid]; /* reserved by the caller */
+        memset(fn, 0, sizeof *fn);
+        if (S.cfg.scope_patterns) {
+            fn->file = file_of(file, (size_t)nf);
+        }
+        if (defer_def(fn, rc->firstlineno, strs) < 0) {
+            /* defined now, as without a scope: the file may then hold functions that no
+             * kept stack uses */
+            if (ft_defs_put_function(S.next_out_fid + 1, 0, rc->firstlineno, strs) == 0) {
+                fn->out = ++S.next_out_fid;
+            }
+        }
+        return is_module;
+    }
     ft_defs_put_function(fid, 0, rc->firstlineno, strs);
-    return nn == 8 && memcmp(name, "<module>", 8) == 0;
+    return is_module;
 }
 
 /* function_of's miss (ft_sampler_state.h): the code object at `addr` is not in the table.
@@ -82,6 +321,9 @@ ft_smp_new_function(const void* addr, uint32_t i, const void** bytecode, int* is
     }
     ft_raw_code rc;
     ft_raw_code_decode(&copy, &rc);
+    if (S.scoped && reserve_fn(S.next_fid + 1) < 0) {
+        return 0;
+    }
     uint32_t fid = ++S.next_fid;
     *is_module = put_function_def(fid, &rc);
     *bytecode = rc.bytecode;
@@ -181,6 +423,13 @@ ft_smp_new_stack(const uint32_t* fids, uint32_t depth, uint8_t flags, uint64_t h
         S.stack_arena = grown;
         S.arena_cap = cap;
     }
+    if (S.scoped) { /* functions get their ids in the file as kept stacks first use them */
+        for (uint32_t d = 0; d < depth; d++) {
+            if (S.fns[fids[d]].out == 0 && define_fn(fids[d]) < 0) {
+                return 0;
+            }
+        }
+    }
     uint8_t* p = ft_defs_begin(1 + 5 + 1 + 5 + (size_t)depth * 5);
     if (p == NULL) {
         return 0;
@@ -191,7 +440,7 @@ ft_smp_new_stack(const uint32_t* fids, uint32_t depth, uint8_t flags, uint64_t h
     *p++ = flags;
     p = ft_put_varint(p, depth);
     for (uint32_t d = 0; d < depth; d++) {
-        p = ft_put_varint(p, fids[d]);
+        p = ft_put_varint(p, S.scoped ? S.fns[fids[d]].out : fids[d]);
     }
     ft_defs_end(p);
     memcpy(S.stack_arena + S.arena_len, fids, depth * sizeof *fids);
@@ -324,4 +573,138 @@ ft_sampler_set_thread_name(uint64_t ident, const char* name, uint64_t native_id,
         free(copy);
     }
     pthread_mutex_unlock(&S.names_lock);
+}
+
+/* ---- the scope helper's side (ft_sampler.h) -------------------------------------------------- */
+
+void
+ft_sampler_scope_expect(void)
+{
+    pthread_mutex_lock(&g_scope_lock);
+    g_helper = 1;
+    g_helper_stop = 0;
+    pthread_mutex_unlock(&g_scope_lock);
+}
+
+int
+ft_sampler_scope_enter(uint64_t ident)
+{
+    pthread_mutex_lock(&g_scope_lock);
+    g_helper_tid = (int)syscall(SYS_gettid);
+    int ok = !g_helper_stop;
+    if (ok) {
+        atomic_store(&S.helper_ident, ident);
+    }
+    pthread_mutex_unlock(&g_scope_lock);
+    return ok ? 0 : -1;
+}
+
+int
+ft_sampler_scope_wait(uint32_t* first, uint32_t* end)
+{
+    pthread_mutex_lock(&g_scope_lock);
+    while (!g_helper_stop &&
+           atomic_load_explicit(&S.files_published, memory_order_acquire) == S.files_taken) {
+        pthread_cond_wait(&g_scope_cond, &g_scope_lock);
+    }
+    int r = g_helper_stop ? -1 : 0;
+    *first = S.files_taken;
+    *end = atomic_load_explicit(&S.files_published, memory_order_acquire);
+    pthread_mutex_unlock(&g_scope_lock);
+    return r;
+}
+
+const char*
+ft_sampler_scope_file(uint32_t i, size_t* len)
+{
+    scope_file* f = scope_file_at(i);
+    *len = f->len;
+    return f->name;
+}
+
+void
+ft_sampler_scope_decide(uint32_t i, int in)
+{
+    atomic_store_explicit(&scope_file_at(i)->state, in ? SCOPE_IN : SCOPE_OUT,
+                          memory_order_release);
+}
+
+void
+ft_sampler_scope_taken(uint32_t end)
+{
+    pthread_mutex_lock(&g_scope_lock);
+    S.files_taken = end;
+    pthread_mutex_unlock(&g_scope_lock);
+}
+
+void
+ft_sampler_scope_exit(void)
+{
+    pthread_mutex_lock(&g_scope_lock);
+    atomic_store(&S.helper_ident, 0);
+    g_helper = 0;
+    pthread_cond_broadcast(&g_scope_cond);
+    pthread_mutex_unlock(&g_scope_lock);
+}
+
+/* Tells the helper to stop and waits until it has exited: its kernel thread id, 0 if none ran. */
+static int
+stop_helper(void)
+{
+    pthread_mutex_lock(&g_scope_lock);
+    int ran = g_helper;
+    g_helper_stop = 1;
+    pthread_cond_broadcast(&g_scope_cond);
+    while (g_helper) {
+        pthread_cond_wait(&g_scope_cond, &g_scope_lock);
+    }
+    int tid = ran ? g_helper_tid : 0;
+    pthread_mutex_unlock(&g_scope_lock);
+    return tid;
+}
+
+void
+ft_sampler_scope_join(void)
+{
+    stop_helper();
+}
+
+int
+ft_sampler_scope_pause(void)
+{
+    int tid = stop_helper();
+    /* Gone from /proc/self/stat too, where CPython 3.12+ counts the threads (ft_fork.h). */
+    ft_fork_wait_task_gone(tid, HELPER_GONE_WAIT_NS);
+    return tid != 0;
+}
+
+void
+ft_sampler_scope_pending(uint32_t* first, uint32_t* end)
+{
+    pthread_mutex_lock(&g_scope_lock);
+    *first = S.files_taken;
+    *end = atomic_load_explicit(&S.files_published, memory_order_acquire);
+    pthread_mutex_unlock(&g_scope_lock);
+}
+
+int
+ft_smp_scope_helper_running(void)
+{
+    pthread_mutex_lock(&g_scope_lock);
+    int r = g_helper;
+    pthread_mutex_unlock(&g_scope_lock);
+    return r;
+}
+
+void
+ft_smp_scope_after_fork_child(void)
+{
+    /* The helper thread does not exist here, and may have held the lock at fork(). */
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+    memcpy(&g_scope_lock, &lock, sizeof lock);
+    memcpy(&g_scope_cond, &cond, sizeof cond);
+    g_helper = 0;
+    g_helper_stop = 0;
+    g_helper_tid = 0;
 }

@@ -129,6 +129,172 @@ put_sample(uint64_t tick, uint32_t thread, uint32_t sid, uint64_t weight_ns, uns
     S.stat[FT_STAT_SAMPLES]++;
 }
 
+/* ---- the scope ------------------------------------------------------------------------------
+ * With a scope (ft_sampler.h), a walk's stack goes through apply_scope: the frames it keeps
+ * are interned as the sample's stack, or the sample is left out (counted as out of scope).
+ * A stack with a frame whose file the helper has not decided yet is held, with every sample
+ * after it (samples go out in tick order), until it is decided: ft_smp_flush_held, at the
+ * next ticks. */
+
+/* The frames the scope keeps of fids[0..depth) (root first), into S.kept: their count; 0 when
+ * it keeps none (the sample is left out); -1 while a frame's file is not decided yet.  Kept:
+ * every frame when one is in scope, or (trim_stacks) the in-scope ones; then the outermost
+ * max_depth of those. */
+static int32_t
+apply_scope(const uint32_t* fids, uint32_t depth)
+{
+    uint32_t n = 0;
+    if (!S.cfg.scope_patterns) {
+        n = depth;
+        memcpy(S.kept, fids, depth * sizeof *fids);
+    } else {
+        int any = 0;
+        int trim = S.cfg.trim_stacks;
+        for (uint32_t i = 0; i < depth; i++) {
+            uint8_t in = fn_scope(fids[i]);
+            if (in == SCOPE_PENDING) {
+                return -1;
+            }
+            any |= in == SCOPE_IN;
+            if (in == SCOPE_IN || !trim) {
+                S.kept[n++] = fids[i];
+            }
+        }
+        if (!any) {
+            return 0;
+        }
+    }
+    return (int32_t)(n < S.cfg.max_depth ? n : S.cfg.max_depth);
+}
+
+/* The stack of a sample the scope keeps (the n frames in S.kept), counted as torn or
+ * truncated; 0 out of memory. */
+static uint32_t
+kept_stack(uint32_t n, uint8_t flags, unsigned state)
+{
+    uint32_t sid = stack_of(S.kept, n, flags);
+    if (sid != 0) {
+        S.stat[FT_STAT_TORN] += (state & FT_SAMPLE_TORN) != 0;
+        S.stat[FT_STAT_TRUNCATED] += (flags & FT_STACK_TRUNCATED) != 0;
+    }
+    return sid;
+}
+
+/* Moves the held samples to the front of their arrays. */
+static void
+compact_held(void)
+{
+    uint32_t n = S.n_held - S.held_head;
+    size_t base = n > 0 ? S.held[S.held_head].at : S.held_len;
+    memmove(S.held, S.held + S.held_head, (size_t)n * sizeof *S.held);
+    memmove(S.held_fids, S.held_fids + base, (S.held_len - base) * sizeof *S.held_fids);
+    for (uint32_t i = 0; i < n; i++) {
+        S.held[i].at -= base;
+    }
+    S.n_held = n;
+    S.held_head = 0;
+    S.held_len -= base;
+}
+
+/* Holds a sample and its `depth` frames (none: sid is set by the caller); NULL when too many
+ * wait already, or out of memory. */
+static held_sample*
+hold(uint64_t tick, uint32_t thread, uint64_t weight_ns, unsigned state, uint8_t flags,
+     const uint32_t* fids, uint32_t depth)
+{
+    if (S.n_held - S.held_head >= HELD_MAX ||
+        S.held_len - (S.n_held > S.held_head ? S.held[S.held_head].at : S.held_len) + depth >
+            HELD_FIDS_MAX) {
+        return NULL;
+    }
+    if (S.held_head > 0 && (S.n_held == S.cap_held || S.held_len + depth > S.held_cap)) {
+        compact_held();
+    }
+    if (S.n_held == S.cap_held) {
+        uint32_t cap = S.cap_held ? S.cap_held * 2 : 256;
+        held_sample* grown = realloc(S.held, (size_t)cap * sizeof *grown);
+        if (grown == NULL) {
+            return NULL;
+        }
+        S.held = grown;
+        S.cap_held = cap;
+    }
+    if (S.held_len + depth > S.held_cap) {
+        size_t cap = S.held_cap ? S.held_cap * 2 : 4096;
+        while (cap < S.held_len + depth) {
+            cap *= 2;
+        }
+        uint32_t* grown = realloc(S.held_fids, cap * sizeof *grown);
+        if (grown == NULL) {
+            return NULL;
+        }
+        S.held_fids = grown;
+        S.held_cap = cap;
+    }
+    held_sample* h = &S.held[S.n_held++];
+    h->tick = tick;
+    h->weight_ns = weight_ns;
+    h->at = S.held_len;
+    h->thread = thread;
+    h->sid = 0;
+    h->depth = depth;
+    h->state = (uint8_t)state;
+    h->flags = flags;
+    if (depth > 0) {
+        memcpy(S.held_fids + S.held_len, fids, depth * sizeof *fids);
+        S.held_len += depth;
+    }
+    return h;
+}
+
+/* Writes a sample whose stack is known, or holds it behind the samples waiting for a decision. */
+static void
+emit_sample(uint64_t tick, uint32_t thread, uint32_t sid, uint64_t weight_ns, unsigned state)
+{
+    if (FT_LIKELY(S.held_head == S.n_held)) {
+        put_sample(tick, thread, sid, weight_ns, state);
+        return;
+    }
+    held_sample* h = hold(tick, thread, weight_ns, state, 0, NULL, 0);
+    if (h == NULL) {
+        S.stat[FT_STAT_DROPPED]++;
+        return;
+    }
+    h->sid = sid;
+}
+
+void
+ft_smp_flush_held(int final)
+{
+    while (S.held_head < S.n_held) {
+        held_sample* h = &S.held[S.held_head];
+        uint32_t sid = h->sid;
+        if (sid == 0) {
+            int32_t n = apply_scope(S.held_fids + h->at, h->depth);
+            if (n < 0 && !final) {
+                break;
+            }
+            if (n < 0) {
+                S.stat[FT_STAT_DROPPED]++; /* nobody decided its files (an exit without stop()) */
+            } else if (n == 0) {
+                S.stat[FT_STAT_OUT_OF_SCOPE]++;
+            } else {
+                sid = kept_stack((uint32_t)n, h->flags, h->state);
+            }
+        }
+        S.held_head++;
+        if (sid != 0) {
+            put_sample(h->tick, h->thread, sid, h->weight_ns, h->state);
+        }
+    }
+    if (S.held_head == S.n_held) {
+        S.held_head = S.n_held = 0;
+        S.held_len = 0;
+    } else if (S.held_head >= 1024 && 2 * S.held_head >= S.n_held) {
+        compact_held();
+    }
+}
+
 /* Reads the thread's innermost frame pointer (NULL: no Python frames).  0, or -1 when the
  * thread state moved under us (see ft_raw_cframe_field). */
 static int
@@ -257,13 +423,15 @@ stack_unchanged(const known_thread* kt, const ft_raw_gil* gil, int gil_ok, threa
     return *cpu == kt->cpu_ns;
 }
 
-/* Keeps what a clean walk of a thread that did not hold the GIL found (sid 0: no frames). */
+/* Keeps what a clean walk of a thread that did not hold the GIL found (sid 0: no frames, or
+ * with `out` none that the scope keeps). */
 static void
 remember(known_thread* kt, const ft_raw_tstate* ts, const ft_raw_gil* gil, int gil_ok,
-         uint32_t sid, uint8_t state, uint64_t cpu)
+         uint32_t sid, int out, uint8_t state, uint64_t cpu)
 {
     kt->cached = 1;
     kt->sid = sid;
+    kt->out = out;
     kt->state = state;
     kt->gil_known = gil_ok && gil_holder(gil) != (const void*)kt->addr;
     kt->gil_switches = gil_ok ? gil_switches(gil) : 0;
@@ -310,8 +478,10 @@ sample_thread(known_thread* kt, const ft_raw_tstate* ts, const ft_raw_gil* gil, 
     if (!holds && kt->cached && (kt->sid == 0 || te != NULL) &&
         memcmp(&kt->ts, ts, sizeof *ts) == 0 && stack_unchanged(kt, gil, gil_ok, te, &cpu)) {
         if (kt->sid != 0) {
-            put_sample(tick, te->id, kt->sid, weight, kt->state);
+            emit_sample(tick, te->id, kt->sid, weight, kt->state);
             S.stat[FT_STAT_REUSED]++;
+        } else if (kt->out) {
+            S.stat[FT_STAT_OUT_OF_SCOPE]++;
         }
         return;
     }
@@ -324,8 +494,17 @@ sample_thread(known_thread* kt, const ft_raw_tstate* ts, const ft_raw_gil* gil, 
     }
     if (top == NULL) {
         if (!holds) {
-            remember(kt, ts, gil, gil_ok, 0, 0, 0); /* only the GIL proof can vouch for it */
+            remember(kt, ts, gil, gil_ok, 0, 0, 0, 0); /* only the GIL proof can vouch for it */
         }
+        return;
+    }
+    /* The scope helper is fasttrace's own thread: never met, never sampled.  It publishes its
+     * ident before it runs Python code, so a frame read here comes after that store; the
+     * ident is loaded after the read (a load before it could miss a helper that was only
+     * starting). */
+    atomic_thread_fence(memory_order_acquire);
+    uint64_t helper = atomic_load_explicit(&S.helper_ident, memory_order_relaxed);
+    if (FT_UNLIKELY(helper != 0) && (uint64_t)ts->thread_id == helper) {
         return;
     }
     if (te == NULL && !meet_thread(kt, ts, holds, interval_ns, &te, &cpu, &weight)) {
@@ -365,7 +544,7 @@ sample_thread(known_thread* kt, const ft_raw_tstate* ts, const ft_raw_gil* gil, 
     unsigned state = holds ? 0 : FT_SAMPLE_IDLE;
     if (w.torn) {
         state |= FT_SAMPLE_TORN;
-        S.stat[FT_STAT_TORN]++;
+        S.stat[FT_STAT_TORN] += !S.scoped; /* with a scope: if kept (kept_stack) */
     }
     if (!holds && w.leaf_instr != NULL) {
         uint8_t op;
@@ -376,20 +555,40 @@ sample_thread(known_thread* kt, const ft_raw_tstate* ts, const ft_raw_gil* gil, 
     uint8_t flags = 0;
     if (w.truncated) {
         flags |= FT_STACK_TRUNCATED;
-        S.stat[FT_STAT_TRUNCATED]++;
+        S.stat[FT_STAT_TRUNCATED] += !S.scoped;
     }
     uint32_t root_first[FT_SAMPLE_MAX_DEPTH];
     for (uint32_t i = 0; i < w.depth; i++) {
         root_first[i] = S.fids[w.depth - 1 - i];
     }
-    uint32_t sid = stack_of(root_first, w.depth, flags);
-    if (sid == 0) {
-        return;
+    uint32_t sid;
+    int out = 0;
+    if (S.scoped) {
+        int32_t n = apply_scope(root_first, w.depth);
+        if (n < 0) { /* a file not decided yet: held, and not remembered */
+            if (hold(tick, te->id, weight, state, flags, root_first, w.depth) == NULL) {
+                S.stat[FT_STAT_DROPPED]++;
+            }
+            return;
+        }
+        if (n == 0) {
+            S.stat[FT_STAT_OUT_OF_SCOPE]++;
+            sid = 0;
+            out = 1;
+        } else if ((sid = kept_stack((uint32_t)n, flags, state)) == 0) {
+            return;
+        } else {
+            emit_sample(tick, te->id, sid, weight, state);
+        }
+    } else {
+        if ((sid = stack_of(root_first, w.depth, flags)) == 0) {
+            return;
+        }
+        put_sample(tick, te->id, sid, weight, state);
     }
-    put_sample(tick, te->id, sid, weight, state);
     if (!holds && !retried) {
         /* A walk of the thread state read at this tick's start (a retry read another). */
-        remember(kt, ts, gil, gil_ok, sid, (uint8_t)state, cpu);
+        remember(kt, ts, gil, gil_ok, sid, out, (uint8_t)state, cpu);
     }
 }
 
@@ -554,6 +753,9 @@ ft_smp_tick_once(uint64_t interval_ns)
         if (safe_read(&head, ft_raw_threads_head(S.interp), sizeof head) < 0) {
             return;
         }
+    }
+    if (S.held_head < S.n_held) {
+        ft_smp_flush_held(0); /* the samples decided since the last tick go first */
     }
     uint32_t n = read_thread_list(head);
     for (uint32_t i = 0; i < n; i++) {

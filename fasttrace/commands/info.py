@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     Described = Tuple[List[Tuple[str, str]], List[Any], Dict[int, int], str]
 
+MAX_SAMPLE_DEPTH = 1024  # the deepest stack the sampler reads (FORMAT.md section 8)
 THREADS_SHOWN = 20  # busiest threads listed without --all-threads
 ALL_UP_TO = 25  # ... unless there are no more than this many
 
@@ -93,9 +94,17 @@ def _describe(trace: "fasttrace.Trace") -> "Described":
             f"{sampling.achieved_rate:.1f} Hz achieved"
             + ("" if sampling.rate_met else " (RATE NOT MET)")
             + (", real-time sampler" if sampling.realtime else "")))
+        said = []
         if sampling.torn or sampling.truncated or sampling.late_ticks:
-            rows.append(("sampler", f"{sampling.torn:,} torn, {sampling.truncated:,} cut at the "
-                                    f"maximum depth, {sampling.late_ticks:,} late ticks"))
+            said.append(f"{sampling.torn:,} torn, {sampling.truncated:,} cut at "
+                        f"{MAX_SAMPLE_DEPTH} frames, {sampling.late_ticks:,} late ticks")
+        if sampling.out_of_scope or (trace.scope is not None and
+                                     sampling.effective_rate is not None):
+            # (effective_rate None: no stats were written, a process killed before stop())
+            said.append(f"{sampling.out_of_scope:,} samples left out: the scope kept none "
+                        "of their frames")
+        if said:
+            rows.append(("sampler", "; ".join(said)))
     if s.lost_threads:
         rows.append(("not traced", f"{s.lost_threads:,} thread(s) got no ring buffer (out of "
                                    "memory); their events are counted as dropped"))
@@ -105,8 +114,12 @@ def _describe(trace: "fasttrace.Trace") -> "Described":
                                   f"{duration_text(lost.ts)}: {lost.what}; nothing of it after "
                                   "that was recorded"))
     if trace.scope is not None:
-        rows.append(("scope", (trace.scope_text() or "none") +
-                     " (only what is in scope was recorded)"))
+        recorded = "only what is in scope was recorded"
+        if sampling is not None and (trace.scope.get("include") or trace.scope.get("exclude")):
+            recorded = ("only the in-scope frames of samples were recorded"
+                        if trace.scope.get("trim_stacks") else
+                        "only samples with a frame in scope were recorded, whole")
+        rows.append(("scope", (trace.scope_text() or "none") + f" ({recorded})"))
     if trace.damage:
         rows.append(("damage", trace.damage))
     threads = sorted(trace.threads, key=lambda t: (-counts.get(t.id, 0), t.id))
