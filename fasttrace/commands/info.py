@@ -88,8 +88,10 @@ def _describe(trace: "fasttrace.Trace") -> "Described":
     for problem in trace.series_problems:
         rows.append(("series problem", problem))
     if sampling is not None:
-        rows[7] = ("samples", f"{sampling.samples:,}")
-        rows[9] = ("sampling", (
+        # by name: the origin and series rows may have been inserted above
+        at = {name: i for i, (name, _) in enumerate(rows)}
+        rows[at["events"]] = ("samples", f"{sampling.samples:,}")
+        rows[at["c calls"]] = ("sampling", (
             f"{sampling.clock} clock, {sampling.rate:g} Hz requested, "
             f"{sampling.achieved_rate:.1f} Hz achieved"
             + ("" if sampling.rate_met else " (RATE NOT MET)")

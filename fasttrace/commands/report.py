@@ -384,8 +384,10 @@ def _print_notes(trace: "fasttrace.Trace", prefix: str = "") -> None:
     """What the report of a trace says before its tables: damage, lost hooks, lost threads."""
     names = {t.id: t.name for t in trace.threads}
     if trace.scope is not None:
+        what = ("samples the scope left out count toward no time" if trace.mode == "sample"
+                else "its time is its callers' self time")
         print(f"note: {prefix}a scoped trace ({trace.scope_text()}): what is out of scope was "
-              "not recorded, its time is its callers' self time")
+              f"not recorded, {what}")
     if trace.stats.truncated:
         print(f"note: {prefix}{trace.damage}")
     for lost in trace.hook_lost:
