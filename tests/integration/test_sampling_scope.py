@@ -326,7 +326,7 @@ def test_scope_that_keeps_nothing(tmp_path):
     assert stats["samples"] == 0 and stats["out_of_scope"] > 600
     assert trace.sampling.out_of_scope == stats["out_of_scope"]
     r = subprocess.run([sys.executable, "-m", "fasttrace", "info", str(tmp_path / "out.ftrace")],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, cwd=tmp_path, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert f"{stats['out_of_scope']:,} samples left out: the scope kept none" in r.stdout
     assert "include no_such_module" in r.stdout
@@ -345,7 +345,7 @@ def test_left_out_time_goes_to_no_other_sample(tmp_path, clock):
 def test_info_shows_the_out_of_scope_count(tmp_path):
     trace, stats = run_program(tmp_path, {"include": ["hot"], "trim_stacks": True})
     r = subprocess.run([sys.executable, "-m", "fasttrace", "info", str(tmp_path / "out.ftrace")],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, cwd=tmp_path, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("sampler"))
     assert f"{stats['out_of_scope']:,} samples left out" in line
@@ -377,7 +377,7 @@ def test_unscoped_trace_is_unchanged(tmp_path):
     got = stacks(trace)
     assert got[HOT_STACK] > 100 and got[COLD_STACK] > 200
     r = subprocess.run([sys.executable, "-m", "fasttrace", "info", str(tmp_path / "out.ftrace")],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, cwd=tmp_path, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     keys = {ln.split()[0] for ln in r.stdout.splitlines() if ln.strip()}
     assert "left out" not in r.stdout and "scope" not in keys
