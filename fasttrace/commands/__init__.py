@@ -158,6 +158,17 @@ def seconds(text: str) -> float:
     return _time(text, positive=True)
 
 
+def add_pattern_arguments(group: "argparse._ArgumentGroup", include_tail: str = "",
+                          exclude_tail: str = "") -> None:
+    """--include and --exclude (repeatable), as `run` and `convert` take them."""
+    group.add_argument("--include", action="append", default=[], metavar="PAT",
+                       help="only functions of these modules or files (repeatable): myapp, "
+                            "myapp.*, */src/*" + include_tail)
+    group.add_argument("--exclude", action="append", default=[], metavar="PAT",
+                       help="leave out functions of these modules or files (repeatable; wins "
+                            "over --include)" + exclude_tail)
+
+
 def scope_error_text(e: ValueError) -> str:
     """A Scope's ValueError, named after the command-line options."""
     text = str(e)

@@ -49,8 +49,9 @@ import fasttrace
 from fasttrace import export
 from fasttrace._processes import ProcessSet
 from fasttrace._scope import Scope
-from fasttrace.commands import (add_trace_argument, error, load_any_or_say_why, os_error_text,
-                                process_kinds, scope_error_text, seconds_or_zero, trace_text)
+from fasttrace.commands import (add_pattern_arguments, add_trace_argument, error,
+                                load_any_or_say_why, os_error_text, process_kinds,
+                                scope_error_text, seconds_or_zero, trace_text)
 from fasttrace.export._filter import Filtered
 
 TYPE_CHECKING = False
@@ -68,12 +69,7 @@ def add_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                    help="output file, - for stdout (default: the trace's name with the "
                         "format's suffix)")
     g = p.add_argument_group("filters", "what of the trace is converted (see above)")
-    g.add_argument("--include", action="append", default=[], metavar="PAT",
-                   help="only functions of these modules or files (repeatable): myapp, "
-                        "myapp.*, */src/*")
-    g.add_argument("--exclude", action="append", default=[], metavar="PAT",
-                   help="leave out functions of these modules or files (repeatable; wins "
-                        "over --include)")
+    add_pattern_arguments(g)
     g.add_argument("--max-depth", type=int, metavar="N", help="no frame deeper than N")
     g.add_argument("--min-duration", type=seconds_or_zero, metavar="D",
                    help="leave out calls shorter than D (50us, 2ms, 0.5s, or seconds), "

@@ -47,7 +47,8 @@ from fasttrace import _core, _recorder
 from fasttrace._recorder import (DEFAULT_BUFFER_SIZE, MIN_BUFFER_SIZE, Recorder, format_size,
                                  max_buffer_size)
 from fasttrace._recorder import _make_scope
-from fasttrace.commands import any_size, duration_text, scope_error_text, seconds_or_zero
+from fasttrace.commands import (add_pattern_arguments, any_size, duration_text,
+                                scope_error_text, seconds_or_zero)
 from fasttrace.commands import seconds as _seconds
 from fasttrace.commands._program import NoProgram, prepare
 
@@ -114,12 +115,8 @@ def _options_parser() -> argparse.ArgumentParser:
                         "program: traces and profiles on demand; nothing is recorded until "
                         "asked, unless --flight runs too")
     g = p.add_argument_group("scope", "what is recorded (the trace says what was left out)")
-    g.add_argument("--include", action="append", default=[], metavar="PAT",
-                   help="only functions of these modules or files (repeatable): myapp, "
-                        "myapp.*, */src/*; C functions by their module (builtins)")
-    g.add_argument("--exclude", action="append", default=[], metavar="PAT",
-                   help="leave out functions of these modules or files (repeatable; wins "
-                        "over --include); out-of-scope code runs unhooked on 3.12+")
+    add_pattern_arguments(g, include_tail="; C functions by their module (builtins)",
+                          exclude_tail="; out-of-scope code runs unhooked on 3.12+")
     g.add_argument("--max-depth", type=int, metavar="N",
                    help="record at most N nested frames; deeper calls are left out")
     g.add_argument("--min-duration", type=seconds_or_zero, metavar="TIME",
