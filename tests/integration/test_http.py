@@ -32,7 +32,9 @@ class Service:
         portfile = tmp_path / f"port-{time.monotonic_ns()}"
         self.proc = subprocess.Popen(
             [sys.executable, str(SERVICES / "standalone.py"), str(portfile), *args],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            # a service that hangs prints every thread's stack at SIGABRT (stop())
+            env=dict(os.environ, PYTHONFAULTHANDLER="1"))
         deadline = time.monotonic() + 30
         while not portfile.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -61,8 +63,12 @@ class Service:
         try:
             _, err = self.proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler: where each thread is stuck
+            try:
+                _, err = self.proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                _, err = self.proc.communicate()
             raise AssertionError(f"the service did not exit on SIGTERM: {err.decode()}")
         return err.decode()
 
