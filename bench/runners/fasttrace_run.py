@@ -2,6 +2,8 @@
 
     python bench/runners/fasttrace_run.py WORKLOAD OUT [--no-c-calls] [--hook HOOK]
                                           [--flight SECONDS] [--rate HZ]
+                                          [--include PAT] [--exclude PAT] [--max-depth N]
+                                          [--buffer-size BYTES]
 
 Writes the trace to OUT and the stop() summary as one JSON line to OUT.summary.json
 (a side file, so the workload's own stdout/stderr cannot get in the way), with the hook that
@@ -9,6 +11,11 @@ recorded the trace. `--hook monitoring|eval_frame|profile` sets FASTTRACE_HOOK f
 (before fasttrace is imported), which forces that hook where the build offers it.
 `--flight SECONDS` records into a FlightRecorder (64 MiB) instead of a file, and dumps nothing:
 its steady-state cost (bench/flight.py); with `--rate HZ` it samples instead of tracing.
+`--include PAT` and `--exclude PAT` (each repeatable) and `--max-depth N` are start()'s scope
+(bench/scope.py); without them start() gets no scope arguments, so the runner also drives
+builds from before they existed.  `--buffer-size BYTES` is start()'s per-thread ring
+(bench/scope.py gives its callgrind runs one that holds the whole trace: under valgrind the
+writer thread lags behind and a default ring would drop events).
 """
 
 import json
@@ -16,11 +23,11 @@ import os
 import runpy
 import sys
 
-SUMMARY_FIELDS = ("path", "events", "dropped", "duration_ns", "bytes")
+SUMMARY_FIELDS = ("path", "events", "dropped", "duration_ns", "bytes", "functions")
 
 
 USAGE = ("usage: fasttrace_run.py WORKLOAD OUT [--no-c-calls] [--hook HOOK] [--flight SECONDS] "
-         "[--rate HZ]")
+         "[--rate HZ] [--include PAT] [--exclude PAT] [--max-depth N] [--buffer-size BYTES]")
 
 
 def take(args, flag):
@@ -43,6 +50,15 @@ def main(argv):
         os.environ["FASTTRACE_HOOK"] = hook
     flight = take(args, "--flight")
     rate = take(args, "--rate")
+    scope = {}
+    for flag in ("--include", "--exclude"):
+        while flag in args:
+            scope.setdefault(flag[2:], []).append(take(args, flag))
+    max_depth = take(args, "--max-depth")
+    if max_depth is not None:
+        scope["max_depth"] = int(max_depth)
+    buffer_size = take(args, "--buffer-size")
+    extra = {"buffer_size": int(buffer_size)} if buffer_size else {}
     if len(args) != 2:
         sys.exit(USAGE)
     workload, out = args
@@ -53,7 +69,8 @@ def main(argv):
         session = fasttrace.FlightRecorder(float(flight), 64 << 20, c_calls=c_calls,
                                            rate=float(rate) if rate else None).start()
     else:
-        session = fasttrace.start(out, c_calls=c_calls, rate=float(rate) if rate else None)
+        session = fasttrace.start(out, c_calls=c_calls, rate=float(rate) if rate else None,
+                                  **scope, **extra)
     try:
         sys.argv = [workload]
         runpy.run_path(workload, run_name="__main__")
@@ -64,6 +81,8 @@ def main(argv):
     fields["c_calls"] = c_calls
     fields["hook"] = getattr(session, "hook", None)
     fields["hook_requested"] = hook
+    if scope:
+        fields["scope"] = scope
     with open(out + ".summary.json", "w") as f:
         f.write(json.dumps(fields) + "\n")
 
