@@ -43,7 +43,10 @@ def main():
     p.add_argument("--capture", help="a capture of the program's own, into this file")
     a = p.parse_args()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # The handler only sets a flag: stop.set() in it could run while this thread holds the
+    # Event's own lock inside stop.wait(), and deadlock (seen in CI on 3.11).
+    terminated = []
+    signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
     threads = [threading.Thread(target=busy_worker, args=(stop,), name="busy"),
                threading.Thread(target=sleepy_worker, args=(stop,), name="sleepy")]
     for t in threads:
@@ -58,8 +61,9 @@ def main():
     with open(tmp, "w") as f:
         f.write(str(server.port))
     os.replace(tmp, a.portfile)
-    while not stop.is_set():
-        stop.wait(0.1)
+    while not terminated:
+        time.sleep(0.05)
+    stop.set()
     for t in threads:
         t.join()
     server.close()
