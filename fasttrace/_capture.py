@@ -120,8 +120,9 @@ class _Hook:
     hook_id = -1
     tool_id: Optional[int] = None
 
-    def __init__(self, c_calls: bool, skip_caller_stack: bool) -> None:
+    def __init__(self, c_calls: bool, skip_caller_stack: bool, patterns: bool = False) -> None:
         self.c_calls = c_calls
+        self._patterns = patterns  # include/exclude given: chooses the hook on 3.12
         self.skip_caller_stack = skip_caller_stack
 
     def install(self) -> None:
@@ -257,11 +258,15 @@ _HOOKS = {h.name: h for h in (_MonitoringHook, _EvalFrameHook, _ProfileHook)}
 # evaluator, is the default and FASTTRACE_HOOK names the other one (tests and bench/ use it to
 # cover and measure both; bench/README.md, "The fastest hook on every version").  Otherwise
 # there is one hook per version: the profile function before 3.12, sys.monitoring after.
+# Except with include/exclude patterns on 3.12: sys.monitoring turns the hooks of code out of
+# scope off (DISABLE), so that code runs at bare speed, whereas the evaluator is still called
+# for every frame (bench/README.md, "Capture-time scope": 1.04 against 1.34 on richards).
 
 
-def _choose_hook(c_calls: bool) -> "tuple[str, bool]":
+def _choose_hook(c_calls: bool, patterns: bool = False) -> "tuple[str, bool]":
     """(hook, fell_back): fell_back when the frame evaluator was the choice but another tool
-    holds it (a debugger, a JIT): fasttrace never replaces it."""
+    holds it (a debugger, a JIT): fasttrace never replaces it.  `patterns`: the capture has
+    include/exclude patterns."""
     plain = "monitoring" if _core.USE_MONITORING else "profile"
     forced = os.environ.get("FASTTRACE_HOOK", "")
     if forced == "eval_frame" and not _core.HAS_EVAL_FRAME:
@@ -278,7 +283,7 @@ def _choose_hook(c_calls: bool) -> "tuple[str, bool]":
         raise TracingError(f"FASTTRACE_HOOK={forced!r} is not a hook of this Python: {choices}")
     if c_calls or not _core.HAS_EVAL_FRAME:
         return plain, False  # the frame evaluator cannot see C calls
-    want = forced or "eval_frame"
+    want = forced or ("monitoring" if patterns and _core.USE_MONITORING else "eval_frame")
     if want == "eval_frame" and _core.eval_frame_taken():
         return plain, True
     return want, False
@@ -320,14 +325,15 @@ class _HookMarker:
 class TraceCapture(_Capture):
     """Trace mode: every call and return on every thread, through the hook of this Python."""
 
-    def __init__(self, c_calls: bool, skip_caller_stack: bool) -> None:
+    def __init__(self, c_calls: bool, skip_caller_stack: bool, patterns: bool = False) -> None:
         self.c_calls = c_calls
+        self._patterns = patterns  # include/exclude given: chooses the hook on 3.12
         # `fasttrace run` leaves its own frames out of the calling thread's start-up stack
         self._skip_caller_stack = skip_caller_stack
         self._hook: Optional[_Hook] = None
 
     def prepare(self) -> None:
-        name, self.hook_fallback = _choose_hook(self.c_calls)
+        name, self.hook_fallback = _choose_hook(self.c_calls, self._patterns)
         _check_no_other_profiler()
         hook = _HOOKS[name](self.c_calls, self._skip_caller_stack)  # monitoring: takes an id
         self._hook, self.hook, self.hook_id = hook, hook.name, hook.hook_id

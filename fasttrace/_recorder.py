@@ -162,7 +162,8 @@ class Recorder:
         self._capture: _Capture
         if rate is None:
             self.c_calls = c_calls
-            self._capture = TraceCapture(c_calls, skip_caller_stack)
+            self._capture = TraceCapture(c_calls, skip_caller_stack,
+                                         self.scope is not None and self.scope.patterns)
         else:
             self.c_calls = False
             self.rate = float(rate)

@@ -475,26 +475,39 @@ def write_program(base: Path) -> None:
 # ---- how a test runs the program --------------------------------------------------------------
 
 # Trace-mode ways to hook this Python: with C calls (the plain hook: sys.monitoring on 3.12+,
-# the profile function before); without (the frame evaluator where there is one); and on 3.11
-# and 3.12 without C calls through the plain hook as well (FASTTRACE_HOOK).
-MODES = ["c_calls", "no_c_calls"] + (["no_c_calls_plain"] if HAS_EVAL_FRAME else [])
+# the profile function before); without (the default choice); and on 3.11 and 3.12 without C
+# calls through the other hook as well (FASTTRACE_HOOK).  On 3.12 the default without C calls
+# is the frame evaluator, except with include/exclude patterns: sys.monitoring, whose DISABLE
+# lets code out of scope run unhooked (fasttrace/_capture.py, _choose_hook).
+MODES = ["c_calls", "no_c_calls"] + (["no_c_calls_other"] if HAS_EVAL_FRAME else [])
 
 
-def expected_hook(mode: str) -> str:
-    if mode == "no_c_calls" and HAS_EVAL_FRAME:
-        return os.environ.get("FASTTRACE_HOOK") or "eval_frame"
-    return PLAIN_HOOK
+def default_hook(patterns: bool) -> str:
+    """The hook start(c_calls=False) chooses."""
+    if not HAS_EVAL_FRAME:
+        return PLAIN_HOOK
+    return "monitoring" if patterns and PLAIN_HOOK == "monitoring" else "eval_frame"
 
 
-def mode_options(mode: str) -> "tuple[dict, dict]":
+def other_hook(patterns: bool) -> str:
+    return PLAIN_HOOK if default_hook(patterns) == "eval_frame" else "eval_frame"
+
+
+def expected_hook(mode: str, patterns: bool = False) -> str:
+    if mode == "c_calls":
+        return PLAIN_HOOK
+    if mode == "no_c_calls":
+        return os.environ.get("FASTTRACE_HOOK") or default_hook(patterns)
+    return other_hook(patterns)
+
+
+def mode_options(mode: str, patterns: bool = False) -> "tuple[dict, dict]":
     """(start() options, environment additions) of a mode."""
     if mode == "c_calls":
         return {"c_calls": True}, {}
     if mode == "no_c_calls":
         return {"c_calls": False}, {}
-    return {"c_calls": False}, {"FASTTRACE_HOOK": PLAIN_HOOK}
-
-
+    return {"c_calls": False}, {"FASTTRACE_HOOK": other_hook(patterns)}
 
 
 # the modes of a trace with include/exclude patterns
@@ -521,12 +534,13 @@ def drive(base: Path, work: str, sessions, env=None, timeout=120, before=None):
 def trace_work(base: Path, work: str, mode: str = "c_calls", name="t.ftrace", before=None,
                **opts):
     """Traces `work` under `mode` with scope `opts`: (the loaded trace, stderr)."""
-    start_opts, env = mode_options(mode)
+    patterns = bool(opts.get("include") or opts.get("exclude"))
+    start_opts, env = mode_options(mode, patterns)
     r = drive(base, work, [{"out": name, "opts": {**start_opts, **opts}}], env, before=before)
     assert r.returncode == 0, r.stderr
     trace = fasttrace.load(base / name)
     assert trace.complete and trace.stats.dropped == 0
-    assert trace.header["hook"] == expected_hook(mode), trace.header["hook"]
+    assert trace.header["hook"] == expected_hook(mode, patterns), trace.header["hook"]
     return trace, r.stderr
 
 
@@ -793,7 +807,7 @@ def test_a_thread_running_at_start_stays_balanced(tmp_path, mode, include):
                           before="myapp.core:start_waiter")
     got = forests(trace, tmp_path)
     want = "myapp.sub.deep.leaf_cb"
-    if expected_hook(mode) != "eval_frame":  # the frame evaluator records no start-up stack
+    if expected_hook(mode, True) != "eval_frame":  # the evaluator records no start-up stack
         want = f"myapp.core.waiter({want})"
     assert render(prune(got["waiter"], lambda k: not k.startswith("#"))) == want
     assert all(k.startswith("#_thread.") for k in keys_of(got["waiter"]) if k.startswith("#"))

@@ -27,6 +27,14 @@ def spin(seconds):
         pass
 
 
+def spin_cpu(seconds):
+    # Until this thread has run for `seconds` of CPU: on a loaded machine a wall-clock spin
+    # gets less, and a CPU clock samples only what it got.
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
 def wait_here(ev):  # the leaf Python frame of every idle thread below
     ev.wait()
 
@@ -127,7 +135,7 @@ def test_a_thread_that_changes_stack_between_ticks_is_walked_again(trace_path):
 def test_cpu_clock_samples_no_idle_thread(trace_path):
     with IdleThreads(10):
         with fasttrace.start(trace_path, rate=1000, clock="cpu") as session:
-            spin(0.15)
+            spin_cpu(0.15)
     trace = fasttrace.load(trace_path)
     names = {t.id: t.name for t in trace.threads}
     sampled = {names[s.thread] for s in trace.samples()}
