@@ -329,7 +329,12 @@ typedef _PyInterpreterFrame ft_raw_frame_struct;
 #define FT_RAW_FRAME_SIZE (offsetof(_PyInterpreterFrame, owner) + 1)
 #else
 typedef PyFrameObject ft_raw_frame_struct;
-#define FT_RAW_FRAME_SIZE (offsetof(PyFrameObject, f_lasti) + sizeof(int))
+/* Through the field that says whether the frame still runs (see ft_raw_frame.done). */
+#if PY_VERSION_HEX >= 0x030A0000
+#define FT_RAW_FRAME_SIZE (offsetof(PyFrameObject, f_state) + sizeof(PyFrameState))
+#else
+#define FT_RAW_FRAME_SIZE (offsetof(PyFrameObject, f_executing) + 1)
+#endif
 #endif
 
 typedef struct {
@@ -339,6 +344,11 @@ typedef struct {
     int lasti;         /* 3.9-3.10: offset of the current instruction in co_code, in bytes */
     int skip;          /* a shim frame with no code of its own */
     int bad;           /* the bytes cannot be a frame: the stack moved under the reader */
+    /* 3.9-3.10: the frame does not run.  A caller always does; the innermost frame not for
+     * a few instructions as it is entered and left.  Any other has returned: its object may
+     * be on the frame free list, whose link is f_back (a walk would go on through frames of
+     * earlier calls, or end there), and its code may be freed.  Always 0 from 3.11. */
+    int done;
 } ft_raw_frame;
 
 /* Decodes a copy of FT_RAW_FRAME_SIZE bytes. */
@@ -386,6 +396,11 @@ ft_raw_frame_decode(const void* bytes, ft_raw_frame* out)
     out->lasti = f->f_lasti;
 #endif
     out->bad = out->lasti < -1;
+#if PY_VERSION_HEX >= 0x030A0000
+    out->done = f->f_state != FRAME_EXECUTING && f->f_state != FRAME_UNWINDING;
+#else
+    out->done = !f->f_executing;
+#endif
 #endif
 }
 

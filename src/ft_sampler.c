@@ -550,9 +550,7 @@ ft_sampler_start(const ft_sampler_config* cfg)
         return err;
     }
     S.stat[FT_STAT_READ_FAILURES] = 0;
-#if FT_HAVE_CODE_WATCHERS
     ft_smp_watch_code_deaths();
-#endif
     uint8_t* p = ft_defs_begin(1 + 10 + 1 + 10);
     if (p != NULL) {
         *p++ = FT_DEF_SAMPLING;

@@ -292,10 +292,8 @@ ptr_hash(uintptr_t p, int bits)
 /* function_of's miss: reads and defines the code object; `slot` is where the look-up stopped. */
 uint32_t ft_smp_new_function(const void* addr, uint32_t slot, const void** bytecode,
                              int* is_module);
-#if FT_HAVE_CODE_WATCHERS
-/* GIL held, at start: registers the code watcher, once per process. */
+/* GIL held, at start: hears of code objects' deaths from then on, once per process. */
 void ft_smp_watch_code_deaths(void);
-#endif
 
 /* The function id of the code object at `addr`, defining it at first sight; 0 if `addr` is
  * not a code object (the frame was torn).  *bytecode gets co_code's data (3.9-3.10). */

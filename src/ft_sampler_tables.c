@@ -39,6 +39,9 @@ static _Atomic uint64_t g_code_deaths;
 #if FT_HAVE_CODE_WATCHERS
 static int g_watcher = -1;
 #endif
+/* Where there is no code watcher (3.9-3.11, or 3.12+ with every slot taken), code objects'
+ * tp_dealloc is wrapped instead, also once and for good: this is the one it wrapped. */
+static destructor g_code_dealloc;
 
 /* The scope helper's hand-over (ft_sampler.h).  Statics, outside S: the helper may outlive a
  * session that was never stopped (an exit without stop()), and S is wiped at every start. */
@@ -345,14 +348,16 @@ ft_smp_new_function(const void* addr, uint32_t i, const void** bytecode, int* is
     return fid;
 }
 
-#if FT_HAVE_CODE_WATCHERS
-/* Any thread, GIL held, the code object about to be freed: its address may soon hold another
- * code object, so the sampler must not keep naming it with this one's names. */
-static int
-code_watcher(PyCodeEvent event, PyCodeObject* co)
+/* Any thread, GIL held, the code object at `co` about to be freed: its address may soon hold
+ * another code object, so the sampler must not keep naming it with this one's names.  Without
+ * this, a module's top level (freed once it has run) lent its name to the next code object
+ * made at its address: samples of a multiprocessing worker began in fasttrace's sitecustomize
+ * on 3.9-3.11. */
+static void
+forget_code(const void* co)
 {
-    if (event != PY_CODE_EVENT_DESTROY || S.codes == NULL) {
-        return 0;
+    if (S.codes == NULL) {
+        return;
     }
     atomic_fetch_add(&g_code_deaths, 1);
     uintptr_t key = (uintptr_t)co;
@@ -367,18 +372,47 @@ code_watcher(PyCodeEvent event, PyCodeObject* co)
             break;
         }
     }
-    return 0;
 }
 
-/* GIL held, at start: code_watcher is registered once and kept (see g_watcher). */
+/* PyCode_Type.tp_dealloc while wrapped: borrowed `co`, whose last reference is being dropped;
+ * forgets it, then frees it as the interpreter would have. */
+static void
+dealloc_watched_code(PyObject* co)
+{
+    forget_code(co);
+    g_code_dealloc(co);
+}
+
+#if FT_HAVE_CODE_WATCHERS
+static int
+code_watcher(PyCodeEvent event, PyCodeObject* co)
+{
+    if (event == PY_CODE_EVENT_DESTROY) {
+        forget_code(co);
+    }
+    return 0;
+}
+#endif
+
+/* GIL held, at start: the code watcher is registered once and kept (see g_watcher); where
+ * there is none, or no free slot, PyCode_Type's tp_dealloc is wrapped, once and kept. */
 void
 ft_smp_watch_code_deaths(void)
 {
-    if (g_watcher < 0 && (g_watcher = PyCode_AddWatcher(code_watcher)) < 0) {
-        PyErr_Clear(); /* all slots taken: a recycled code address may keep a stale name */
+#if FT_HAVE_CODE_WATCHERS
+    if (g_watcher >= 0) {
+        return;
+    }
+    if ((g_watcher = PyCode_AddWatcher(code_watcher)) >= 0) {
+        return;
+    }
+    PyErr_Clear();
+#endif
+    if (g_code_dealloc == NULL) {
+        g_code_dealloc = PyCode_Type.tp_dealloc;
+        PyCode_Type.tp_dealloc = dealloc_watched_code;
     }
 }
-#endif
 
 /* ---- stacks --------------------------------------------------------------------------------- */
 

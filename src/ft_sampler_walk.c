@@ -73,7 +73,9 @@ walk(const ft_raw_tstate* ts, const void* top, walk_result* w)
         }
         ft_raw_frame fr;
         ft_raw_frame_decode(&raw, &fr);
-        if (fr.bad) {
+        /* A frame that returned (3.9-3.10, see ft_raw_frame.done) is on the stack only as its
+         * top, and then its caller is: one alone has gone to the free list. */
+        if (fr.bad || (fr.done && (fp != top || fr.back == NULL))) {
             w->torn = 1;
             break;
         }

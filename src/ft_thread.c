@@ -286,38 +286,61 @@ ft_thread_flush(ft_thread* t)
     }
 }
 
+/* What take_room found. */
+enum room { ROOM_NONE, ROOM_GAP_ENDED, ROOM_FREE, ROOM_NEW_CHUNK };
+
+/* Room for a record at `now`, shared by the hooks' slow path and the flush of pending calls:
+ * in a gap, a free chunk ends it with its DROP record (ROOM_GAP_ENDED) or the gap goes on
+ * (ROOM_NONE); a full chunk is published and the next taken (ROOM_NEW_CHUNK), or a gap
+ * begins (ROOM_NONE); else the chunk has room (ROOM_FREE). */
+static enum room
+take_room(ft_thread* t, uint64_t now)
+{
+    if (t->dropping) {
+        if (!take_chunk(t, 0)) {
+            return ROOM_NONE;
+        }
+        t->dropping = 0;
+        ft_thread_put_stack(t, FT_REC_DROP, t->dropped, now);
+        t->dropped_total += t->dropped;
+        t->dropped = 0;
+        return ROOM_GAP_ENDED;
+    }
+    if (t->pos <= t->real_limit) {
+        return ROOM_FREE;
+    }
+    publish(t, 0);
+    t->name_pending = 0; /* the periodic name check covers the first chunk only */
+    if (!take_chunk(t, 1)) {
+        t->dropping = 1;
+        return ROOM_NONE;
+    }
+    return ROOM_NEW_CHUNK;
+}
+
 int
 ft_thread_make_room(ft_thread* t, uint64_t now, int enter)
 {
     if (FT_UNLIKELY(t->muted || t->mute_next)) {
         return follow_mute(t, enter);
     }
-    if (t->dropping) {
-        if (!take_chunk(t, 0)) {
-            return 0;
-        }
-        t->dropping = 0;
-        ft_thread_put_stack(t, FT_REC_DROP, t->dropped, now);
-        t->dropped_total += t->dropped;
-        t->dropped = 0;
-        return 1;
-    }
-    if (t->pos <= t->real_limit) {
+    switch (take_room(t, now)) {
+    case ROOM_NONE:
+        return 0;
+    case ROOM_FREE:
         /* Not full: this visit is the periodic name check. */
         if (t->name_pending && (ft_thread_try_name == NULL || ft_thread_try_name(t))) {
             t->name_pending = 0;
         }
         set_limit(t);
         return 1;
-    }
-    publish(t, 0);
-    t->name_pending = 0;
-    if (!take_chunk(t, 1)) {
-        t->dropping = 1;
-        return 0;
-    }
-    if (ft_thread_on_handoff != NULL) {
-        ft_thread_on_handoff();
+    case ROOM_NEW_CHUNK:
+        if (ft_thread_on_handoff != NULL) {
+            ft_thread_on_handoff();
+        }
+        return 1;
+    case ROOM_GAP_ENDED:
+        return 1;
     }
     return 1;
 }
@@ -367,25 +390,7 @@ ft_thread_rotate(ft_thread* t, int more)
 static int
 pending_room(ft_thread* t, uint64_t tick)
 {
-    if (t->dropping) {
-        if (!take_chunk(t, 0)) {
-            return 0;
-        }
-        t->dropping = 0;
-        ft_thread_put_stack(t, FT_REC_DROP, t->dropped, tick);
-        t->dropped_total += t->dropped;
-        t->dropped = 0;
-        return 1;
-    }
-    if (t->pos <= t->real_limit) {
-        return 1;
-    }
-    publish(t, 0);
-    if (!take_chunk(t, 1)) {
-        t->dropping = 1;
-        return 0;
-    }
-    return 1;
+    return take_room(t, tick) != ROOM_NONE;
 }
 
 void

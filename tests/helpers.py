@@ -91,10 +91,12 @@ def run_script(tmp_path: Path, source: str, *args: str, timeout: float = 60, env
     )
 
 
-def trace_with_drops(tmp_path: Path, work):
+def trace_with_drops(tmp_path: Path, work, pace=None, **options):
     """Traces work() into a FIFO that nobody reads until work() returns: the writer thread
-    blocks, the smallest ring fills and the program goes on dropping.  Returns the loaded
-    trace and stop()'s summary."""
+    blocks, the smallest ring fills and the program goes on dropping.  With `pace` (seconds),
+    the FIFO is read from the start, a chunk each `pace`: slower than the program writes, so
+    gaps begin and end while it runs.  Returns the loaded trace and stop()'s summary.
+    `options` go to start()."""
     import fasttrace
     from fasttrace._tracer import MIN_BUFFER_SIZE
 
@@ -105,17 +107,20 @@ def trace_with_drops(tmp_path: Path, work):
 
     def drain():
         fd = os.open(fifo, os.O_RDONLY)
-        release.wait()
+        if pace is None:
+            release.wait()
         while True:
-            chunk = os.read(fd, 1 << 20)
+            chunk = os.read(fd, 1 << 20 if pace is None else 64 << 10)
             if not chunk:
                 break
             data.extend(chunk)
+            if pace is not None and not release.is_set():
+                release.wait(pace)
         os.close(fd)
 
     reader = threading.Thread(target=drain)
     reader.start()
-    fasttrace.start(fifo, buffer_size=MIN_BUFFER_SIZE)
+    fasttrace.start(fifo, buffer_size=MIN_BUFFER_SIZE, **options)
     try:
         work()
     finally:

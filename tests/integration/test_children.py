@@ -142,11 +142,14 @@ def _files(directory, name, timeout=30.0):
         time.sleep(0.2)
 
 
-def _functions(trace):
-    """{qualname: Function} recorded in the trace: called (trace mode) or sampled."""
+def _functions(trace, torn=True):
+    """{qualname: Function} recorded in the trace: called (trace mode) or sampled (with the
+    samples flagged torn unless `torn` is false)."""
     found = {}
     if trace.header["mode"] == "sample":
         for s in trace.samples():
+            if s.torn and not torn:
+                continue
             for f in s.stack:
                 found.setdefault(f.qualname, f)
     else:
@@ -188,7 +191,10 @@ def test_each_process_writes_its_own_complete_file(tmp_path, mode, sampling):
         assert "parent_work" not in mine, p  # not a copy of the parent's file
     for p, t in traces.items():
         assert t.header["mode"] == ("sample" if sampling else "trace")
-        assert not _startup_frames(_functions(t)), (p, _startup_frames(_functions(t)))
+        # A torn sample is what a walk read before the stack moved under it (flagged so):
+        # one taken during start-up may stop short of site's top level, where the cut is.
+        startup = _startup_frames(_functions(t, torn=False))
+        assert not startup, (p, startup)
 
 
 def test_a_forked_child_opens_with_the_frames_it_was_forked_in(tmp_path):

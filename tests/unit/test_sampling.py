@@ -482,6 +482,41 @@ def test_sampler_survives_call_dense_code(tmp_path):
         assert torn <= 0.1 * len(samples), (torn, len(samples))
 
 
+FIB = """
+import time
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+def work():
+    end = time.perf_counter() + 1.0
+    while time.perf_counter() < end:
+        fib(15)
+
+work()
+"""
+
+
+def test_a_sample_not_torn_is_a_real_stack(tmp_path):
+    # Every whole sample of this program is <module>, work, then fib only.  On 3.9-3.10 a
+    # frame that returned goes to the frame free list, linked by its f_back: a walk that read
+    # it went on through frames of earlier calls or ended there, and half the samples of fib
+    # began at some fib (and a freed code object's address lent its name to the next one's).
+    (tmp_path / "fib.py").write_text(FIB)
+    out = tmp_path / "fib.ftrace"
+    r = subprocess.run([sys.executable, "-m", "fasttrace", "run", "--rate", "2000", "-o",
+                        str(out), "fib.py"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    trace = fasttrace.load(out)
+    whole = [[f.qualname for f in s.stack] for s in trace.samples() if not s.torn]
+    assert len(whole) > 200, len(whole)
+    wrong = [st for st in whole
+             if st[:1] != ["<module>"] or st[1:2] not in ([], ["work"]) or
+             any(name != "fib" for name in st[2:])]
+    assert not wrong, (len(wrong), len(whole), wrong[:5])
+
+
 @pytest.mark.parametrize("workload", ["deltablue", "raytrace", "go"])
 def test_sampler_survives_benchmark_programs(tmp_path, workload):
     # pyperformance programs (bench/workloads): the one that found a crash (a stale frame
