@@ -299,6 +299,23 @@ ft_smp_flush_held(int final)
 
 /* Reads the thread's innermost frame pointer (NULL: no Python frames).  0, or -1 when the
  * thread state moved under us (see ft_raw_cframe_field). */
+/* Whether the frame at `top` is an interpreter-owned entry frame with nothing before it: a
+ * thread that runs no Python code yet (seen on 3.15 for a thread just started), to be met
+ * only once it does.  fasttrace's scope helper is such a thread until it publishes its
+ * ident (ft_sampler_scope_enter): met before that, it was defined as "thread-2" in every
+ * scoped sampled trace on 3.15. */
+static int
+only_entry_frame(const void* top)
+{
+    ft_raw_frame_struct raw;
+    if (safe_read(&raw, top, FT_RAW_FRAME_SIZE) < 0) {
+        return 0; /* the walk decides */
+    }
+    ft_raw_frame fr;
+    ft_raw_frame_decode(&raw, &fr);
+    return !fr.bad && fr.skip && fr.back == NULL;
+}
+
 static int
 read_top_frame(PyThreadState* addr, const void** top)
 {
@@ -493,6 +510,9 @@ sample_thread(known_thread* kt, const ft_raw_tstate* ts, const ft_raw_gil* gil, 
     const void* top = NULL;
     if (read_top_frame(addr, &top) < 0) {
         return;
+    }
+    if (top != NULL && te == NULL && only_entry_frame(top)) {
+        top = NULL;
     }
     if (top == NULL) {
         if (!holds) {
