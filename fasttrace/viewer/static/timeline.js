@@ -223,7 +223,9 @@ class Timeline {
           if (depth < 1 || depth > lane.rows) continue;
           let x0 = this.xOf(d.start[i] + off), x1 = this.xOf(d.end[i] + off);
           if (x1 < GUTTER || x0 > W) continue;
-          x0 = Math.max(GUTTER, x0); x1 = Math.min(W, Math.max(x1, x0 + 1));
+          // whole pixels: a slice narrower than one at a fractional x was blended into its
+          // neighbours, and a search's highlight could show in no pixel of its own colour
+          x0 = Math.floor(Math.max(GUTTER, x0)); x1 = Math.min(W, Math.max(Math.round(x1), x0 + 1));
           const y = base + (depth - 1) * ROW, fid = d.fid[i], f = proc.functions[fid] || ["?", "", "", false];
           const match = q && f[0].toLowerCase().includes(q);
           ctx.fillStyle = match ? HIGHLIGHT : this.color(fid, proc, f[3], d.count[i] > 1);
