@@ -215,10 +215,16 @@ def fasttrace_source(env):
     return source.read_text().strip() if source.exists() else None
 
 
-def run_scope(args):
-    meta = {"argv": sys.argv[1:], "rounds": args.rounds, "warmup": args.warmup,
+def new_results(kind, args, **extra):
+    """(results, meta): the JSON both modes write, with the run's settings and the machine's
+    load at the start in meta."""
+    meta = {"argv": sys.argv[1:], "rounds": args.rounds, "warmup": args.warmup, **extra,
             "started": utc_now(), "load_start": load1(), "cpus": os.cpu_count()}
-    results = {"kind": "scope", "meta": meta, "versions": {}}
+    return {"kind": kind, "meta": meta, "versions": {}}, meta
+
+
+def run_scope(args):
+    results, meta = new_results("scope", args)
     for ver in args.python:
         env, entry = version_entry(results, ver, args.rounds, ("fasttrace",))
         if entry is None:
@@ -298,10 +304,7 @@ def build_old(python, venv, rev):
 
 
 def run_hot_path(args):
-    meta = {"argv": sys.argv[1:], "rounds": args.rounds, "warmup": args.warmup, "old": args.old,
-            "configs": args.configs,
-            "started": utc_now(), "load_start": load1(), "cpus": os.cpu_count()}
-    results = {"kind": "hot-path", "meta": meta, "versions": {}}
+    results, meta = new_results("hot-path", args, old=args.old, configs=args.configs)
     for ver in args.python:
         new, entry = version_entry(results, ver, args.rounds, ("fasttrace",))
         if entry is None:
