@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 
-from fasttrace import _core, _recorder
+from fasttrace import _core, _recorder, _sigterm
 from fasttrace._errors import TracingError
 from fasttrace._recorder import DEFAULT_BUFFER_SIZE, Recorder
 
@@ -298,7 +298,7 @@ def _install_hooks() -> None:
     global _hooks_installed
     try:
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, _on_sigterm)
+            _sigterm.install(_on_sigterm)
     except (ValueError, OSError):
         pass  # not the main thread: SIGTERM kills the process, the file reads to its last chunk
     if _hooks_installed:
@@ -376,6 +376,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     # As `fasttrace run` does: the file is finished, then the process dies by the signal.  If
     # it came during a stop (the process exiting, say), that stop finishes the file and then
     # kills (FollowRecorder._conclude): a second stop must not start inside the first.
+    _core.sigterm_taken()  # first: the guard stops reminding (fasttrace/_sigterm.py)
     recorder = _session
     if recorder is not None and recorder._stopping and recorder.summary is None \
             and recorder.pid == os.getpid():

@@ -8,6 +8,7 @@ Two halves, both thin:
 All policy (errors users see, coexistence checks, atexit, fork) lives in Python.
 """
 cimport cython
+from libc.errno cimport errno
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
@@ -178,6 +179,18 @@ run_unmuted = ft_hooks_run_unmuted_function()
 def wrap_thread_start(original, thread_class, bint install_hook):
     """A C wrapper of a thread starter; see ft_spawn.h."""
     return ft_spawn_wrap(original, thread_class, install_hook)
+
+
+def sigterm_guard(int signum):
+    """Main thread, right after signal.signal(signum, handler): the process ends even if the
+    handler cannot run (see ft_sigterm.h).  OSError where that cannot be had."""
+    if ft_sigterm_guard(signum) < 0:
+        raise OSError(errno, _os.strerror(errno))
+
+
+def sigterm_taken():
+    """The guarded handler runs: stop reminding the main thread (ft_sigterm.h)."""
+    ft_sigterm_taken()
 
 
 def set_thread_name(unsigned long long ident, str name):

@@ -25,6 +25,10 @@ cdef extern from "ft_hooks.h":
 cdef extern from "ft_spawn.h":
     object ft_spawn_wrap(object original, object thread_class, int install_hook)
 
+cdef extern from "ft_sigterm.h":
+    int ft_sigterm_guard(int signum)
+    void ft_sigterm_taken()
+
 from cpython.ref cimport PyObject
 from libc.stdint cimport uint32_t, uint64_t
 

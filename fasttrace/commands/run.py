@@ -43,7 +43,7 @@ import threading
 import traceback
 
 import fasttrace
-from fasttrace import _core, _recorder
+from fasttrace import _core, _recorder, _sigterm
 from fasttrace._recorder import (DEFAULT_BUFFER_SIZE, MIN_BUFFER_SIZE, Recorder, format_size,
                                  max_buffer_size)
 from fasttrace._recorder import _make_scope
@@ -411,7 +411,7 @@ def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
     except BaseException as e:  # noqa: B036 - a SyntaxError, or the package's own exception
         _print_program_traceback(e)
         return 1
-    previous_term = signal.signal(signal.SIGTERM, _on_sigterm)  # before the trace: not in it
+    previous_term = _sigterm.install(_on_sigterm)  # before the trace: not in it
     if opts is not None and opts.http is not None:
         try:
             _serve(opts.http)
@@ -581,6 +581,7 @@ def _size_text(n: int) -> str:
 def _on_sigterm(signum: int, frame: object) -> None:
     # Under plain python SIGTERM kills the process at once; here the trace is finished first,
     # then the process dies by the same signal.
+    _core.sigterm_taken()  # first: the guard stops reminding (fasttrace/_sigterm.py)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _finish(0)
     os.kill(os.getpid(), signal.SIGTERM)

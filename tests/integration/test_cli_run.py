@@ -150,6 +150,74 @@ def test_signals_leave_a_complete_trace(tmp_path, sig):
     assert sum(1 for e in trace.events() if e.function.qualname == "tick") > 4
 
 
+# The main thread waits on a lock that only a signal would free, as a multiprocessing pool's
+# worker does when Pool.terminate() SIGTERMs it; the signal lands on another thread, so CPython
+# only sets a flag that the main thread never checks (ft_sigterm.h).  Without fasttrace the
+# default action ends such a process; under fasttrace the handler must still run.
+SIGTERM_ELSEWHERE = """
+import multiprocessing as mp, signal, sys, threading, time
+def tick():
+    time.sleep(0.001)
+def elsewhere():
+    if sys.argv[1] == "masked":
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    for _ in range(20):
+        tick()
+    if sys.argv[1] == "masked":
+        print("ready", flush=True)  # the test sends SIGTERM: only this thread can take it
+    else:
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+    time.sleep(60)
+if sys.argv[1] == "masked":  # the handler can never run: the main thread blocks SIGTERM
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+lock = mp.Lock()
+lock.acquire()
+threading.Thread(target=elsewhere, daemon=True).start()
+lock.acquire()
+"""
+
+
+@pytest.mark.parametrize("mode", [[], ["--rate", "200"], ["--follow-children"]])
+def test_sigterm_on_another_thread_still_finishes_the_trace(tmp_path, mode):
+    (tmp_path / "elsewhere.py").write_text(SIGTERM_ELSEWHERE)
+    proc = subprocess.Popen(fasttrace_cmd("run", "-o", "s.ftrace", *mode, "elsewhere.py", "self"),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGTERM, err
+    assert "fasttrace: wrote" in err, err  # the handler ran: the file is finished
+    out = tmp_path / "s.ftrace"
+    if out.is_dir():  # --follow-children: one file per process (3.15: the resource tracker's)
+        (out,) = [f for f in out.iterdir() if f".{proc.pid}." in f.name]
+    trace = fasttrace.load(out)
+    assert not trace.stats.truncated
+    if mode == ["--rate", "200"]:
+        assert any(f.name == "elsewhere" for s in trace.samples() for f in s.stack)
+    else:
+        assert sum(1 for e in trace.events() if e.function.qualname == "tick") == 40
+
+
+def test_sigterm_ends_the_process_when_no_handler_can_run(tmp_path):
+    # As without fasttrace, SIGTERM ends the program; the trace reads to its last chunk.
+    (tmp_path / "elsewhere.py").write_text(SIGTERM_ELSEWHERE)
+    proc = subprocess.Popen(fasttrace_cmd("run", "-o", "s.ftrace", "elsewhere.py", "masked"),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGTERM, err
+    assert "fasttrace: wrote" not in err  # the handler never ran
+    trace = fasttrace.load(tmp_path / "s.ftrace")
+    assert trace.header["pid"] == proc.pid
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["run", "missing.py"], 2, "cannot run 'missing.py': no such file"),
     (["run", "-m", "no_such_module_xyz"], 1, "no module named no_such_module_xyz"),

@@ -59,9 +59,11 @@ class Run:
         (tmp_path / "prog.py").write_text(PROGRAM)
         self.err_path = tmp_path / "stderr.txt"
         self.err = open(self.err_path, "w")
+        # a hung run's processes print where each thread is stuck at SIGABRT (wait())
+        env = dict(os.environ, PYTHONFAULTHANDLER="1")
         self.proc = subprocess.Popen([sys.executable, "-m", "fasttrace", "run", *args],
-                                     cwd=tmp_path, stdout=subprocess.PIPE, stderr=self.err,
-                                     start_new_session=True)
+                                     cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                     stderr=self.err, start_new_session=True)
 
     def url(self) -> str:
         deadline = time.monotonic() + 60
@@ -77,9 +79,17 @@ class Run:
         try:
             out, _ = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.communicate()
-            raise AssertionError(f"the run did not end: {self.err_path.read_text()}")
+            # Every process of the run (the children share its session) prints its threads'
+            # stacks (faulthandler), then dies.
+            for sig in (signal.SIGABRT, signal.SIGKILL):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                time.sleep(3 if sig == signal.SIGABRT else 0)
+            out, _ = self.proc.communicate()
+            raise AssertionError(f"the run did not end: {out.decode()}\n"
+                                 f"{self.err_path.read_text()}")
         self.err.close()
         return out.decode()
 
