@@ -411,7 +411,11 @@ def _run(kind: str, what: str, prog_args: List[str], out: str, c_calls: bool,
     except BaseException as e:  # noqa: B036 - a SyntaxError, or the package's own exception
         _print_program_traceback(e)
         return 1
-    previous_term = _sigterm.install(_on_sigterm)  # before the trace: not in it
+    # Before the trace: not in it.  A SIGTERM the program was started with ignored (by a
+    # supervisor, say) stays ignored, as under plain python.
+    previous_term = signal.getsignal(signal.SIGTERM)
+    if previous_term is not signal.SIG_IGN:
+        previous_term = _sigterm.install(_on_sigterm)
     if opts is not None and opts.http is not None:
         try:
             _serve(opts.http)

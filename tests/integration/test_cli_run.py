@@ -150,6 +150,27 @@ def test_signals_leave_a_complete_trace(tmp_path, sig):
     assert sum(1 for e in trace.events() if e.function.qualname == "tick") > 4
 
 
+def test_an_ignored_sigterm_stays_ignored(tmp_path):
+    (tmp_path / "ignored.py").write_text(textwrap.dedent("""
+        import time
+        print("ready", flush=True)
+        time.sleep(1)
+        print("done")
+    """))
+    proc = subprocess.Popen(fasttrace_cmd("run", "-o", "s.ftrace", "ignored.py"), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out == "done\n"
+    assert not fasttrace.load(tmp_path / "s.ftrace").stats.truncated
+
+
 # The main thread waits on a lock that only a signal would free, as a multiprocessing pool's
 # worker does when Pool.terminate() SIGTERMs it; the signal lands on another thread, so CPython
 # only sets a flag that the main thread never checks (ft_sigterm.h).  Without fasttrace the
