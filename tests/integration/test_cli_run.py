@@ -110,6 +110,32 @@ def test_no_c_calls_option(tmp_path, program):
     assert trace.header["buffer_size"] == 1 << 20
 
 
+def signal_when_ready(tmp_path, args, sig, after=0.0, preexec_fn=None):
+    """Runs `fasttrace run ARGS`, sends `sig` once the program prints "ready" (and `after`
+    seconds more), and returns (proc, the rest of stdout, stderr).  A run that does not end
+    says where its threads wait."""
+    proc = subprocess.Popen(fasttrace_cmd("run", *args), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(after)
+        proc.send_signal(sig)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            # What each thread waits in, then what the process wrote: a hang must say where.
+            tasks = Path(f"/proc/{proc.pid}/task")
+            state = [(t.name, (t / "comm").read_text().strip(), (t / "wchan").read_text())
+                     for t in tasks.iterdir()] if tasks.exists() else []
+            proc.kill()
+            _, err = proc.communicate()
+            pytest.fail(f"no exit 60 s after {signal.Signals(sig).name}; threads (tid, name, "
+                        f"wchan): {state}; stderr: {err}")
+    finally:
+        proc.kill()
+    return proc, out, err
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signals_leave_a_complete_trace(tmp_path, sig):
     (tmp_path / "wait.py").write_text(textwrap.dedent("""
@@ -123,26 +149,9 @@ def test_signals_leave_a_complete_trace(tmp_path, sig):
     # A shell without job control starts background commands with SIGINT ignored, and Python
     # then leaves it ignored (as the program would under plain python): the child gets the
     # default disposition, so that this test does not depend on how the suite was started.
-    proc = subprocess.Popen(fasttrace_cmd("run", "-o", "s.ftrace", "wait.py"), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        time.sleep(0.2)
-        proc.send_signal(sig)
-        try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            # What each thread waits in, then what the process wrote: a hang must say where.
-            tasks = Path(f"/proc/{proc.pid}/task")
-            state = [(t.name, (t / "comm").read_text().strip(), (t / "wchan").read_text())
-                     for t in tasks.iterdir()] if tasks.exists() else []
-            proc.kill()
-            _, err = proc.communicate()
-            pytest.fail(f"no exit 30 s after {sig.name}; threads (tid, name, wchan): {state}; "
-                        f"stderr: {err}")
-    finally:
-        proc.kill()
+    proc, _, err = signal_when_ready(tmp_path, ["-o", "s.ftrace", "wait.py"], sig, after=0.2,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                      signal.SIG_DFL))
     assert proc.returncode == -sig, err  # dies by the signal, as plain python does
     assert "fasttrace: wrote" in err
     trace = fasttrace.load(tmp_path / "s.ftrace")
@@ -157,15 +166,9 @@ def test_an_ignored_sigterm_stays_ignored(tmp_path):
         time.sleep(1)
         print("done")
     """))
-    proc = subprocess.Popen(fasttrace_cmd("run", "-o", "s.ftrace", "ignored.py"), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    proc, out, err = signal_when_ready(tmp_path, ["-o", "s.ftrace", "ignored.py"],
+                                       signal.SIGTERM, preexec_fn=lambda: signal.signal(
+                                           signal.SIGTERM, signal.SIG_IGN))
     assert proc.returncode == 0, err
     assert out == "done\n"
     assert not fasttrace.load(tmp_path / "s.ftrace").stats.truncated
@@ -224,15 +227,8 @@ def test_sigterm_on_another_thread_still_finishes_the_trace(tmp_path, mode):
 def test_sigterm_ends_the_process_when_no_handler_can_run(tmp_path):
     # As without fasttrace, SIGTERM ends the program; the trace reads to its last chunk.
     (tmp_path / "elsewhere.py").write_text(SIGTERM_ELSEWHERE)
-    proc = subprocess.Popen(fasttrace_cmd("run", "-o", "s.ftrace", "elsewhere.py", "masked"),
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ready"
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    proc, _, err = signal_when_ready(tmp_path, ["-o", "s.ftrace", "elsewhere.py", "masked"],
+                                     signal.SIGTERM)
     assert proc.returncode == -signal.SIGTERM, err
     assert "fasttrace: wrote" not in err  # the handler never ran
     trace = fasttrace.load(tmp_path / "s.ftrace")
