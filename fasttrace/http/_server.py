@@ -52,7 +52,14 @@ class Server:
         self._closed = False
         self._pid = os.getpid()
         _servers.add(self)
-        _thread.start_new_thread(_serve_forever, (self._httpd,))
+        # Returns once the thread runs, as threading.Thread.start() does: a program that forks
+        # right after serve() must not fork while the thread is still starting.  (Under ASan,
+        # whose allocator GCC 12's libasan does not lock around fork(), the child then hung
+        # on the allocator lock that the starting thread held.)
+        started = _thread.allocate_lock()
+        started.acquire()
+        _thread.start_new_thread(_serve_forever, (self._httpd, started))
+        started.acquire()
 
     def close(self) -> None:
         """Stops listening; requests being served finish on their own."""
@@ -102,7 +109,8 @@ def _is_loopback(host: str) -> bool:
 
 # ---- the server's threads: entry functions in this file -------------------------------------
 
-def _serve_forever(httpd: "_HTTPServer") -> None:
+def _serve_forever(httpd: "_HTTPServer", started: "_thread.LockType") -> None:
+    started.release()
     try:
         httpd.serve_forever(poll_interval=0.5)
     except Exception as e:  # the listening socket failed: say so once, the program goes on
