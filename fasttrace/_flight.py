@@ -9,6 +9,7 @@ writer thread does it; the caller waits without the GIL).
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal as _signal
 import sys
@@ -16,6 +17,7 @@ import threading
 import time
 
 from fasttrace import _core, _recorder
+from fasttrace._capture import HIDDEN_CODES
 from fasttrace._errors import TracingError
 from fasttrace._output import open_output
 from fasttrace._recorder import (
@@ -101,6 +103,7 @@ class FlightRecorder(Recorder):
         self._dump_lock = threading.Lock()
         self._prev_handler: Any = None
         self._handler_installed = False
+        self._listening = False  # the signal wakes _listen (src/ft_siglisten.h)
         self._prev_excepthook: Any = None
         self.dumps: "list[Summary]" = []
 
@@ -138,6 +141,8 @@ class FlightRecorder(Recorder):
         except BaseException:
             self._uninstall_triggers()
             raise
+        if self.signal is not None:
+            self._listen_for_signal(self.signal)
         if self.dump_on_exception:
             self._prev_excepthook = sys.excepthook
             sys.excepthook = self._on_exception
@@ -151,7 +156,27 @@ class FlightRecorder(Recorder):
         super().abandon()
         self._uninstall_triggers()
 
+    def _listen_for_signal(self, signum: int) -> None:
+        # The Python handler just installed stays in signal.getsignal(), so a program's own
+        # signal.signal() replaces the trigger as before; the C handler under it is ours: a
+        # thread of fasttrace's dumps, whatever the main thread is doing.  Where that cannot
+        # be had (no POSIX semaphores), the Python handler does it.
+        try:
+            generation = _core.signal_listen(signum)
+        except OSError:
+            return
+        self._listening = True
+        try:
+            _thread.start_new_thread(_listen, (self, generation,
+                                               _signal.Signals(signum).name))
+        except RuntimeError:  # no thread to be had: the Python handler it is
+            _core.signal_unlisten()
+            self._listening = False
+
     def _uninstall_triggers(self) -> None:
+        if self._listening:
+            _core.signal_unlisten()  # CPython's handler back; the listening thread ends
+            self._listening = False
         if self.signal is not None and self._handler_installed:
             try:
                 if _signal.getsignal(self.signal) == self._on_signal:
@@ -225,6 +250,7 @@ class FlightRecorder(Recorder):
         return s
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        # Only where no thread listens for the signal (see _listen_for_signal).
         # Not in the handler itself: the handler runs between two bytecodes of whatever the
         # main thread was doing, maybe a dump of its own (whose lock it would wait for).
         t = threading.Thread(target=self.dump_to_directory,
@@ -238,3 +264,13 @@ class FlightRecorder(Recorder):
         finally:
             hook = self._prev_excepthook or sys.__excepthook__
             hook(exc_type, exc, tb)
+
+
+def _listen(recorder: FlightRecorder, generation: int, reason: str) -> None:
+    # A bare thread whose only frames are fasttrace's: trace mode records nothing of it, and
+    # samplers leave it out (HIDDEN_CODES).
+    while _core.signal_wait(generation):
+        recorder.dump_to_directory(reason)
+
+
+HIDDEN_CODES.append(_listen.__code__)

@@ -193,6 +193,30 @@ def sigterm_taken():
     ft_sigterm_taken()
 
 
+def signal_listen(int signum):
+    """Main thread, after signal.signal(signum, handler): deliveries of signum wake
+    signal_wait() instead (see ft_siglisten.h).  Returns the generation to wait on; OSError
+    where that cannot be had (EBUSY: a signal is listened to already)."""
+    cdef long generation = ft_siglisten_open(signum)
+    if generation < 0:
+        raise OSError(errno, _os.strerror(errno))
+    return generation
+
+
+def signal_wait(long generation):
+    """Blocks without the GIL until the listened signal arrives (True; a burst counts once) or
+    `generation` is closed (False)."""
+    cdef int delivered
+    with nogil:
+        delivered = ft_siglisten_wait(generation)
+    return bool(delivered)
+
+
+def signal_unlisten():
+    """Ends the listening, puts CPython's handler back and returns once the waiter has left."""
+    ft_siglisten_close()
+
+
 def set_thread_name(unsigned long long ident, str name):
     cdef bytes b = name.encode("utf-8", "replace")
     ft_session_set_thread_name(ident, b)

@@ -29,6 +29,11 @@ cdef extern from "ft_sigterm.h":
     int ft_sigterm_guard(int signum)
     void ft_sigterm_taken()
 
+cdef extern from "ft_siglisten.h":
+    long ft_siglisten_open(int signum)
+    int ft_siglisten_wait(long generation) nogil
+    void ft_siglisten_close()
+
 from cpython.ref cimport PyObject
 from libc.stdint cimport uint32_t, uint64_t
 
